@@ -1,0 +1,1 @@
+"""The Coupa domain mapped onto the host model: settings, sync and provisioning."""

@@ -1,0 +1,283 @@
+"""Parse and validate a tenant's ``coupa`` settings section.
+
+Every problem is a :class:`~coupa_plugin.host.errors.ConfigurationError` naming the key. Nothing
+here touches the network: a refused setting never causes a request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import attrs
+
+from coupa_plugin.coupa import Secret
+from coupa_plugin.host.errors import ConfigurationError
+
+__all__ = [
+    "MODES",
+    "RESOURCE_TYPES",
+    "SETTINGS_SCHEMA",
+    "CoupaSettings",
+    "SettingSpec",
+    "parse_base_url",
+    "parse_domain",
+    "parse_settings",
+]
+
+Mode = Literal["auto", "read-only", "provisioning"]
+MODES: Final[tuple[Mode, ...]] = ("auto", "read-only", "provisioning")
+RESOURCE_TYPES: Final = (
+    "user",
+    "group",
+    "role",
+    "license",
+    "content_group",
+    "account_group",
+    "approval_group",
+)
+
+# One DNS label (the customer's instance name) in front of one of Coupa's two host domains.
+_HOST_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.(?:coupahost|coupacloud)\.com")
+_SCHEME_RE: Final = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_LOOSE_HOST_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+
+
+@attrs.frozen
+class SettingSpec:
+    """One key of the settings section, as plugin.toml documents it."""
+
+    name: str
+    type: str
+    default: Any
+    required: bool
+    secret: bool
+    description: str
+
+
+SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
+    SettingSpec("domain", "string", None, False, False,
+                "Coupa instance host, e.g. acme.coupahost.com (required unless base_url is set)"),
+    SettingSpec("client_id", "string", None, True, False, "OAuth2 client identifier"),
+    SettingSpec("client_secret", "string", None, True, True, "OAuth2 client secret"),
+    SettingSpec("mode", "string", "auto", False, False,
+                "auto, read-only or provisioning"),
+    SettingSpec("base_url", "string", None, False, False,
+                "URL of a sandbox or emulator; only together with allow_insecure_base_url"),
+    SettingSpec("allow_insecure_base_url", "boolean", False, False, False,
+                "must be true for base_url to be used"),
+    SettingSpec("requests_per_second", "number", 24.0, False, False,
+                "client-side request rate limit for this tenant"),
+    SettingSpec("max_in_flight", "integer", 8, False, False,
+                "how many requests may be outstanding at once"),
+    SettingSpec("timeout_s", "number", 30.0, False, False, "per-request timeout in seconds"),
+    SettingSpec("resource_types", "array", list(RESOURCE_TYPES), False, False,
+                "resource types to sync"),
+    SettingSpec("protected_logins", "array", [], False, False,
+                "logins that provisioning must never change"),
+    SettingSpec("state_dir", "string", None, False, False,
+                "directory for the provisioning journal (default: a per-user state directory)"),
+    SettingSpec("enabled", "boolean", True, False, False,
+                "per-tenant toggle, read by the host"),
+)
+_KNOWN_KEYS: Final = frozenset(spec.name for spec in SETTINGS_SCHEMA)
+
+
+@attrs.frozen(kw_only=True)
+class CoupaSettings:
+    """A tenant's validated settings. Its repr masks the client secret."""
+
+    base_url: str
+    client_id: str
+    client_secret: Secret
+    mode: Mode = "auto"
+    insecure: bool = False
+    requests_per_second: float = 24.0
+    max_in_flight: int = 8
+    timeout_s: float = 30.0
+    resource_types: frozenset[str] = frozenset(RESOURCE_TYPES)
+    protected_logins: frozenset[str] = frozenset()
+    state_dir: Path | None = None
+    enabled: bool = True
+
+
+def parse_domain(value: str, *, key: str = "domain") -> str:
+    """Return ``https://<host>`` for a Coupa instance given as a host or URL, or refuse it.
+
+    Accepted: ``acme.coupahost.com`` or ``acme.coupacloud.com`` in any case, with or without
+    ``https://``, with a trailing slash, path, query or fragment. Refused: any other host, IP
+    literals, ports, user info, ``http://`` and other schemes, hosts that merely contain a Coupa
+    domain.
+    """
+    text = value.strip()
+    if not text:
+        raise ConfigurationError(f"{key}: must not be empty")
+    if scheme := _SCHEME_RE.match(text):
+        if scheme.group(1).lower() != "https":
+            raise ConfigurationError(
+                f"{key}: only https:// is allowed for a Coupa instance (got {scheme.group(1)}://)"
+            )
+        text = text[scheme.end():]
+    authority = re.split(r"[/?#]", text, maxsplit=1)[0]
+    if "@" in authority:
+        raise ConfigurationError(f"{key}: user info ('…@') is not allowed in a Coupa domain")
+    if ":" in authority or "[" in authority:
+        raise ConfigurationError(f"{key}: ports and IP literals are not allowed in a Coupa domain")
+    host = authority.lower()
+    if not _HOST_RE.fullmatch(host):
+        shown = authority if _LOOSE_HOST_RE.fullmatch(authority) and len(authority) < 256 else None
+        detail = f" (got {shown!r})" if shown else ""
+        raise ConfigurationError(
+            f"{key}: expected a Coupa instance host such as acme.coupahost.com or "
+            f"acme.coupacloud.com{detail}"
+        )
+    return f"https://{host}"
+
+
+def parse_base_url(value: str, *, key: str = "base_url") -> str:
+    """Validate a sandbox/emulator URL: http(s), a host, an optional port, nothing else."""
+    text = value.strip().rstrip("/")
+    match = re.fullmatch(r"(https?)://([^/?#@\s]+)", text, flags=re.IGNORECASE)
+    if not match:
+        raise ConfigurationError(
+            f"{key}: expected http(s)://host[:port] with no path, user info, query or fragment"
+        )
+    hostport = match.group(2)
+    host, _, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
+    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise ConfigurationError(f"{key}: invalid port {port!r}")
+    if not host:
+        raise ConfigurationError(f"{key}: missing host")
+    return f"{match.group(1).lower()}://{hostport.lower()}"
+
+
+def _string(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _nonempty(key: str, value: object) -> str:
+    text = _string(key, value).strip()
+    if not text:
+        raise ConfigurationError(f"{key}: must not be empty")
+    return text
+
+
+def _boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key}: expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _number(key: str, value: object, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{key}: expected a number, got {type(value).__name__}")
+    if not low < value <= high:
+        raise ConfigurationError(f"{key}: must be greater than {low:g} and at most {high:g}")
+    return float(value)
+
+
+def _integer(key: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{key}: expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ConfigurationError(f"{key}: must be between {low} and {high}")
+    return value
+
+
+def _string_list(key: str, value: object) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise ConfigurationError(f"{key}: expected a list of strings, got {type(value).__name__}")
+    items = list(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigurationError(f"{key}: expected a list of strings, found {item!r}")
+    return items
+
+
+def _resource_types(key: str, value: object) -> frozenset[str]:
+    items = _string_list(key, value)
+    unknown = sorted(set(items) - set(RESOURCE_TYPES))
+    if unknown:
+        raise ConfigurationError(
+            f"{key}: unknown resource type(s) {unknown} (known: {list(RESOURCE_TYPES)})"
+        )
+    if not items:
+        raise ConfigurationError(f"{key}: must name at least one resource type")
+    return frozenset(items)
+
+
+def _secret(key: str, value: object) -> Secret:
+    if isinstance(value, Secret):
+        secret = value
+    elif isinstance(value, str):
+        secret = Secret(value.strip())
+    else:
+        raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
+    if not secret:
+        raise ConfigurationError(f"{key}: must not be empty")
+    return secret
+
+
+def _mode(key: str, value: object) -> Mode:
+    text = _string(key, value)
+    for mode in MODES:
+        if text == mode:
+            return mode
+    raise ConfigurationError(f"{key}: expected one of {list(MODES)}, got {text!r}")
+
+
+_FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
+    "client_id": _nonempty,
+    "client_secret": _secret,
+    "mode": _mode,
+    "requests_per_second": lambda k, v: _number(k, v, 0.0, 10_000.0),
+    "max_in_flight": lambda k, v: _integer(k, v, 1, 256),
+    "timeout_s": lambda k, v: _number(k, v, 0.0, 3_600.0),
+    "resource_types": _resource_types,
+    "protected_logins": lambda k, v: frozenset(s.strip().lower() for s in _string_list(k, v)),
+    "state_dir": lambda k, v: Path(_nonempty(k, v)).expanduser(),
+    "enabled": _boolean,
+}
+
+
+def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:
+    """Validate a tenant's ``coupa`` section into :class:`CoupaSettings`."""
+    if not isinstance(section, Mapping):
+        raise ConfigurationError(
+            f"coupa settings: expected a table of settings, got {type(section).__name__}"
+        )
+    unknown = sorted(str(k) for k in section if k not in _KNOWN_KEYS)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {unknown}; known settings: {sorted(_KNOWN_KEYS)}"
+        )
+    for spec in SETTINGS_SCHEMA:
+        if spec.required and spec.name not in section:
+            raise ConfigurationError(f"{spec.name}: required setting is missing")
+
+    values: dict[str, Any] = {
+        name: parse(name, section[name]) for name, parse in _FIELD_PARSERS.items()
+        if name in section
+    }
+    insecure = _boolean("allow_insecure_base_url", section.get("allow_insecure_base_url", False))
+    if "base_url" in section:
+        if not insecure:
+            raise ConfigurationError(
+                "base_url: only allowed together with allow_insecure_base_url = true"
+            )
+        base_url = parse_base_url(_string("base_url", section["base_url"]))
+        if "domain" in section:
+            parse_domain(_string("domain", section["domain"]))
+    else:
+        if insecure:
+            raise ConfigurationError(
+                "allow_insecure_base_url: only meaningful together with base_url"
+            )
+        if "domain" not in section:
+            raise ConfigurationError("domain: required setting is missing")
+        base_url = parse_domain(_string("domain", section["domain"]))
+    return CoupaSettings(base_url=base_url, insecure=insecure, **values)

@@ -1,0 +1,229 @@
+"""``coupa-iga``: the reference host's command line.
+
+Exit codes: 0 success; 1 a run failed (sync incomplete, provisioning failed); 2 usage error;
+3 configuration error (tenants file or settings); 4 authentication refused; 5 the request was
+refused (read-only tenant, unknown principal or entitlement).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+import click
+
+from coupa_plugin.host.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    NotFoundError,
+    PluginError,
+    ReadOnlyError,
+)
+from coupa_plugin.host.jobs import provision_one, sync_tenant
+from coupa_plugin.host.logfmt import configure_logging
+from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
+from coupa_plugin.host.runner import Host
+from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.host.tenants import load_tenants
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_CONFIG: Final = 3
+EXIT_AUTH: Final = 4
+EXIT_REFUSED: Final = 5
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, ConfigurationError):
+        return EXIT_CONFIG
+    if isinstance(exc, AuthenticationError):
+        return EXIT_AUTH
+    if isinstance(exc, ReadOnlyError | NotFoundError):
+        return EXIT_REFUSED
+    return EXIT_FAILED
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(_exit_code(exc))
+
+
+class _CountingProgress:
+    """Progress sink: a live rich display on a terminal, periodic log lines otherwise."""
+
+    def __init__(self, live: bool) -> None:
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self._total = 0
+        self._live = live
+        self._log = logging.getLogger("coupa_plugin.host.progress")
+        self._status: Any = None
+
+    def __enter__(self) -> _CountingProgress:
+        if self._live:
+            from rich.console import Console
+
+            self._status = Console(stderr=True).status("syncing…")
+            self._status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+    def advance(self, tenant_id: str, phase: str, item_type: str) -> None:
+        self.counts[(tenant_id, phase, item_type)] += 1
+        self._total += 1
+        if self._total % 1000:
+            return
+        summary = ", ".join(
+            f"{phase} {kind}={n}" for (t, phase, kind), n in sorted(self.counts.items())
+            if t == tenant_id
+        )
+        if self._status is not None:
+            self._status.update(f"{tenant_id}: {summary}")
+        else:
+            self._log.info("progress", extra={"tenant": tenant_id, "items": self._total})
+
+
+def _host() -> Host:
+    host = Host()
+    host.load_entry_points()
+    for failure in host.load_failures:
+        click.echo(f"warning: plugin {failure.name} not loaded: {failure.error}", err=True)
+    return host
+
+
+def _select(tenants: list[Tenant], wanted: tuple[str, ...]) -> list[Tenant]:
+    if not wanted:
+        return tenants
+    known = {t.id: t for t in tenants}
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        raise ConfigurationError(f"unknown tenant(s) {missing}; known: {sorted(known)}")
+    return [known[w] for w in wanted]
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Reference IGA host: run connector plugins for the tenants of a tenants file."""
+    levels = {0: logging.WARNING, 1: logging.INFO}
+    configure_logging(levels.get(verbose, logging.DEBUG))
+
+
+@main.command()
+def plugins() -> None:
+    """List the plugins found under the iga.plugins entry point group."""
+    host = _host()
+    for name in host.plugin_names():
+        click.echo(name)
+
+
+def run_sync(
+    host: Host,
+    tenants: list[Tenant],
+    snapshot: Path,
+    request: SyncRequest,
+) -> int:
+    """Sync every enabled plugin of every tenant; print a summary; return the exit code."""
+    failures = 0
+    with SnapshotStore(snapshot) as store, _CountingProgress(sys.stderr.isatty()) as progress:
+        for tenant in tenants:
+            for name in host.enabled_plugins(tenant):
+                try:
+                    outcome = sync_tenant(host, tenant, name, store, request, progress)
+                except PluginError as exc:
+                    failures += 1
+                    click.echo(f"{tenant.id}/{name}: FAILED: {exc}", err=True)
+                    fatal = isinstance(exc, ConfigurationError | AuthenticationError)
+                    if fatal and len(tenants) == 1:
+                        return _exit_code(exc)
+                    continue
+                counts = ", ".join(f"{k}={v}" for k, v in sorted(outcome.resources.items()))
+                mode = outcome.status.mode if outcome.status else "-"
+                click.echo(
+                    f"{tenant.id}/{name}: {outcome.outcome} run={outcome.run_id} mode={mode} "
+                    f"{counts} grants={outcome.grants} in {outcome.elapsed_s:.1f}s"
+                )
+                for warning in outcome.status.warnings if outcome.status else ():
+                    click.echo(f"{tenant.id}/{name}: warning: {warning}", err=True)
+    click.echo(f"snapshot: {snapshot}")
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+@main.command()
+@click.option("--tenants", "tenants_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("tenants.toml"), show_default=True, help="Tenants file (TOML).")
+@click.option("--tenant", "tenant_ids", multiple=True, help="Sync only this tenant (repeatable).")
+@click.option("--snapshot", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("snapshot.sqlite"), show_default=True, help="SQLite snapshot file.")
+@click.option("--type", "resource_types", multiple=True, help="Limit to this resource type.")
+def sync(
+    tenants_file: Path, tenant_ids: tuple[str, ...], snapshot: Path,
+    resource_types: tuple[str, ...],
+) -> None:
+    """Sync resources and grants of the enabled plugins into a snapshot."""
+    try:
+        tenants = _select(load_tenants(tenants_file), tenant_ids)
+    except ConfigurationError as exc:
+        _fail(exc)
+    request = SyncRequest(resource_types=frozenset(resource_types) if resource_types else None)
+    sys.exit(run_sync(_host(), tenants, snapshot, request))
+
+
+def _parse_attribute(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"expected key=value, got {text!r}")
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+@main.command()
+@click.option("--tenants", "tenants_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=Path("tenants.toml"), show_default=True)
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
+@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+@click.option("--action", required=True, help="grant, revoke, create_account, update_account, "
+              "enable_account or disable_account.")
+@click.option("--entitlement", "entitlement_id", help="Entitlement id, e.g. role:4:member.")
+@click.option("--principal", "principal_id", help="User id.")
+@click.option("--attr", "attributes", multiple=True, help="key=value (JSON values allowed).")
+@click.option("--dry-run", is_flag=True, help="Plan the change; write nothing.")
+def provision(
+    tenants_file: Path, tenant_id: str, plugin_name: str, action: str,
+    entitlement_id: str | None, principal_id: str | None, attributes: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Send one provisioning request to a plugin and print the result as JSON."""
+    attrs_map = dict(_parse_attribute(a) for a in attributes)
+    request = ProvisionRequest(action=action, entitlement_id=entitlement_id,
+                               principal_id=principal_id, attributes=attrs_map, dry_run=dry_run)
+    if problems := request.problems():
+        raise click.UsageError("; ".join(problems))
+    try:
+        [tenant] = _select(load_tenants(tenants_file), (tenant_id,))
+        host = _host()
+        if plugin_name not in host.enabled_plugins(tenant):
+            raise ConfigurationError(
+                f"plugin {plugin_name!r} is not enabled for tenant {tenant_id!r}"
+            )
+        result = provision_one(host, tenant, plugin_name, request)
+    except PluginError as exc:
+        _fail(exc)
+    if result is None:
+        _fail(ConfigurationError(f"plugin {plugin_name!r} did not handle the request"))
+    click.echo(json.dumps({
+        "status": result.status, "principal_id": result.principal_id,
+        "changes": list(result.changes), "message": result.message,
+        "grants": [[g.entitlement_id, g.principal_id] for g in result.grants],
+    }, indent=2))

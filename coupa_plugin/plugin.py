@@ -1,0 +1,93 @@
+"""The hook implementations: a thin adapter from the host's hooks to :mod:`coupa_plugin.connector`.
+
+The entry point ``iga.plugins:coupa`` loads :data:`plugin`, an instance that keeps one
+:class:`~coupa_plugin.connector.service.CoupaConnector` per tenant id (never module-global
+state shared between tenants).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from coupa_plugin.connector.service import CoupaConnector
+from coupa_plugin.connector.settings import parse_settings
+from coupa_plugin.host.model import (
+    ConnectorStatus,
+    Grant,
+    ProvisionRequest,
+    ProvisionResult,
+    Resource,
+    SyncRequest,
+    Tenant,
+)
+from coupa_plugin.host.spec import hookimpl
+
+__all__ = ["PLUGIN_NAME", "CoupaPlugin", "plugin"]
+
+PLUGIN_NAME: Final = "coupa"
+
+
+def settings_section(tenant: Tenant) -> Mapping[str, Any] | None:
+    """The tenant's ``coupa`` section, or None when it is absent or says ``enabled = false``."""
+    section = tenant.plugins.get(PLUGIN_NAME)
+    if section is None:
+        return None
+    if isinstance(section, Mapping) and section.get("enabled", True) is False:
+        return None
+    return section
+
+
+class CoupaPlugin:
+    """The Coupa connector plugin: per-tenant connectors behind the four hooks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connectors: dict[str, CoupaConnector] = {}
+
+    def connector(self, tenant: Tenant) -> CoupaConnector | None:
+        """The tenant's connector, (re)built when its settings changed; None when not enabled."""
+        section = settings_section(tenant)
+        if section is None:
+            return None
+        settings = parse_settings(section)
+        with self._lock:
+            current = self._connectors.get(tenant.id)
+            if current is not None and current.settings == settings:
+                return current
+            if current is not None:
+                current.close()
+            connector = CoupaConnector(tenant.id, settings)
+            self._connectors[tenant.id] = connector
+            return connector
+
+    def close(self) -> None:
+        """Close every tenant's HTTP client."""
+        with self._lock:
+            for connector in self._connectors.values():
+                connector.close()
+            self._connectors.clear()
+
+    @hookimpl
+    def configure(self, tenant: Tenant) -> ConnectorStatus | None:
+        connector = self.connector(tenant)
+        return None if connector is None else connector.configure()
+
+    @hookimpl
+    def discover_resources(self, tenant: Tenant, request: SyncRequest) -> Iterable[Resource] | None:
+        connector = self.connector(tenant)
+        return None if connector is None else connector.discover_resources(request)
+
+    @hookimpl
+    def sync_grants(self, tenant: Tenant, request: SyncRequest) -> Iterable[Grant] | None:
+        connector = self.connector(tenant)
+        return None if connector is None else connector.sync_grants(request)
+
+    @hookimpl
+    def provision(self, tenant: Tenant, request: ProvisionRequest) -> ProvisionResult | None:
+        connector = self.connector(tenant)
+        return None if connector is None else connector.provision(request)
+
+
+plugin = CoupaPlugin()
