@@ -63,8 +63,12 @@ def _call_all(pm: Any, tenant: Tenant) -> list[Any]:
         pm.hook.configure(tenant=tenant),
         pm.hook.discover_resources(tenant=tenant, request=SyncRequest()),
         pm.hook.sync_grants(tenant=tenant, request=SyncRequest()),
-        pm.hook.provision(tenant=tenant, request=ProvisionRequest(
-            action="grant", entitlement_id="role:4:member", principal_id="1")),
+        pm.hook.provision(
+            tenant=tenant,
+            request=ProvisionRequest(
+                action="grant", entitlement_id="role:4:member", principal_id="1"
+            ),
+        ),
     ]
 
 

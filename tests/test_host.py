@@ -95,26 +95,50 @@ class _FakePlugin:
 
     @hookimpl
     def configure(self, tenant: Tenant) -> ConnectorStatus:
-        return ConnectorStatus(plugin="fake", tenant_id=tenant.id, mode="read-only",
-                               capabilities=frozenset(), granted_scopes=frozenset(),
-                               resource_types=frozenset({"user", "role"}))
+        return ConnectorStatus(
+            plugin="fake",
+            tenant_id=tenant.id,
+            mode="read-only",
+            capabilities=frozenset(),
+            granted_scopes=frozenset(),
+            resource_types=frozenset({"user", "role"}),
+        )
 
     @hookimpl
     def discover_resources(self, tenant: Tenant, request: SyncRequest) -> Iterator[Resource]:
-        yield Resource(type="role", id="2", display_name="Admin", entitlements=(
-            Entitlement(id="role:2:member", resource_type="role", resource_id="2",
-                        slug="member", display_name="Admin member"),))
+        yield Resource(
+            type="role",
+            id="2",
+            display_name="Admin",
+            entitlements=(
+                Entitlement(
+                    id="role:2:member",
+                    resource_type="role",
+                    resource_id="2",
+                    slug="member",
+                    display_name="Admin member",
+                ),
+            ),
+        )
         for i in range(5):
-            yield Resource(type="user", id=str(i), display_name=f"user {i}", status="enabled",
-                           profile={"login": f"u{i}"})
+            yield Resource(
+                type="user",
+                id=str(i),
+                display_name=f"user {i}",
+                status="enabled",
+                profile={"login": f"u{i}"},
+            )
 
     @hookimpl
     def sync_grants(self, tenant: Tenant, request: SyncRequest) -> Iterator[object]:
         for i in range(5):
             if self.fail_after is not None and i >= self.fail_after:
                 raise SyncError("Coupa went away")
-            yield "not a grant" if self.bad_item else Grant(entitlement_id="role:2:member",
-                                                            principal_id=str(i))
+            yield (
+                "not a grant"
+                if self.bad_item
+                else Grant(entitlement_id="role:2:member", principal_id=str(i))
+            )
 
 
 def _host_with(plugin: object) -> tuple[Host, Tenant]:
@@ -146,6 +170,6 @@ def test_a_failed_run_is_recorded_as_failed_and_keeps_no_rows(tmp_path: Path) ->
 def test_the_host_rejects_objects_outside_the_contract(tmp_path: Path) -> None:
     host, tenant = _host_with(_FakePlugin(bad_item=True))
     with SnapshotStore(tmp_path / "s.sqlite") as store:
-        with pytest.raises(ContractViolation, match="'fake'.*yielded str"):
+        with pytest.raises(ContractViolation, match=r"'fake'.*yielded str"):
             sync_tenant(host, tenant, "fake", store)
         assert store.runs("t1")[0].outcome == "failed"

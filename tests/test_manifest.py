@@ -64,8 +64,13 @@ def test_settings_schema_matches_the_parser() -> None:
         assert entry["secret"] == spec.secret
         assert entry.get("default") == spec.default
     # every documented key is accepted by the parser, and the documented defaults hold
-    section = {"client_id": "c", "client_secret": "s", "domain": "a.coupahost.com",
-               **{name: e["default"] for name, e in documented.items() if "default" in e}}
+    section = {
+        "client_id": "c",
+        "client_secret": "s",
+        "domain": "a.coupahost.com",
+        **{name: e["default"] for name, e in documented.items() if "default" in e},
+    }
     parsed = parse_settings(section)
-    assert parsed == parse_settings({"client_id": "c", "client_secret": "s",
-                                     "domain": "a.coupahost.com"})
+    assert parsed == parse_settings(
+        {"client_id": "c", "client_secret": "s", "domain": "a.coupahost.com"}
+    )

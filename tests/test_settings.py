@@ -41,14 +41,32 @@ def test_good_domains(given_domain: str, expected: str) -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        "", "   ", "coupahost.com", "acme.example.com", "http://acme.coupahost.com",
-        "ftp://acme.coupahost.com", "acme.coupahost.com:443", "https://acme.coupahost.com:8443",
-        "acme.coupahost.com@evil.com", "https://user:pw@acme.coupahost.com",
-        "acme.coupahost.com.evil.com", "evil.com/acme.coupahost.com", "acme.coupahost.co",
-        "127.0.0.1", "[::1]", "https://10.0.0.1/", "a.b.coupahost.com", "-acme.coupahost.com",
-        "acme-.coupahost.com", "acme.coupahost.com.", "acme\\@evil.coupahost.com",
-        "acme.coupahost.com\\@evil.com", "acmé.coupahost.com", "acme%2ecoupahost.com",
-        "javascript://acme.coupahost.com", "//acme.coupahost.com",
+        "",
+        "   ",
+        "coupahost.com",
+        "acme.example.com",
+        "http://acme.coupahost.com",
+        "ftp://acme.coupahost.com",
+        "acme.coupahost.com:443",
+        "https://acme.coupahost.com:8443",
+        "acme.coupahost.com@evil.com",
+        "https://user:pw@acme.coupahost.com",
+        "acme.coupahost.com.evil.com",
+        "evil.com/acme.coupahost.com",
+        "acme.coupahost.co",
+        "127.0.0.1",
+        "[::1]",
+        "https://10.0.0.1/",
+        "a.b.coupahost.com",
+        "-acme.coupahost.com",
+        "acme-.coupahost.com",
+        "acme.coupahost.com.",
+        "acme\\@evil.coupahost.com",
+        "acme.coupahost.com\\@evil.com",
+        "acmé.coupahost.com",
+        "acme%2ecoupahost.com",
+        "javascript://acme.coupahost.com",
+        "//acme.coupahost.com",
     ],
 )
 def test_bad_domains_are_refused(bad: str) -> None:
@@ -60,8 +78,13 @@ _label = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 _suffix = st.sampled_from(["coupahost.com", "coupacloud.com"])
 
 
-@given(label=_label, suffix=_suffix, https=st.booleans(), upper=st.booleans(),
-       tail=st.sampled_from(["", "/", "/some/path", "/?q=1", "#frag"]))
+@given(
+    label=_label,
+    suffix=_suffix,
+    https=st.booleans(),
+    upper=st.booleans(),
+    tail=st.sampled_from(["", "/", "/some/path", "/?q=1", "#frag"]),
+)
 def test_generated_valid_hosts_are_accepted(
     label: str, suffix: str, https: bool, upper: bool, tail: str
 ) -> None:
@@ -70,10 +93,26 @@ def test_generated_valid_hosts_are_accepted(
     assert parse_domain(text) == f"https://{host}"
 
 
-@given(label=_label, suffix=_suffix,
-       trick=st.sampled_from(["{h}.evil.com", "{h}@evil.com", "evil.com@{h}", "{h}:443",
-                              "http://{h}", "{h}.", "x.{h}", "{h}evil.com", "{h}:80/",
-                              "{h}%40evil.com", "{h} evil.com", "{h}\\evil.com"]))
+@given(
+    label=_label,
+    suffix=_suffix,
+    trick=st.sampled_from(
+        [
+            "{h}.evil.com",
+            "{h}@evil.com",
+            "evil.com@{h}",
+            "{h}:443",
+            "http://{h}",
+            "{h}.",
+            "x.{h}",
+            "{h}evil.com",
+            "{h}:80/",
+            "{h}%40evil.com",
+            "{h} evil.com",
+            "{h}\\evil.com",
+        ]
+    ),
+)
 def test_generated_tricks_are_refused(label: str, suffix: str, trick: str) -> None:
     with pytest.raises(ConfigurationError):
         parse_domain(trick.format(h=f"{label}.{suffix}"))
@@ -140,13 +179,28 @@ def test_missing_required_keys_are_named(missing: str) -> None:
 
 
 def test_base_url_with_allow_insecure() -> None:
-    s = parse_settings({"client_id": "c", "client_secret": "s",
-                        "base_url": "http://127.0.0.1:8080/", "allow_insecure_base_url": True})
+    s = parse_settings(
+        {
+            "client_id": "c",
+            "client_secret": "s",
+            "base_url": "http://127.0.0.1:8080/",
+            "allow_insecure_base_url": True,
+        }
+    )
     assert s.base_url == "http://127.0.0.1:8080" and s.insecure
 
 
-@pytest.mark.parametrize("bad", ["127.0.0.1:8080", "http://u:p@127.0.0.1", "http://h/path",
-                                 "http://h:99999", "file:///etc/passwd", "http://h?x=1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "127.0.0.1:8080",
+        "http://u:p@127.0.0.1",
+        "http://h/path",
+        "http://h:99999",
+        "file:///etc/passwd",
+        "http://h?x=1",
+    ],
+)
 def test_bad_base_urls(bad: str) -> None:
     with pytest.raises(ConfigurationError, match="base_url"):
         parse_base_url(bad)
@@ -154,8 +208,13 @@ def test_bad_base_urls(bad: str) -> None:
 
 def test_secret_never_renders() -> None:
     settings = parse_settings(GOOD)
-    for text in (repr(settings), str(settings), f"{settings.client_secret}",
-                 repr(settings.client_secret), str([settings])):
+    for text in (
+        repr(settings),
+        str(settings),
+        f"{settings.client_secret}",
+        repr(settings.client_secret),
+        str([settings]),
+    ):
         assert SECRET not in text
     with pytest.raises(TypeError):
         pickle.dumps(settings.client_secret)

@@ -58,29 +58,60 @@ class SettingSpec:
 
 
 SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
-    SettingSpec("domain", "string", None, False, False,
-                "Coupa instance host, e.g. acme.coupahost.com (required unless base_url is set)"),
+    SettingSpec(
+        "domain",
+        "string",
+        None,
+        False,
+        False,
+        "Coupa instance host, e.g. acme.coupahost.com (required unless base_url is set)",
+    ),
     SettingSpec("client_id", "string", None, True, False, "OAuth2 client identifier"),
     SettingSpec("client_secret", "string", None, True, True, "OAuth2 client secret"),
-    SettingSpec("mode", "string", "auto", False, False,
-                "auto, read-only or provisioning"),
-    SettingSpec("base_url", "string", None, False, False,
-                "URL of a sandbox or emulator; only together with allow_insecure_base_url"),
-    SettingSpec("allow_insecure_base_url", "boolean", False, False, False,
-                "must be true for base_url to be used"),
-    SettingSpec("requests_per_second", "number", 24.0, False, False,
-                "client-side request rate limit for this tenant"),
-    SettingSpec("max_in_flight", "integer", 8, False, False,
-                "how many requests may be outstanding at once"),
+    SettingSpec("mode", "string", "auto", False, False, "auto, read-only or provisioning"),
+    SettingSpec(
+        "base_url",
+        "string",
+        None,
+        False,
+        False,
+        "URL of a sandbox or emulator; only together with allow_insecure_base_url",
+    ),
+    SettingSpec(
+        "allow_insecure_base_url",
+        "boolean",
+        False,
+        False,
+        False,
+        "must be true for base_url to be used",
+    ),
+    SettingSpec(
+        "requests_per_second",
+        "number",
+        24.0,
+        False,
+        False,
+        "client-side request rate limit for this tenant",
+    ),
+    SettingSpec(
+        "max_in_flight", "integer", 8, False, False, "how many requests may be outstanding at once"
+    ),
     SettingSpec("timeout_s", "number", 30.0, False, False, "per-request timeout in seconds"),
-    SettingSpec("resource_types", "array", list(RESOURCE_TYPES), False, False,
-                "resource types to sync"),
-    SettingSpec("protected_logins", "array", [], False, False,
-                "logins that provisioning must never change"),
-    SettingSpec("state_dir", "string", None, False, False,
-                "directory for the provisioning journal (default: a per-user state directory)"),
-    SettingSpec("enabled", "boolean", True, False, False,
-                "per-tenant toggle, read by the host"),
+    SettingSpec(
+        "resource_types", "array", list(RESOURCE_TYPES), False, False, "resource types to sync"
+    ),
+    SettingSpec(
+        "protected_logins", "array", [], False, False, "logins that provisioning must never change"
+    ),
+    SettingSpec(
+        "state_dir",
+        "string",
+        None,
+        False,
+        False,
+        "directory for the provisioning journal (default: a per-user state directory)",
+    ),
+    SettingSpec("enabled", "boolean", True, False, False, "per-tenant toggle, read by the host"),
 )
 _KNOWN_KEYS: Final = frozenset(spec.name for spec in SETTINGS_SCHEMA)
 
@@ -119,7 +150,7 @@ def parse_domain(value: str, *, key: str = "domain") -> str:
             raise ConfigurationError(
                 f"{key}: only https:// is allowed for a Coupa instance (got {scheme.group(1)}://)"
             )
-        text = text[scheme.end():]
+        text = text[scheme.end() :]
     authority = re.split(r"[/?#]", text, maxsplit=1)[0]
     if "@" in authority:
         raise ConfigurationError(f"{key}: user info ('…@') is not allowed in a Coupa domain")
@@ -260,7 +291,8 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:
             raise ConfigurationError(f"{spec.name}: required setting is missing")
 
     values: dict[str, Any] = {
-        name: parse(name, section[name]) for name, parse in _FIELD_PARSERS.items()
+        name: parse(name, section[name])
+        for name, parse in _FIELD_PARSERS.items()
         if name in section
     }
     insecure = _boolean("allow_insecure_base_url", section.get("allow_insecure_base_url", False))

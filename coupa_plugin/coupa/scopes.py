@@ -13,22 +13,26 @@ __all__ = [
 ]
 
 # The read-only set, exactly as the Coupa admin setup guide lists it.
-READ_ONLY_SCOPES: Final = frozenset({
-    "core.business_entity.read",
-    "core.common.read",
-    "core.user_group.read",
-    "core.user.read",
-    "email",
-    "login",
-    "openid",
-    "profile",
-})
+READ_ONLY_SCOPES: Final = frozenset(
+    {
+        "core.business_entity.read",
+        "core.common.read",
+        "core.user_group.read",
+        "core.user.read",
+        "email",
+        "login",
+        "openid",
+        "profile",
+    }
+)
 # The provisioning set: the read-only set plus write access to users and user groups.
-PROVISIONING_SCOPES: Final = READ_ONLY_SCOPES | frozenset({
-    "core.user_group.write",
-    "core.user.write",
-    "offline_access",
-})
+PROVISIONING_SCOPES: Final = READ_ONLY_SCOPES | frozenset(
+    {
+        "core.user_group.write",
+        "core.user.write",
+        "offline_access",
+    }
+)
 WRITE_SCOPES: Final = PROVISIONING_SCOPES - READ_ONLY_SCOPES - {"offline_access"}
 # Account groups sit under accounting; neither documented set includes it, so it is asked for
 # as an optional extra and dropped (with a warning) when the client was not granted it.

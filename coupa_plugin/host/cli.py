@@ -82,7 +82,8 @@ class _CountingProgress:
         if self._total % 1000:
             return
         summary = ", ".join(
-            f"{phase} {kind}={n}" for (t, phase, kind), n in sorted(self.counts.items())
+            f"{phase} {kind}={n}"
+            for (t, phase, kind), n in sorted(self.counts.items())
             if t == tenant_id
         )
         if self._status is not None:
@@ -158,14 +159,27 @@ def run_sync(
 
 
 @main.command()
-@click.option("--tenants", "tenants_file", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("tenants.toml"), show_default=True, help="Tenants file (TOML).")
+@click.option(
+    "--tenants",
+    "tenants_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("tenants.toml"),
+    show_default=True,
+    help="Tenants file (TOML).",
+)
 @click.option("--tenant", "tenant_ids", multiple=True, help="Sync only this tenant (repeatable).")
-@click.option("--snapshot", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("snapshot.sqlite"), show_default=True, help="SQLite snapshot file.")
+@click.option(
+    "--snapshot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("snapshot.sqlite"),
+    show_default=True,
+    help="SQLite snapshot file.",
+)
 @click.option("--type", "resource_types", multiple=True, help="Limit to this resource type.")
 def sync(
-    tenants_file: Path, tenant_ids: tuple[str, ...], snapshot: Path,
+    tenants_file: Path,
+    tenant_ids: tuple[str, ...],
+    snapshot: Path,
     resource_types: tuple[str, ...],
 ) -> None:
     """Sync resources and grants of the enabled plugins into a snapshot."""
@@ -189,25 +203,43 @@ def _parse_attribute(text: str) -> tuple[str, Any]:
 
 
 @main.command()
-@click.option("--tenants", "tenants_file", type=click.Path(path_type=Path, dir_okay=False),
-              default=Path("tenants.toml"), show_default=True)
+@click.option(
+    "--tenants",
+    "tenants_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("tenants.toml"),
+    show_default=True,
+)
 @click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
 @click.option("--plugin", "plugin_name", default="coupa", show_default=True)
-@click.option("--action", required=True, help="grant, revoke, create_account, update_account, "
-              "enable_account or disable_account.")
+@click.option(
+    "--action",
+    required=True,
+    help="grant, revoke, create_account, update_account, enable_account or disable_account.",
+)
 @click.option("--entitlement", "entitlement_id", help="Entitlement id, e.g. role:4:member.")
 @click.option("--principal", "principal_id", help="User id.")
 @click.option("--attr", "attributes", multiple=True, help="key=value (JSON values allowed).")
 @click.option("--dry-run", is_flag=True, help="Plan the change; write nothing.")
 def provision(
-    tenants_file: Path, tenant_id: str, plugin_name: str, action: str,
-    entitlement_id: str | None, principal_id: str | None, attributes: tuple[str, ...],
+    tenants_file: Path,
+    tenant_id: str,
+    plugin_name: str,
+    action: str,
+    entitlement_id: str | None,
+    principal_id: str | None,
+    attributes: tuple[str, ...],
     dry_run: bool,
 ) -> None:
     """Send one provisioning request to a plugin and print the result as JSON."""
     attrs_map = dict(_parse_attribute(a) for a in attributes)
-    request = ProvisionRequest(action=action, entitlement_id=entitlement_id,
-                               principal_id=principal_id, attributes=attrs_map, dry_run=dry_run)
+    request = ProvisionRequest(
+        action=action,
+        entitlement_id=entitlement_id,
+        principal_id=principal_id,
+        attributes=attrs_map,
+        dry_run=dry_run,
+    )
     if problems := request.problems():
         raise click.UsageError("; ".join(problems))
     try:
@@ -222,8 +254,15 @@ def provision(
         _fail(exc)
     if result is None:
         _fail(ConfigurationError(f"plugin {plugin_name!r} did not handle the request"))
-    click.echo(json.dumps({
-        "status": result.status, "principal_id": result.principal_id,
-        "changes": list(result.changes), "message": result.message,
-        "grants": [[g.entitlement_id, g.principal_id] for g in result.grants],
-    }, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "status": result.status,
+                "principal_id": result.principal_id,
+                "changes": list(result.changes),
+                "message": result.message,
+                "grants": [[g.entitlement_id, g.principal_id] for g in result.grants],
+            },
+            indent=2,
+        )
+    )

@@ -62,8 +62,16 @@ def sync_tenant(
     hooks = host.hooks(tenant, plugin)
     status = hooks.configure()
     if status is None:
-        return SyncOutcome(tenant_id=tenant.id, plugin=plugin, run_id=None, outcome="skipped",
-                           status=None, resources=Counter(), grants=0, elapsed_s=0.0)
+        return SyncOutcome(
+            tenant_id=tenant.id,
+            plugin=plugin,
+            run_id=None,
+            outcome="skipped",
+            status=None,
+            resources=Counter(),
+            grants=0,
+            elapsed_s=0.0,
+        )
     log.info("sync started", extra={"tenant": tenant.id, "plugin": plugin, "mode": status.mode})
     per_type: Counter[str] = Counter()
     with store.run(tenant.id, plugin, request, status) as writer:
@@ -79,12 +87,25 @@ def sync_tenant(
     elapsed = time.monotonic() - started
     log.info(
         "sync complete",
-        extra={"tenant": tenant.id, "plugin": plugin, "run_id": writer.run_id,
-               "resources": writer.resources, "grants": writer.grants, "elapsed_s": elapsed},
+        extra={
+            "tenant": tenant.id,
+            "plugin": plugin,
+            "run_id": writer.run_id,
+            "resources": writer.resources,
+            "grants": writer.grants,
+            "elapsed_s": elapsed,
+        },
     )
-    return SyncOutcome(tenant_id=tenant.id, plugin=plugin, run_id=writer.run_id,
-                       outcome="complete", status=status, resources=per_type,
-                       grants=writer.grants, elapsed_s=elapsed)
+    return SyncOutcome(
+        tenant_id=tenant.id,
+        plugin=plugin,
+        run_id=writer.run_id,
+        outcome="complete",
+        status=status,
+        resources=per_type,
+        grants=writer.grants,
+        elapsed_s=elapsed,
+    )
 
 
 def provision_one(

@@ -11,7 +11,7 @@ from typing import Final
 
 __all__ = ["LogfmtFormatter", "configure_logging"]
 
-_STANDARD: Final = frozenset(vars(logging.makeLogRecord({})))  | {"message", "asctime"}
+_STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 def _quote(value: object) -> str:
@@ -26,8 +26,12 @@ class LogfmtFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
-        parts = [f"ts={ts}", f"level={record.levelname.lower()}", f"logger={record.name}",
-                 f"msg={_quote(record.getMessage())}"]
+        parts = [
+            f"ts={ts}",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+            f"msg={_quote(record.getMessage())}",
+        ]
         parts += [f"{k}={_quote(v)}" for k, v in vars(record).items() if k not in _STANDARD]
         if record.exc_info:
             parts.append(f"exc={_quote(self.formatException(record.exc_info))}")

@@ -167,7 +167,8 @@ class Host:
     def enabled_plugins(self, tenant: Tenant) -> list[str]:
         """Plugins that have a section for ``tenant`` that does not say ``enabled = false``."""
         return [
-            name for name in self.plugin_names()
+            name
+            for name in self.plugin_names()
             if name in tenant.plugins and _is_enabled(tenant.plugins[name])
         ]
 

@@ -77,11 +77,13 @@ def _now() -> str:
 
 
 def _request_json(request: SyncRequest) -> str:
-    return json.dumps({
-        "resource_types": sorted(request.resource_types) if request.resource_types else None,
-        "since": request.since.isoformat() if request.since else None,
-        "principal_ids": sorted(request.principal_ids) if request.principal_ids else None,
-    })
+    return json.dumps(
+        {
+            "resource_types": sorted(request.resource_types) if request.resource_types else None,
+            "since": request.since.isoformat() if request.since else None,
+            "principal_ids": sorted(request.principal_ids) if request.principal_ids else None,
+        }
+    )
 
 
 def _kind(request: SyncRequest) -> str:
@@ -124,17 +126,31 @@ class RunWriter:
         self._grant_rows: list[tuple[Any, ...]] = []
 
     def add_resource(self, resource: Resource) -> None:
-        self._resource_rows.append((
-            self.run_id, resource.type, resource.id, resource.display_name,
-            resource.description, resource.status,
-            json.dumps(dict(resource.profile), default=str, sort_keys=True),
-        ))
+        self._resource_rows.append(
+            (
+                self.run_id,
+                resource.type,
+                resource.id,
+                resource.display_name,
+                resource.description,
+                resource.status,
+                json.dumps(dict(resource.profile), default=str, sort_keys=True),
+            )
+        )
         self.resources += 1
         for ent in resource.entitlements:
-            self._entitlement_rows.append((
-                self.run_id, ent.id, ent.resource_type, ent.resource_id, ent.slug,
-                ent.display_name, ent.description, json.dumps(sorted(ent.grantable_to)),
-            ))
+            self._entitlement_rows.append(
+                (
+                    self.run_id,
+                    ent.id,
+                    ent.resource_type,
+                    ent.resource_id,
+                    ent.slug,
+                    ent.display_name,
+                    ent.description,
+                    json.dumps(sorted(ent.grantable_to)),
+                )
+            )
             self.entitlements += 1
         if len(self._resource_rows) >= _BATCH or len(self._entitlement_rows) >= _BATCH:
             self.flush()
@@ -189,9 +205,15 @@ class SnapshotStore:
         cur = self._conn.execute(
             "INSERT INTO runs (tenant_id, plugin, kind, request, started_at, outcome, mode,"
             " warnings) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-            (tenant_id, plugin, _kind(request), _request_json(request), _now(),
-             status.mode if status else None,
-             json.dumps(list(status.warnings)) if status else None),
+            (
+                tenant_id,
+                plugin,
+                _kind(request),
+                _request_json(request),
+                _now(),
+                status.mode if status else None,
+                json.dumps(list(status.warnings)) if status else None,
+            ),
         )
         run_id = int(cur.lastrowid or 0)
         writer = RunWriter(self._conn, run_id)
@@ -236,11 +258,18 @@ class SnapshotStore:
     def resources(self, run_id: int) -> list[dict[str, Any]]:
         rows = self._conn.execute(
             "SELECT type, id, display_name, description, status, profile FROM resources"
-            " WHERE run_id = ? ORDER BY type, id", (run_id,),
+            " WHERE run_id = ? ORDER BY type, id",
+            (run_id,),
         ).fetchall()
         return [
-            {"type": t, "id": i, "display_name": d, "description": desc, "status": s,
-             "profile": json.loads(p)}
+            {
+                "type": t,
+                "id": i,
+                "display_name": d,
+                "description": desc,
+                "status": s,
+                "profile": json.loads(p),
+            }
             for t, i, d, desc, s, p in rows
         ]
 

@@ -68,9 +68,7 @@ class HostSpec:
         """
 
     @hookspec
-    def discover_resources(
-        self, tenant: Tenant, request: SyncRequest
-    ) -> Iterable[Resource] | None:
+    def discover_resources(self, tenant: Tenant, request: SyncRequest) -> Iterable[Resource] | None:
         """Every governable object of the tenant, each with its entitlements.
 
         :param tenant: the tenant.
@@ -94,9 +92,7 @@ class HostSpec:
         """
 
     @hookspec
-    def sync_grants(
-        self, tenant: Tenant, request: SyncRequest
-    ) -> Iterable[Grant] | None:
+    def sync_grants(self, tenant: Tenant, request: SyncRequest) -> Iterable[Grant] | None:
         """Who holds what: every (entitlement, user) pair in scope of ``request``.
 
         :param tenant: the tenant.
@@ -114,9 +110,7 @@ class HostSpec:
         """
 
     @hookspec(firstresult=True)
-    def provision(
-        self, tenant: Tenant, request: ProvisionRequest
-    ) -> ProvisionResult | None:
+    def provision(self, tenant: Tenant, request: ProvisionRequest) -> ProvisionResult | None:
         """Change access: grant or revoke an entitlement, or create/update/enable/disable an
         account. The first plugin that returns a result ends the call (``firstresult``).
 

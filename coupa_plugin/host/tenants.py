@@ -32,6 +32,7 @@ _VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{[^}]*\}?")
 def expand_env(value: Any, env: Mapping[str, str], *, where: str) -> Any:
     """Replace ``${NAME}`` in every string inside ``value`` (recursively)."""
     if isinstance(value, str):
+
         def substitute(match: re.Match[str]) -> str:
             found = match.group(0)
             if found == "$$":

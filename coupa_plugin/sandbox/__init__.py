@@ -1,0 +1,36 @@
+"""An emulator of the parts of Coupa's API a governance connector uses.
+
+It is a Coupa, not a client: nothing here imports the plugin's client or connector. Use it
+in-process (:class:`SandboxTransport`) for fast tests, or as a real HTTP server on loopback
+(:class:`SandboxServer`, or ``python -m coupa_plugin.sandbox``) for integration tests::
+
+    from coupa_plugin.sandbox import CoupaSandbox, SandboxServer, generate_tenant
+
+    sandbox = CoupaSandbox(generate_tenant(users=1_000, seed=7))
+    with SandboxServer(sandbox) as server:
+        print(server.url)   # http://127.0.0.1:<port>; client "sandbox-client" / "sandbox-secret"
+"""
+
+from coupa_plugin.sandbox.app import CoupaSandbox, RequestLogEntry, SandboxRequest, SandboxResponse
+from coupa_plugin.sandbox.config import Operations, Quirks
+from coupa_plugin.sandbox.server import SandboxServer, SandboxTransport
+from coupa_plugin.sandbox.state import LICENSE_FLAGS, TenantState, generate_tenant
+
+SANDBOX_CLIENT_ID = "sandbox-client"
+SANDBOX_CLIENT_SECRET = "sandbox-secret"
+
+__all__ = [
+    "LICENSE_FLAGS",
+    "SANDBOX_CLIENT_ID",
+    "SANDBOX_CLIENT_SECRET",
+    "CoupaSandbox",
+    "Operations",
+    "Quirks",
+    "RequestLogEntry",
+    "SandboxRequest",
+    "SandboxResponse",
+    "SandboxServer",
+    "SandboxTransport",
+    "TenantState",
+    "generate_tenant",
+]

@@ -1,0 +1,88 @@
+"""``python -m coupa_plugin.sandbox``: serve a generated Coupa tenant on loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    Operations,
+    Quirks,
+    SandboxServer,
+    generate_tenant,
+)
+
+
+@click.command()
+@click.option("--users", default=1_000, show_default=True, help="Users to generate.")
+@click.option("--seed", default=0, show_default=True, help="Generator and fault seed.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
+@click.option("--latency", default=0.0, show_default=True, help="Seconds added to each request.")
+@click.option("--no-rate-limit", is_flag=True, help="Do not enforce 25 req/s, burst 20.")
+@click.option(
+    "--list-put",
+    type=click.Choice(["replace", "merge"]),
+    default="replace",
+    show_default=True,
+    help="What a non-empty list on PUT /api/users/:id does.",
+)
+@click.option("--error-rate", default=0.0, show_default=True, help="Share of 5xx answers.")
+@click.option("--drop-rate", default=0.0, show_default=True, help="Share of dropped connections.")
+def main(
+    users: int,
+    seed: int,
+    host: str,
+    port: int,
+    latency: float,
+    no_rate_limit: bool,
+    list_put: str,
+    error_rate: float,
+    drop_rate: float,
+) -> None:
+    """Serve a generated Coupa tenant and print how to reach it."""
+    started = time.perf_counter()
+    state = generate_tenant(users=users, seed=seed)
+    sandbox = CoupaSandbox(
+        state,
+        quirks=Quirks(list_put="merge" if list_put == "merge" else "replace"),
+        operations=Operations(
+            rate_limit=not no_rate_limit,
+            latency_s=(latency, latency),
+            error_rate=error_rate,
+            drop_rate=drop_rate,
+            seed=seed,
+        ),
+    )
+    server = SandboxServer(sandbox, host=host, port=port)
+    click.echo(
+        json.dumps(
+            {
+                "base_url": server.url,
+                "client_id": SANDBOX_CLIENT_ID,
+                "client_secret": SANDBOX_CLIENT_SECRET,
+                "users": len(state.users),
+                "generated_in_s": round(time.perf_counter() - started, 2),
+            }
+        ),
+        err=False,
+    )
+    click.echo(
+        "tenants.toml section:\n"
+        f'[tenants.sandbox.coupa]\nbase_url = "{server.url}"\n'
+        "allow_insecure_base_url = true\n"
+        f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{SANDBOX_CLIENT_SECRET}"',
+        err=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+main()

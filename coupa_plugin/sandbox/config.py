@@ -1,0 +1,70 @@
+"""Switches for Coupa behaviour the documentation leaves open, and operational realism."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import attrs
+
+__all__ = ["WRITE_FAILURES", "Operations", "Quirks"]
+
+WRITE_FAILURES: Final = frozenset({"error", "drop_before_apply", "drop_after_apply"})
+
+
+@attrs.define(kw_only=True)
+class Quirks:
+    """Undocumented Coupa behaviours; a correct client works under every combination.
+
+    * ``list_put``: a non-empty ``roles`` / ``user-groups`` / ``content-groups`` /
+      ``account-groups`` / ``approval-groups`` list on ``PUT /api/users/:id`` either
+      ``replace``s the user's list or ``merge``s into it. An empty list (or null) always clears.
+    * ``membership_bumps_updated_at``: whether a change through the membership API, the
+      business-group routes or a group's ``users`` list bumps the user's ``updated-at``.
+    * ``retry_after``: whether a 429 carries a ``Retry-After`` header.
+    * ``page_cap`` / ``graphql_page_cap``: the most rows one REST page / GraphQL collection
+      returns (Coupa documents 50 for REST; GraphQL is undocumented).
+    * ``sticky_licenses``: license flags whose ``false`` is silently ignored on PUT (reported
+      by third parties for Contracts and Purchasing).
+    * ``hide_new_fields``: fields newer than the client's release appear only when named in
+      ``fields`` (as Coupa documents for newer fields).
+    * ``empty_roles_become_user``: a user whose roles are cleared gets the ``User`` role.
+    * ``membership_delete``: whether ``DELETE /api/user_group_memberships/:id`` is enabled.
+    * ``business_group_routes``: whether the per-user business-group add/remove routes exist.
+    * ``token_scope_field``: whether the token response names the granted scopes.
+    * ``invalid_scope_status``: the status of an ``invalid_scope`` token error.
+    """
+
+    list_put: Literal["replace", "merge"] = "replace"
+    membership_bumps_updated_at: bool = False
+    retry_after: bool = True
+    page_cap: int = 50
+    graphql_page_cap: int = 50
+    sticky_licenses: frozenset[str] = frozenset()
+    hide_new_fields: bool = False
+    empty_roles_become_user: bool = False
+    membership_delete: bool = True
+    business_group_routes: bool = True
+    token_scope_field: bool = False
+    invalid_scope_status: int = 400
+
+
+@attrs.define(kw_only=True)
+class Operations:
+    """Rate limit, latency and faults. Faults are decided from ``seed`` and the request, so the
+    same requests meet the same faults whatever the thread interleaving.
+
+    ``fail_writes`` maps the ordinal of a write (1 = the first POST/PUT/PATCH/DELETE under
+    ``/api``) to ``error`` (500, nothing applied), ``drop_before_apply`` (connection dropped,
+    nothing applied) or ``drop_after_apply`` (applied, then the connection is dropped).
+    """
+
+    rate_limit: bool = True
+    rate_per_s: float = 25.0
+    burst: int = 20
+    latency_s: tuple[float, float] = (0.0, 0.0)
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    malformed_rate: float = 0.0
+    fail_writes: dict[int, str] = attrs.field(factory=dict)
+    seed: int = 0
+    token_ttl_s: float = 86_399.0
