@@ -1,0 +1,102 @@
+"""Typed errors of the Coupa client. Messages carry the method, path, status and a short,
+scrubbed excerpt of the body; never a token or a secret."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+__all__ = [
+    "CoupaAuthError",
+    "CoupaError",
+    "CoupaHTTPError",
+    "CoupaResponseError",
+    "CoupaTransportError",
+    "PagingError",
+    "ReadOnlyClientError",
+    "ScopeError",
+    "excerpt",
+]
+
+_SCRUB: Final = [
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
+    (re.compile(r"(?i)(basic\s+)[A-Za-z0-9+/=]+"), r"\1[redacted]"),
+    (
+        re.compile(
+            r'(?i)("?(?:access_token|client_secret|refresh_token|password)"?\s*[:=]\s*"?)'
+            r'[^"&\s,}]+'
+        ),
+        r"\1[redacted]",
+    ),
+    (re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"), "[redacted-jwt]"),
+]
+
+
+def scrub(text: str) -> str:
+    """Remove anything that looks like a credential from ``text``."""
+    for pattern, replacement in _SCRUB:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def excerpt(body: bytes | str, limit: int = 200) -> str:
+    """A short, single-line, scrubbed excerpt of a response body."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    text = scrub(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class CoupaError(Exception):
+    """Base class of the client's errors."""
+
+
+class CoupaTransportError(CoupaError):
+    """The request could not be completed at the network level (after retries)."""
+
+
+class CoupaHTTPError(CoupaError):
+    """Coupa answered with an error status (after retries, for retryable ones)."""
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        body_excerpt: str,
+        errors: dict[str, Any] | None = None,
+    ) -> None:
+        self.method, self.path, self.status = method, path, status
+        self.excerpt, self.errors = body_excerpt, errors
+        detail = _format_errors(errors) if errors else body_excerpt
+        super().__init__(f"{method} {path} -> HTTP {status}: {detail}")
+
+
+class CoupaAuthError(CoupaError):
+    """The token endpoint refused the client's credentials."""
+
+
+class ScopeError(CoupaAuthError):
+    """The token endpoint refused the scopes asked for (``invalid_scope``)."""
+
+
+class CoupaResponseError(CoupaError):
+    """A response body could not be understood (truncated or invalid JSON, wrong shape)."""
+
+
+class PagingError(CoupaError):
+    """A listing did not behave like a paged listing (repeats, gaps, no end)."""
+
+
+class ReadOnlyClientError(CoupaError):
+    """A write was attempted through a read-only client; nothing was sent."""
+
+
+def _format_errors(errors: dict[str, Any]) -> str:
+    parts = []
+    for key, messages in errors.items():
+        if isinstance(messages, list):
+            parts.append(f"{key}: " + "; ".join(str(m) for m in messages))
+        else:
+            parts.append(f"{key}: {messages}")
+    return scrub(" | ".join(parts))[:500]

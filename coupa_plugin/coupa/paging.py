@@ -1,0 +1,125 @@
+"""Read a paged Coupa listing completely, with several pages in flight.
+
+Coupa pages with ``limit`` (at most 50) and ``offset`` in ascending id order and never deletes
+users, so offsets are stable while a listing is read. The reader does not trust the page size:
+a short page is only the end when the next offset comes back empty, so a server that caps
+pages below the ``limit`` asked for is read completely (the stride adapts to the cap it
+observes). A server that ignores ``offset`` (the same ids again) is detected and reported
+instead of looping.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any, Final
+
+from coupa_plugin.coupa.errors import PagingError
+
+__all__ = ["MAX_PAGE", "read_all", "read_keyset"]
+
+MAX_PAGE: Final = 50
+Page = list[dict[str, Any]]
+
+
+def read_all(
+    fetch: Callable[[int, int], Page],
+    executor: Executor | None,
+    *,
+    limit: int = MAX_PAGE,
+    in_flight: int = 4,
+    what: str = "listing",
+    max_rows: int = 50_000_000,
+) -> Iterator[dict[str, Any]]:
+    """Yield every row of an offset-paged listing, in order, exactly once.
+
+    ``fetch(offset, limit)`` returns one page. The first page is read alone; once the server
+    has shown how many rows it serves per page, up to ``in_flight`` pages (with an
+    ``executor``) are requested ahead of the one being consumed.
+
+    A page shorter than the page size the server has already served in full is the last one.
+    Before that size is known, a short page is followed by a request at the next offset, and
+    the listing ends only when that comes back empty.
+    """
+    stride = limit
+    proven = False  # the server has served a full page of ``stride`` rows
+    consumed = 0  # rows yielded so far == the offset of the next row wanted
+    seen: set[Any] = set()
+    pending: deque[tuple[int, Future[Page] | Page]] = deque()
+    next_offset = 0
+
+    def refill() -> None:
+        nonlocal next_offset
+        window = in_flight if proven and executor is not None else 1
+        while len(pending) < window:
+            if window == 1 or executor is None:
+                pending.append((next_offset, fetch(next_offset, limit)))
+            else:
+                pending.append((next_offset, executor.submit(fetch, next_offset, limit)))
+            next_offset += stride
+
+    def cancel_all() -> None:
+        while pending:
+            _, item = pending.popleft()
+            if isinstance(item, Future):
+                item.cancel()
+
+    try:
+        refill()
+        while pending:
+            offset, item = pending.popleft()
+            page = item.result() if isinstance(item, Future) else item
+            if len(page) > limit:
+                raise PagingError(
+                    f"{what}: asked for {limit} rows at offset {offset}, got {len(page)}"
+                )
+            for row in page:
+                key = row.get("id")
+                if key is None:
+                    raise PagingError(f"{what}: a row without an id at offset {offset}")
+                if key in seen:
+                    raise PagingError(
+                        f"{what}: id {key} came back again at offset {offset}; the server "
+                        "does not page with offset, so the listing cannot be read completely"
+                    )
+                seen.add(key)
+                yield row
+            consumed += len(page)
+            if consumed > max_rows:
+                raise PagingError(f"{what}: more than {max_rows} rows; refusing to go on")
+            if not page:
+                return
+            if len(page) == stride:
+                proven = True
+            elif proven:
+                return  # short page after full ones: the end
+            else:
+                # the server serves fewer rows than asked: step by what it serves and confirm
+                # the end with an empty page
+                stride = len(page)
+                cancel_all()
+                next_offset = consumed
+            refill()
+    finally:
+        cancel_all()
+
+
+def read_keyset(
+    fetch_after: Callable[[int], Page], *, what: str = "listing", max_pages: int = 1_000_000
+) -> Iterator[dict[str, Any]]:
+    """Yield every row of a listing paged by ``id > cursor`` until an empty page."""
+    cursor = 0
+    for _ in range(max_pages):
+        page = fetch_after(cursor)
+        if not page:
+            return
+        ids = [row.get("id") for row in page]
+        numeric = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+        if len(numeric) != len(ids) or min(numeric) <= cursor:
+            raise PagingError(
+                f"{what}: the server ignored the id[gt]={cursor} cursor (got ids {ids[:5]}…)"
+            )
+        yield from page
+        cursor = max(numeric)
+    raise PagingError(f"{what}: no end after {max_pages} pages")
