@@ -119,7 +119,7 @@ def test_order_by_and_dir(raw: Raw) -> None:
 def test_fields_selects_nested_associations(raw: Raw) -> None:
     [user] = raw.json(
         "/api/users",
-        **{"id": 3},
+        id=3,
         fields='["id","login",{"roles":["id","name"]},{"user_groups":["id"]}]',
     )
     assert set(user) == {"id", "login", "roles", "user-groups"}

@@ -261,7 +261,8 @@ class CoupaClient:
         leaves the same state) or when it provably never left (connection refused, 429).
         """
         read = method == "GET" or (method == "POST" and path == "/api/graphql")
-        if not read and not self.writes_allowed:
+        grant = self.grant  # authenticate (once) before the first request
+        if not read and grant.mode != "provisioning":
             raise ReadOnlyClientError(
                 f"{method} {path} refused: this client runs in read-only mode"
             )

@@ -1,0 +1,515 @@
+"""The typed Coupa client against the sandbox and scripted transports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coupa_plugin.coupa import (
+    ClientConfig,
+    CoupaClient,
+    CoupaHTTPError,
+    CoupaResponseError,
+    CoupaTransportError,
+    PagingError,
+    ReadOnlyClientError,
+    ScopeError,
+    Secret,
+)
+from coupa_plugin.coupa.errors import excerpt
+from coupa_plugin.coupa.models import Ref, User, structure_user, unstructure_user
+from coupa_plugin.coupa.paging import read_all, read_keyset
+from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.scopes import PROVISIONING_SCOPES, READ_ONLY_SCOPES
+from coupa_plugin.coupa.transport import retry_after_seconds
+from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
+from coupa_plugin.sandbox.server import SandboxTransport
+
+SECRET = "sandbox-secret"
+
+
+def make_client(
+    sandbox: CoupaSandbox, transport: httpx.BaseTransport | None = None, **config: Any
+) -> CoupaClient:
+    settings = {
+        "base_url": "http://sandbox",
+        "client_id": "sandbox-client",
+        "client_secret": Secret(SECRET),
+        "requests_per_second": 10_000.0,
+        **config,
+    }
+    return CoupaClient(ClientConfig(**settings), transport or SandboxTransport(sandbox))
+
+
+def quiet_sandbox(users: int = 40, **quirks: Any) -> CoupaSandbox:
+    return CoupaSandbox(
+        generate_tenant(users=users, seed=5),
+        quirks=Quirks(**quirks),
+        operations=Operations(rate_limit=False),
+    )
+
+
+# -- paging ---------------------------------------------------------------------------------
+
+
+def fake_listing(
+    total: int, cap: int, calls: list[int]
+) -> Callable[[int, int], list[dict[str, Any]]]:
+    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        calls.append(offset)
+        size = min(limit, cap)
+        return [{"id": i + 1} for i in range(offset, min(offset + size, total))]
+
+    return fetch
+
+
+@given(total=st.integers(0, 400), cap=st.integers(1, 60), in_flight=st.integers(1, 6))
+@settings(max_examples=150, deadline=None)
+def test_paging_is_complete_and_terminates_for_any_size_and_cap(
+    total: int, cap: int, in_flight: int
+) -> None:
+    calls: list[int] = []
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(read_all(fake_listing(total, cap, calls), pool, limit=50, in_flight=in_flight))
+    assert [r["id"] for r in rows] == list(range(1, total + 1))
+    served = min(cap, 50)
+    # pages needed, one request to confirm the end, and the pages that were in flight
+    assert len(calls) <= -(-total // served) + 2 + in_flight
+
+
+def test_paging_detects_a_server_that_ignores_offset() -> None:
+    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        return [{"id": i} for i in range(1, 51)]
+
+    with pytest.raises(PagingError, match="does not page with offset"):
+        list(read_all(fetch, None))
+
+
+def test_paging_refuses_pages_larger_than_asked() -> None:
+    with pytest.raises(PagingError, match="asked for 50"):
+        list(read_all(lambda o, n: [{"id": i} for i in range(o, o + 80)], None))
+
+
+def test_keyset_paging_detects_an_ignored_cursor() -> None:
+    with pytest.raises(PagingError, match="ignored the id"):
+        list(read_keyset(lambda cursor: [{"id": 1}, {"id": 2}]))
+    pages = {0: [{"id": 2}, {"id": 5}], 5: [{"id": 9}], 9: []}
+    assert [r["id"] for r in read_keyset(pages.__getitem__)] == [2, 5, 9]
+
+
+@pytest.mark.parametrize("cap", [50, 7])
+def test_client_reads_every_user_whatever_the_page_cap(cap: int) -> None:
+    sandbox = quiet_sandbox(users=130, page_cap=cap)
+    with make_client(sandbox) as client:
+        flags = client.discover_license_flags()
+        ids = [u.id for u in client.users(fields=client.user_fields(flags))]
+    assert ids == sorted(sandbox.state.users)
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+refs = st.lists(st.builds(dict, id=st.integers(1, 10**6), name=st.text(max_size=8)), max_size=4)
+
+
+@given(
+    payload=st.fixed_dictionaries(
+        {"id": st.integers(1, 10**9), "login": st.text(min_size=1, max_size=20)},
+        optional={
+            "email": st.none() | st.text(max_size=20),
+            "active": st.booleans(),
+            "employee-number": st.none() | st.text(max_size=8),
+            "roles": st.none() | refs,
+            "user-groups": refs,
+            "content-groups": refs,
+            "approval-groups": refs,
+            "purchasing-user": st.booleans(),
+            "brand-new-user": st.booleans(),
+            "api-user": st.booleans(),
+            "unknown-key": st.integers(),
+            "custom-fields": st.just({}),
+            "updated-at": st.just("2024-05-06T07:08:09-07:00"),
+        },
+    )
+)
+def test_converter_round_trips_and_tolerates_unknown_keys(payload: dict[str, Any]) -> None:
+    user = structure_user(payload)
+    assert user.id == payload["id"]
+    assert structure_user(unstructure_user(user)) == user
+    assert set(user.licenses) == {k for k in ("purchasing-user", "brand-new-user") if k in payload}
+    assert "api-user" not in user.licenses
+    assert user.roles == tuple(Ref(id=r["id"], name=r["name"]) for r in payload.get("roles") or [])
+
+
+def test_nulls_where_coupa_sends_them() -> None:
+    user = structure_user(
+        {"id": 1, "login": "a", "active": None, "roles": None, "manager": None, "user-groups": None}
+    )
+    assert user.active is True and user.roles == () and user.manager is None
+    assert isinstance(user, User)
+
+
+# -- tokens ---------------------------------------------------------------------------------
+
+
+def test_concurrent_first_requests_mint_one_token() -> None:
+    sandbox = quiet_sandbox()
+    client = make_client(sandbox)
+    barrier = threading.Barrier(12)
+
+    def first(i: int) -> Any:
+        barrier.wait()
+        return client.get(f"/api/users/{i + 1}")
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(first, range(12)))
+    assert all(r["id"] == i + 1 for i, r in enumerate(results))
+    assert sandbox.tokens_issued == 1
+    client.close()
+
+
+def test_token_refreshed_before_expiry_and_once_on_401() -> None:
+    now = [1_000.0]
+    sandbox = CoupaSandbox(
+        generate_tenant(users=5),
+        operations=Operations(rate_limit=False, token_ttl_s=100),
+        clock=lambda: now[0],
+    )
+    client = CoupaClient(
+        ClientConfig(
+            base_url="http://s",
+            client_id="sandbox-client",
+            client_secret=Secret(SECRET),
+            requests_per_second=1000.0,
+        ),
+        SandboxTransport(sandbox),
+        clock=lambda: now[0],
+    )
+    client.get("/api/users/1")
+    assert sandbox.tokens_issued == 1
+    now[0] += 95  # past 90 % of the lifetime: refreshed before use
+    client.get("/api/users/1")
+    assert sandbox.tokens_issued == 2
+    now[0] += 10
+    sandbox.expire_tokens()  # refused although the client thinks it is valid
+    assert client.get("/api/users/2")["id"] == 2
+    assert sandbox.tokens_issued == 3
+    client.close()
+
+
+def test_a_401_on_a_brand_new_token_waits_instead_of_reminting() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t1", "expires_in": 86399})
+        if len(calls) == 2:
+            return httpx.Response(401, json={"errors": {"base": ["not yet"]}})
+        return httpx.Response(200, json={"id": 1})
+
+    waits: list[float] = []
+    client = make_client(quiet_sandbox(), httpx.MockTransport(handler), mode="read-only")
+    client._http.auth.__dict__["_sleep"] = waits.append  # type: ignore[union-attr]
+    assert client.get("/api/users/1") == {"id": 1}
+    assert calls.count("/oauth2/token") == 1 and len(waits) == 1 and 0 < waits[0] <= 5
+
+
+# -- scopes and modes -----------------------------------------------------------------------
+
+
+class _Spy(httpx.BaseTransport):
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.scopes_asked: list[str] = []
+        self.methods: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        if request.url.path == "/oauth2/token":
+            form = dict(x.split("=", 1) for x in body.decode().split("&"))
+            self.scopes_asked.append(form.get("scope", "").replace("+", " ").replace("%2E", "."))
+        self.methods.append(request.method)
+        return self.inner.handle_request(request)
+
+
+def _client_with_grants(grants: set[str], **config: Any) -> tuple[CoupaClient, _Spy, CoupaSandbox]:
+    sandbox = quiet_sandbox()
+    sandbox.state.add_client("sandbox-client", SECRET, grants)
+    spy = _Spy(SandboxTransport(sandbox))
+    return make_client(sandbox, spy, **config), spy, sandbox
+
+
+def test_auto_mode_falls_back_to_read_only() -> None:
+    client, spy, _ = _client_with_grants(set(READ_ONLY_SCOPES))
+    grant = client.connect()
+    assert grant.mode == "read-only" and grant.scopes == READ_ONLY_SCOPES
+    assert grant.optional_missing == {"core.accounting.read"}
+    assert len(spy.scopes_asked) == 4
+
+
+def test_auto_mode_with_everything_is_provisioning_with_account_groups() -> None:
+    client, spy, _ = _client_with_grants(set(PROVISIONING_SCOPES) | {"core.accounting.read"})
+    grant = client.connect()
+    assert grant.mode == "provisioning" and not grant.optional_missing
+    assert len(spy.scopes_asked) == 1
+
+
+def test_read_only_mode_never_asks_for_write_scopes() -> None:
+    client, spy, _ = _client_with_grants(set(PROVISIONING_SCOPES), mode="read-only")
+    assert client.connect().mode == "read-only"
+    assert all("write" not in asked for asked in spy.scopes_asked)
+
+
+def test_provisioning_mode_names_the_missing_scopes() -> None:
+    client, _, _ = _client_with_grants(set(READ_ONLY_SCOPES), mode="provisioning")
+    with pytest.raises(ScopeError) as info:
+        client.connect()
+    for scope in ("core.user.write", "core.user_group.write", "offline_access"):
+        assert scope in str(info.value)
+    assert "core.user.read" not in str(info.value).split("missing:")[1]
+
+
+def test_a_read_only_client_sends_no_write() -> None:
+    client, spy, sandbox = _client_with_grants(set(PROVISIONING_SCOPES), mode="read-only")
+    client.connect()
+    for call in (
+        lambda: client.update_user(5, {"active": False}),
+        lambda: client.create_user({"login": "x"}),
+        lambda: client.add_membership(5, 1),
+        lambda: client.delete_membership(1),
+        lambda: client.business_group(5, 1, "add"),
+    ):
+        with pytest.raises(ReadOnlyClientError):
+            call()
+    assert set(spy.methods) == {"POST"} and sandbox.writes == 0  # token requests only
+
+
+def test_wrong_credentials_are_an_auth_error() -> None:
+    sandbox = quiet_sandbox()
+    client = CoupaClient(
+        ClientConfig(
+            base_url="http://s", client_id="sandbox-client", client_secret=Secret("wrong")
+        ),
+        SandboxTransport(sandbox),
+    )
+    with pytest.raises(Exception, match="invalid_client") as info:
+        client.connect()
+    assert "wrong" not in str(info.value)
+
+
+# -- retries and errors ---------------------------------------------------------------------
+
+
+def scripted(*responses: httpx.Response | Exception) -> tuple[httpx.MockTransport, list[str]]:
+    queue = list(responses)
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "tok", "expires_in": 86399})
+        seen.append(f"{request.method} {request.url.path}")
+        item = queue.pop(0) if queue else httpx.Response(200, json={"id": 1})
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    return httpx.MockTransport(handler), seen
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_retryable_statuses_are_retried_for_reads(status: int) -> None:
+    transport, seen = scripted(httpx.Response(status), httpx.Response(status))
+    client = make_client(quiet_sandbox(), transport)
+    assert client.get("/api/users/1") == {"id": 1}
+    assert len(seen) == 3 and client.retries == 2
+
+
+@pytest.mark.parametrize(
+    "error",
+    [httpx.RemoteProtocolError("dropped"), httpx.ReadError("reset"), httpx.ConnectError("refused")],
+)
+def test_dropped_connections_are_retried_for_reads(error: Exception) -> None:
+    transport, seen = scripted(error)
+    assert make_client(quiet_sandbox(), transport).get("/api/users/1") == {"id": 1}
+    assert len(seen) == 2
+
+
+def test_a_non_idempotent_write_is_not_retried_when_it_may_have_been_applied() -> None:
+    transport, seen = scripted(httpx.RemoteProtocolError("dropped"))
+    client = make_client(quiet_sandbox(), transport)
+    with pytest.raises(CoupaTransportError, match="may or may not"):
+        client.create_user({"login": "x"})
+    assert seen == ["POST /api/users"]
+    transport, seen = scripted(httpx.Response(503))
+    with pytest.raises(CoupaHTTPError, match="503"):
+        make_client(quiet_sandbox(), transport).create_user({"login": "x"})
+    assert len(seen) == 1
+
+
+def test_writes_are_retried_when_never_sent_or_idempotent() -> None:
+    transport, seen = scripted(httpx.ConnectError("refused"), httpx.Response(429))
+    make_client(quiet_sandbox(), transport).create_user({"login": "x"})
+    assert len(seen) == 3
+    transport, seen = scripted(httpx.Response(503), httpx.RemoteProtocolError("dropped"))
+    make_client(quiet_sandbox(), transport).update_user(1, {"active": False})
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 422, 500])
+def test_non_retryable_errors_surface_at_once(status: int) -> None:
+    transport, seen = scripted(
+        httpx.Response(status, json={"errors": {"user": ["Login has already been taken"]}})
+    )
+    with pytest.raises(CoupaHTTPError) as info:
+        make_client(quiet_sandbox(), transport).get("/api/users/1")
+    assert len(seen) == 1 and info.value.status == status
+    assert "Login has already been taken" in str(info.value)
+
+
+def test_retries_are_bounded_then_typed() -> None:
+    transport, seen = scripted(*[httpx.Response(503)] * 20)
+    with pytest.raises(CoupaHTTPError, match="HTTP 503"):
+        make_client(quiet_sandbox(), transport, retry_attempts=4).get("/api/users")
+    assert len(seen) == 4
+
+
+@pytest.mark.parametrize(
+    ("response", "kind", "fragment"),
+    [
+        (
+            httpx.Response(502, text="<html><body><h1>Bad Gateway</h1></body></html>"),
+            CoupaHTTPError,
+            "Bad Gateway",
+        ),
+        (
+            httpx.Response(400, text="<errors><error>No such thing</error></errors>"),
+            CoupaHTTPError,
+            "No such thing",
+        ),
+        (
+            httpx.Response(200, text='[{"id": 1, "login": "trunc'),
+            CoupaTransportError,
+            "invalid JSON",
+        ),
+    ],
+)
+def test_error_bodies_become_typed_errors(
+    response: httpx.Response, kind: type[Exception], fragment: str
+) -> None:
+    transport, _ = scripted(*[response] * 10)
+    with pytest.raises(kind, match=fragment):
+        make_client(quiet_sandbox(), transport, retry_attempts=3).get("/api/users")
+
+
+def test_secrets_are_scrubbed_from_errors_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    leaked = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2ln client_secret=s3cr3t"
+    transport, _ = scripted(httpx.Response(400, text=leaked))
+    caplog.set_level(logging.DEBUG, logger="coupa_plugin")
+    client = make_client(quiet_sandbox(), transport)
+    with pytest.raises(CoupaHTTPError) as info:
+        client.get("/api/users")
+    text = str(info.value) + repr(info.value) + caplog.text
+    assert "s3cr3t" not in text and "c2lnbmF0dXJlc2ln" not in text and SECRET not in text
+    assert excerpt("x" * 500).endswith("…")
+
+
+def test_logs_never_carry_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    sandbox = quiet_sandbox()
+    caplog.set_level(logging.DEBUG, logger="coupa_plugin")
+    client = make_client(sandbox)
+    client.get("/api/users/1")
+    token = client.tokens.current().value.reveal()
+    everything = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert token not in everything and SECRET not in everything
+    assert any(getattr(r, "path", None) == "/api/users/1" for r in caplog.records)
+
+
+def test_retry_after_is_read_and_capped() -> None:
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "3"})) == 3.0
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "9999"})) == 60.0
+    assert retry_after_seconds(httpx.Response(429)) is None
+    assert retry_after_seconds(httpx.Response(429, headers={"Retry-After": "soon"})) is None
+
+
+# -- rate limiter ---------------------------------------------------------------------------
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_limiter_allows_a_burst_then_paces() -> None:
+    t = FakeTime()
+    limiter = RateLimiter(20.0, burst=5, clock=t.clock, sleep=t.sleep)
+    sent = []
+    for _ in range(25):
+        limiter.acquire()
+        sent.append(t.now)
+    assert sent[:5] == [0.0] * 5
+    assert sent[-1] == pytest.approx(20 / 20.0)
+    # no window of one second ever holds more than rate + burst requests
+    assert max(sum(1 for s in sent if a <= s < a + 1) for a in sent) <= 25
+
+
+def test_limiter_adapts_to_429_and_recovers() -> None:
+    t = FakeTime()
+    limiter = RateLimiter(20.0, burst=1, clock=t.clock, sleep=t.sleep, recover_after=5)
+    limiter.acquire()
+    limiter.throttled_by_server(2.0)
+    assert limiter.rate == pytest.approx(14.0)
+    limiter.acquire()
+    assert t.now >= 2.0
+    for _ in range(30):
+        limiter.succeeded()
+    assert limiter.rate == 20.0
+
+
+def test_graphql_errors_and_role_fallback() -> None:
+    sandbox = quiet_sandbox()
+    with make_client(sandbox) as client:
+        roles = list(client.roles())
+    assert [r.id for r in roles] == sorted(sandbox.state.roles)
+    assert roles[0].name == "Admin" and roles[0].omnipotent
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth2/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 86399})
+        query = json.loads(request.read())["query"]
+        calls.append(query)
+        if "omnipotent" in query:
+            return httpx.Response(
+                200,
+                json={"errors": [{"message": "Cannot query field 'omnipotent' on type 'Role'."}]},
+            )
+        if 'id[gt]=0"' in query:
+            return httpx.Response(200, json={"data": {"roles": [{"id": 2, "name": "Admin"}]}})
+        return httpx.Response(200, json={"data": {"roles": []}})
+
+    client = make_client(sandbox, httpx.MockTransport(handler))
+    assert [r.name for r in client.roles()] == ["Admin"]
+    assert len(calls) == 3
+
+
+def test_invalid_json_response_shape() -> None:
+    transport, _ = scripted(httpx.Response(200, json={"not": "a list"}))
+    client = make_client(quiet_sandbox(), transport)
+    with pytest.raises(CoupaResponseError, match="JSON array"):
+        list(client.users(fields="[]"))
