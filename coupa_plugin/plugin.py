@@ -8,11 +8,13 @@ state shared between tenants).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from coupa_plugin.connector.service import CoupaConnector
-from coupa_plugin.connector.settings import parse_settings
+import httpx
+
+from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
+from coupa_plugin.connector.settings import CoupaSettings, parse_settings
 from coupa_plugin.host.model import (
     ConnectorStatus,
     Grant,
@@ -26,7 +28,7 @@ from coupa_plugin.host.spec import hookimpl
 
 __all__ = ["PLUGIN_NAME", "CoupaPlugin", "plugin"]
 
-PLUGIN_NAME: Final = "coupa"
+TransportFactory = Callable[[CoupaSettings], httpx.BaseTransport]
 
 
 def settings_section(tenant: Tenant) -> Mapping[str, Any] | None:
@@ -42,9 +44,12 @@ def settings_section(tenant: Tenant) -> Mapping[str, Any] | None:
 class CoupaPlugin:
     """The Coupa connector plugin: per-tenant connectors behind the four hooks."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport_factory: TransportFactory | None = None) -> None:
+        """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
+        (for example into an in-process sandbox); by default requests go over the network."""
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
+        self._transport_factory = transport_factory
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
         """The tenant's connector, (re)built when its settings changed; None when not enabled."""
@@ -58,7 +63,8 @@ class CoupaPlugin:
                 return current
             if current is not None:
                 current.close()
-            connector = CoupaConnector(tenant.id, settings)
+            transport = self._transport_factory(settings) if self._transport_factory else None
+            connector = CoupaConnector(tenant.id, settings, transport)
             self._connectors[tenant.id] = connector
             return connector
 

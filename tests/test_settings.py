@@ -188,6 +188,8 @@ def test_base_url_with_allow_insecure() -> None:
         }
     )
     assert s.base_url == "http://127.0.0.1:8080" and s.insecure
+    assert parse_base_url("http://sandbox") == "http://sandbox"
+    assert parse_base_url("https://[::1]:9000") == "https://[::1]:9000"
 
 
 @pytest.mark.parametrize(

@@ -176,9 +176,11 @@ def parse_base_url(value: str, *, key: str = "base_url") -> str:
             f"{key}: expected http(s)://host[:port] with no path, user info, query or fragment"
         )
     hostport = match.group(2)
-    host, _, port = hostport.rpartition(":") if not hostport.endswith("]") else (hostport, "", "")
-    if port and (not port.isdigit() or not 0 < int(port) < 65536):
-        raise ConfigurationError(f"{key}: invalid port {port!r}")
+    host, port = hostport, ""
+    if not hostport.endswith("]") and ":" in hostport:
+        host, _, port = hostport.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigurationError(f"{key}: invalid port {port!r}")
     if not host:
         raise ConfigurationError(f"{key}: missing host")
     return f"{match.group(1).lower()}://{hostport.lower()}"

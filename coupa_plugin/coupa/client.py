@@ -338,6 +338,10 @@ class CoupaClient:
                 "elapsed_ms": elapsed_ms,
             },
         )
+        if status == 401 and safe:
+            # the auth flow already re-minted once; a token can still be revoked between the
+            # mint and the retry, so safe requests get another round
+            raise _Retryable("HTTP 401", response)
         if status in _RETRY_STATUSES and (safe or status == 429):
             log.info(
                 "retrying",

@@ -35,8 +35,8 @@ def read_all(
     """Yield every row of an offset-paged listing, in order, exactly once.
 
     ``fetch(offset, limit)`` returns one page. The first page is read alone; once the server
-    has shown how many rows it serves per page, up to ``in_flight`` pages (with an
-    ``executor``) are requested ahead of the one being consumed.
+    has shown how many rows it serves per page, more pages (with an ``executor``) are requested
+    ahead of the one being consumed, one more per page read up to ``in_flight``.
 
     A page shorter than the page size the server has already served in full is the last one.
     Before that size is known, a short page is followed by a request at the next offset, and
@@ -49,9 +49,13 @@ def read_all(
     pending: deque[tuple[int, Future[Page] | Page]] = deque()
     next_offset = 0
 
+    pages_done = 0
+
     def refill() -> None:
         nonlocal next_offset
-        window = in_flight if proven and executor is not None else 1
+        # slow start: 1 page until the page size is known, then one more per page read, up to
+        # in_flight, so a short listing costs few requests beyond its end
+        window = min(in_flight, 1 + pages_done) if proven and executor is not None else 1
         while len(pending) < window:
             if window == 1 or executor is None:
                 pending.append((next_offset, fetch(next_offset, limit)))
@@ -86,6 +90,7 @@ def read_all(
                 seen.add(key)
                 yield row
             consumed += len(page)
+            pages_done += 1
             if consumed > max_rows:
                 raise PagingError(f"{what}: more than {max_rows} rows; refusing to go on")
             if not page:

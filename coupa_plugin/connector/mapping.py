@@ -1,0 +1,257 @@
+"""Coupa records mapped onto the host model: plain functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Ref, Role, User, UserGroup
+from coupa_plugin.host.model import Entitlement, Grant, Resource
+
+__all__ = [
+    "GRANT_SOURCES",
+    "account_group_resource",
+    "approval_group_resource",
+    "content_group_resource",
+    "entitlement_id",
+    "group_resource",
+    "license_name",
+    "license_resource",
+    "parse_entitlement_id",
+    "role_resource",
+    "user_grants",
+    "user_resource",
+]
+
+# user association -> resource type of the entitlements it carries
+GRANT_SOURCES: Final = (
+    ("roles", "role"),
+    ("user_groups", "group"),
+    ("content_groups", "content_group"),
+    ("account_groups", "account_group"),
+    ("approval_groups", "approval_group"),
+)
+SLUGS: Final = {
+    "role": "member",
+    "group": "member",
+    "content_group": "member",
+    "account_group": "member",
+    "approval_group": "member",
+    "license": "assigned",
+}
+_LICENSE_NAMES: Final = {
+    "purchasing-user": "Purchasing",
+    "expense-user": "Expense",
+    "sourcing-user": "Sourcing",
+    "inventory-user": "Inventory",
+    "contracts-user": "Contracts",
+    "clm-advanced-user": "Contract Lifecycle Management Advanced",
+    "analytics-user": "Analytics",
+    "aic-user": "AI Classification",
+    "spend-guard-user": "Spend Guard",
+    "ccw-user": "Contingent Workforce",
+    "risk-assess-user": "Risk Assess",
+    "supply-chain-user": "Supply Chain",
+    "travel-user": "Travel",
+    "treasury-user": "Treasury",
+    "invoicing-user": "Invoicing",
+    "category-planner-user": "Category Planner",
+    "intake-user": "Intake",
+}
+
+
+def entitlement_id(resource_type: str, resource_id: object) -> str:
+    return f"{resource_type}:{resource_id}:{SLUGS[resource_type]}"
+
+
+def parse_entitlement_id(value: str) -> tuple[str, str, str] | None:
+    """``(type, id, slug)`` of a well-formed entitlement id of this plugin, else None."""
+    parts = value.split(":")
+    if len(parts) != 3 or not all(parts):
+        return None
+    kind, ident, slug = parts
+    if SLUGS.get(kind) != slug:
+        return None
+    if kind != "license" and not ident.isdigit():
+        return None
+    return kind, ident, slug
+
+
+def license_name(flag: str) -> str:
+    """A reviewer-friendly name for a license flag, also for flags not known yet."""
+    if flag in _LICENSE_NAMES:
+        return _LICENSE_NAMES[flag]
+    words = flag.removesuffix("-user").split("-")
+    return " ".join(w.upper() if len(w) <= 3 else w.capitalize() for w in words)
+
+
+def _entitlement(kind: str, ident: object, display: str, description: str | None) -> Entitlement:
+    return Entitlement(
+        id=entitlement_id(kind, ident),
+        resource_type=kind,
+        resource_id=str(ident),
+        slug=SLUGS[kind],
+        display_name=display,
+        description=description,
+    )
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def user_resource(user: User) -> Resource:
+    name = user.fullname or " ".join(p for p in (user.firstname, user.lastname) if p) or user.login
+    profile = {
+        "login": user.login,
+        "email": user.email,
+        "firstname": user.firstname,
+        "lastname": user.lastname,
+        "employee_number": user.employee_number,
+        "active": user.active,
+        "api_user": user.api_user,
+        "support_user": user.support_user,
+        "authentication_method": user.authentication_method,
+        "sso_identifier": user.sso_identifier,
+        "manager_login": user.manager.login if user.manager else None,
+        "manager_id": str(user.manager.id) if user.manager else None,
+        "created_at": _iso(user.created_at),
+        "updated_at": _iso(user.updated_at),
+    }
+    kind = "API user" if user.api_user else "support account" if user.support_user else "user"
+    return Resource(
+        type="user",
+        id=str(user.id),
+        display_name=name,
+        description=f"Coupa {kind} {user.login}",
+        status="enabled" if user.active else "disabled",
+        profile=profile,
+    )
+
+
+def user_grants(user: User, types: frozenset[str]) -> Iterator[Grant]:
+    """Every grant ``user`` holds among entitlements of ``types``."""
+    principal = str(user.id)
+    for attribute, kind in GRANT_SOURCES:
+        if kind in types:
+            refs: tuple[Ref, ...] = getattr(user, attribute)
+            for ref in refs:
+                yield Grant(entitlement_id=entitlement_id(kind, ref.id), principal_id=principal)
+    if "license" in types:
+        for flag, held in user.licenses.items():
+            if held:
+                yield Grant(entitlement_id=entitlement_id("license", flag), principal_id=principal)
+
+
+def role_resource(role: Role) -> Resource:
+    privileged = bool(role.omnipotent)
+    description = role.description or None
+    return Resource(
+        type="role",
+        id=str(role.id),
+        display_name=role.name,
+        description=description,
+        profile={
+            "omnipotent": privileged,
+            "privileged": privileged,
+            "system_role": role.system_role,
+        },
+        entitlements=(
+            _entitlement(
+                "role",
+                role.id,
+                f"{role.name} role",
+                f"Holds the Coupa role {role.name}"
+                + (" (full system access)" if privileged else ""),
+            ),
+        ),
+    )
+
+
+def group_resource(group: UserGroup) -> Resource:
+    return Resource(
+        type="group",
+        id=str(group.id),
+        display_name=group.name,
+        description=group.description or None,
+        status="enabled" if group.active else "disabled",
+        profile={"active": group.active, "can_approve": group.can_approve},
+        entitlements=(
+            _entitlement(
+                "group",
+                group.id,
+                f"Member of {group.name}",
+                f"Member of the Coupa user group {group.name}",
+            ),
+        ),
+    )
+
+
+def approval_group_resource(group: UserGroup) -> Resource:
+    return Resource(
+        type="approval_group",
+        id=str(group.id),
+        display_name=group.name,
+        description=group.description or None,
+        status="enabled" if group.active else "disabled",
+        profile={"active": group.active},
+        entitlements=(
+            _entitlement(
+                "approval_group",
+                group.id,
+                f"Approver in {group.name}",
+                f"Member of the Coupa approval group {group.name}",
+            ),
+        ),
+    )
+
+
+def content_group_resource(group: BusinessGroup) -> Resource:
+    return Resource(
+        type="content_group",
+        id=str(group.id),
+        display_name=group.name,
+        description=group.description or None,
+        entitlements=(
+            _entitlement(
+                "content_group",
+                group.id,
+                f"Sees {group.name} content",
+                f"Member of the Coupa content group {group.name}",
+            ),
+        ),
+    )
+
+
+def account_group_resource(group: AccountGroup) -> Resource:
+    return Resource(
+        type="account_group",
+        id=str(group.id),
+        display_name=group.name,
+        description=group.description or None,
+        status="enabled" if group.active else "disabled",
+        entitlements=(
+            _entitlement(
+                "account_group",
+                group.id,
+                f"Uses {group.name} accounts",
+                f"Member of the Coupa account group {group.name}",
+            ),
+        ),
+    )
+
+
+def license_resource(flag: str) -> Resource:
+    name = license_name(flag)
+    return Resource(
+        type="license",
+        id=flag,
+        display_name=f"{name} license",
+        description=f"Coupa {name} license (user flag {flag})",
+        profile={"flag": flag},
+        entitlements=(
+            _entitlement(
+                "license", flag, f"{name} license assigned", f"The user's {flag} flag is true"
+            ),
+        ),
+    )

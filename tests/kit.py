@@ -1,0 +1,97 @@
+"""Shared test helpers: a plugin wired to an in-process sandbox, and ground truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coupa_plugin.connector.mapping import entitlement_id
+from coupa_plugin.host.model import Resource, SyncRequest, Tenant
+from coupa_plugin.plugin import CoupaPlugin
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    TenantState,
+)
+from coupa_plugin.sandbox.server import SandboxTransport
+
+ALL_TYPES = frozenset(
+    {"user", "group", "role", "license", "content_group", "account_group", "approval_group"}
+)
+
+
+def tenant(tenant_id: str = "acme", **settings: Any) -> Tenant:
+    section = {
+        "client_id": SANDBOX_CLIENT_ID,
+        "client_secret": SANDBOX_CLIENT_SECRET,
+        "base_url": "http://sandbox",
+        "allow_insecure_base_url": True,
+        "requests_per_second": 10_000,
+        **settings,
+    }
+    return Tenant(id=tenant_id, plugins={"coupa": section})
+
+
+def plugin_for(sandbox: CoupaSandbox) -> CoupaPlugin:
+    return CoupaPlugin(transport_factory=lambda _settings: SandboxTransport(sandbox))
+
+
+def sync(
+    plugin: CoupaPlugin, t: Tenant, request: SyncRequest | None = None
+) -> tuple[list[Resource], set[tuple[str, str]]]:
+    request = request or SyncRequest()
+    resources = list(plugin.discover_resources(tenant=t, request=request) or [])
+    grants = [
+        (g.entitlement_id, g.principal_id)
+        for g in plugin.sync_grants(tenant=t, request=request) or []
+    ]
+    assert len(grants) == len(set(grants)), "a grant was reported twice"
+    return resources, set(grants)
+
+
+def truth_grants(
+    state: TenantState, user_ids: set[int] | None = None, types: frozenset[str] = ALL_TYPES
+) -> set[tuple[str, str]]:
+    grants: set[tuple[str, str]] = set()
+    for uid, user in state.users.items():
+        if user_ids is not None and uid not in user_ids:
+            continue
+        p = str(uid)
+        sources = {
+            "role": user["roles"],
+            "group": sorted(state.groups_of.get(uid, ())),
+            "content_group": user["content-groups"],
+            "account_group": user["account-groups"],
+            "approval_group": user["approval-groups"],
+        }
+        for kind, ids in sources.items():
+            if kind in types:
+                grants |= {(entitlement_id(kind, i), p) for i in ids}
+        if "license" in types:
+            grants |= {
+                (entitlement_id("license", k), p)
+                for k, v in user.items()
+                if k.endswith("-user")
+                and v is True
+                and k not in {"api-user", "support-user", "supplier-user", "msp-user"}
+            }
+    return grants
+
+
+def truth_resources(state: TenantState, user_ids: set[int] | None = None) -> set[tuple[str, str]]:
+    users = {("user", str(u)) for u in state.users if user_ids is None or u in user_ids}
+    flags = {
+        k
+        for u in state.users.values()
+        for k, v in u.items()
+        if k.endswith("-user") and isinstance(v, bool)
+    } - {"api-user", "support-user", "supplier-user", "msp-user"}
+    return (
+        users
+        | {("role", str(r)) for r in state.roles}
+        | {("group", str(g)) for g in state.user_groups}
+        | {("approval_group", str(g)) for g, rec in state.user_groups.items() if rec["can-approve"]}
+        | {("content_group", str(c)) for c in state.business_groups}
+        | {("account_group", str(a)) for a in state.account_groups}
+        | {("license", f) for f in flags}
+    )
