@@ -1,0 +1,68 @@
+"""The reference host's command line: sync (sandbox and tenants file), provision, exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coupa_plugin.host.cli import main
+from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.sandbox import CoupaSandbox, SandboxServer, generate_tenant
+
+
+def test_sync_sandbox_writes_a_complete_snapshot(tmp_path: Path) -> None:
+    snapshot = tmp_path / "s.sqlite"
+    result = CliRunner().invoke(
+        main, ["sync", "--sandbox", "--users", "150", "--snapshot", str(snapshot)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "sandbox/coupa: complete" in result.output
+    with SnapshotStore(snapshot) as store:
+        [run] = store.runs("sandbox")
+        assert run.outcome == "complete" and run.resources > 150 and run.grants > 150
+
+
+def _tenants_file(tmp_path: Path, url: str, secret: str = "${SANDBOX_SECRET}") -> Path:
+    path = tmp_path / "tenants.toml"
+    path.write_text(
+        f'[tenants.acme.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
+        f'client_id = "sandbox-client"\nclient_secret = "{secret}"\n'
+        "[tenants.off.coupa]\nenabled = false\n"
+    )
+    return path
+
+
+@pytest.fixture
+def server() -> SandboxServer:
+    with SandboxServer(CoupaSandbox(generate_tenant(users=60, seed=2))) as running:
+        yield running  # type: ignore[misc]
+
+
+def test_sync_from_a_tenants_file_with_env_secret(tmp_path: Path, server: SandboxServer) -> None:
+    path = _tenants_file(tmp_path, server.url)
+    result = CliRunner().invoke(
+        main,
+        ["sync", "--tenants", str(path), "--snapshot", str(tmp_path / "s.sqlite")],
+        env={"SANDBOX_SECRET": "sandbox-secret"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "acme/coupa: complete" in result.output and "off/" not in result.output
+    assert "sandbox-secret" not in result.output
+
+
+def test_exit_codes(tmp_path: Path, server: SandboxServer) -> None:
+    runner = CliRunner()
+    missing_env = runner.invoke(
+        main, ["sync", "--tenants", str(_tenants_file(tmp_path, server.url))], env={}
+    )
+    assert missing_env.exit_code == 3 and "SANDBOX_SECRET is not set" in missing_env.output
+    wrong = _tenants_file(tmp_path, server.url, secret="wrong-secret")
+    refused = runner.invoke(
+        main, ["sync", "--tenants", str(wrong), "--snapshot", str(tmp_path / "s.sqlite")]
+    )
+    assert refused.exit_code == 4, refused.output
+    assert "wrong-secret" not in refused.output
+    usage = runner.invoke(main, ["provision", "--tenant", "acme", "--action", "grant"])
+    assert usage.exit_code == 2
