@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -513,3 +514,22 @@ def test_invalid_json_response_shape() -> None:
     client = make_client(quiet_sandbox(), transport)
     with pytest.raises(CoupaResponseError, match="JSON array"):
         list(client.users(fields="[]"))
+
+
+def test_pages_are_fetched_ahead_when_the_network_is_slow() -> None:
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.02)
+        with lock:
+            active[0] -= 1
+        return [{"id": i + 1} for i in range(offset, min(offset + limit, 1_000))]
+
+    with ThreadPoolExecutor(6) as pool:
+        rows = list(read_all(fetch, pool, in_flight=6))
+    assert len(rows) == 1_000
+    assert peak[0] >= 4, "a slow server must see several pages in flight"

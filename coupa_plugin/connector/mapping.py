@@ -19,6 +19,7 @@ __all__ = [
     "license_resource",
     "parse_entitlement_id",
     "role_resource",
+    "user_entitlements",
     "user_grants",
     "user_resource",
 ]
@@ -129,18 +130,25 @@ def user_resource(user: User) -> Resource:
     )
 
 
-def user_grants(user: User, types: frozenset[str]) -> Iterator[Grant]:
-    """Every grant ``user`` holds among entitlements of ``types``."""
-    principal = str(user.id)
+def user_entitlements(user: User, types: frozenset[str]) -> Iterator[str]:
+    """Ids of every entitlement ``user`` holds among entitlements of ``types``."""
     for attribute, kind in GRANT_SOURCES:
         if kind in types:
+            slug = SLUGS[kind]
             refs: tuple[Ref, ...] = getattr(user, attribute)
             for ref in refs:
-                yield Grant(entitlement_id=entitlement_id(kind, ref.id), principal_id=principal)
+                yield f"{kind}:{ref.id}:{slug}"
     if "license" in types:
         for flag, held in user.licenses.items():
             if held:
-                yield Grant(entitlement_id=entitlement_id("license", flag), principal_id=principal)
+                yield f"license:{flag}:assigned"
+
+
+def user_grants(user: User, types: frozenset[str]) -> Iterator[Grant]:
+    """Every grant ``user`` holds among entitlements of ``types``."""
+    principal = str(user.id)
+    for entitlement in user_entitlements(user, types):
+        yield Grant(entitlement_id=entitlement, principal_id=principal)
 
 
 def role_resource(role: Role) -> Resource:

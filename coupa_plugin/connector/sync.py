@@ -24,6 +24,7 @@ from coupa_plugin.connector.mapping import (
     group_resource,
     license_resource,
     role_resource,
+    user_entitlements,
     user_grants,
     user_resource,
 )
@@ -62,11 +63,12 @@ class GrantSpool:
     pairs: array[int] = attrs.field(factory=lambda: array("q"))
     complete_at: float | None = None
 
-    def add(self, grants: Iterable[Grant]) -> None:
-        for grant in grants:
-            index = self.entitlements.setdefault(grant.entitlement_id, len(self.entitlements))
-            self.pairs.append(index)
-            self.pairs.append(int(grant.principal_id))
+    def add(self, user_id: int, entitlements: Iterable[str]) -> None:
+        index = self.entitlements
+        append = self.pairs.append
+        for entitlement in entitlements:
+            append(index.setdefault(entitlement, len(index)))
+            append(user_id)
 
     def replay(self) -> Iterator[Grant]:
         names = list(self.entitlements)
@@ -148,7 +150,7 @@ class TenantSync:
                 for attribute, kind in GRANT_SOURCES:
                     for ref in getattr(user, attribute):
                         held[kind].setdefault(ref.id, ref.name)
-                spool.add(user_grants(user, types))
+                spool.add(user.id, user_entitlements(user, types))
                 if count % 5000 == 0:
                     log.info("users read", extra={"tenant": self.tenant_id, "users": count})
             spool.complete_at = self._clock()

@@ -35,8 +35,11 @@ def read_all(
     """Yield every row of an offset-paged listing, in order, exactly once.
 
     ``fetch(offset, limit)`` returns one page. The first page is read alone; once the server
-    has shown how many rows it serves per page, more pages (with an ``executor``) are requested
-    ahead of the one being consumed, one more per page read up to ``in_flight``.
+    has shown how many rows it serves per page, pages are requested ahead of the one being
+    consumed (with an ``executor``). The depth starts at one and grows, up to ``in_flight``,
+    each time the consumer has to wait for a page: deep enough to hide the network's latency,
+    no deeper, so a short listing costs few requests past its end and a fast server is not
+    flooded with threads competing for the interpreter.
 
     A page shorter than the page size the server has already served in full is the last one.
     Before that size is known, a short page is followed by a request at the next offset, and
@@ -49,15 +52,14 @@ def read_all(
     pending: deque[tuple[int, Future[Page] | Page]] = deque()
     next_offset = 0
 
-    pages_done = 0
+    depth = 1
 
     def refill() -> None:
         nonlocal next_offset
-        # slow start: 1 page until the page size is known, then one more per page read, up to
-        # in_flight, so a short listing costs few requests beyond its end
-        window = min(in_flight, 1 + pages_done) if proven and executor is not None else 1
+        ahead = proven and executor is not None
+        window = depth if ahead else 1
         while len(pending) < window:
-            if window == 1 or executor is None:
+            if not ahead or executor is None:
                 pending.append((next_offset, fetch(next_offset, limit)))
             else:
                 pending.append((next_offset, executor.submit(fetch, next_offset, limit)))
@@ -73,7 +75,13 @@ def read_all(
         refill()
         while pending:
             offset, item = pending.popleft()
-            page = item.result() if isinstance(item, Future) else item
+            if isinstance(item, Future):
+                if not item.done() and depth < in_flight:
+                    # the consumer is waiting on the network: keep one more page in flight
+                    depth += 1
+                page = item.result()
+            else:
+                page = item
             if len(page) > limit:
                 raise PagingError(
                     f"{what}: asked for {limit} rows at offset {offset}, got {len(page)}"
@@ -90,7 +98,6 @@ def read_all(
                 seen.add(key)
                 yield row
             consumed += len(page)
-            pages_done += 1
             if consumed > max_rows:
                 raise PagingError(f"{what}: more than {max_rows} rows; refusing to go on")
             if not page:

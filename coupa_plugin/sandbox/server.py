@@ -19,6 +19,9 @@ __all__ = ["SandboxServer", "SandboxTransport"]
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body go out in separate writes; without this, Nagle and delayed ACKs add
+    # 40 ms to every response on loopback
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # silence per-request logging
