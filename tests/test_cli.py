@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,30 @@ def test_exit_codes(tmp_path: Path, server: SandboxServer) -> None:
     assert "wrong-secret" not in refused.output
     usage = runner.invoke(main, ["provision", "--tenant", "acme", "--action", "grant"])
     assert usage.exit_code == 2
+
+
+def test_provision_command(tmp_path: Path, server: SandboxServer) -> None:
+    path = _tenants_file(tmp_path, server.url, secret="sandbox-secret")
+    path.write_text(
+        path.read_text().replace(
+            "[tenants.off.coupa]", f'state_dir = "{tmp_path / "state"}"\n[tenants.off.coupa]'
+        )
+    )
+    state = server.sandbox.state
+    uid = next(u for u, r in state.users.items() if u > 2 and 4 not in r["roles"])
+    base = ["provision", "--tenants", str(path), "--tenant", "acme", "--principal", str(uid)]
+    runner = CliRunner()
+    planned = runner.invoke(
+        main, [*base, "--action", "grant", "--entitlement", "role:4:member", "--dry-run"]
+    )
+    assert planned.exit_code == 0, planned.output
+    assert json.loads(planned.output)["status"] == "planned"
+    assert 4 not in state.users[uid]["roles"]
+    applied = runner.invoke(main, [*base, "--action", "grant", "--entitlement", "role:4:member"])
+    assert json.loads(applied.output)["status"] == "applied"
+    assert 4 in state.users[uid]["roles"]
+    renamed = runner.invoke(main, [*base, "--action", "update_account", "--attr", "firstname=Zed"])
+    assert json.loads(renamed.output)["status"] == "applied"
+    assert state.users[uid]["firstname"] == "Zed"
+    unknown = runner.invoke(main, [*base, "--action", "grant", "--entitlement", "role:9999:member"])
+    assert unknown.exit_code == 5 and "no role 9999" in unknown.output

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import httpx
 
+from coupa_plugin.connector.journal import Journal, default_state_dir
+from coupa_plugin.connector.provisioning import Provisioner
 from coupa_plugin.connector.settings import CoupaSettings
 from coupa_plugin.connector.sync import TenantSync
 from coupa_plugin.coupa import (
@@ -23,6 +25,7 @@ from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,
     PluginError,
+    ReadOnlyError,
 )
 from coupa_plugin.host.model import (
     PROVISION_ACTIONS,
@@ -67,6 +70,16 @@ class CoupaConnector:
         self._lock = threading.Lock()
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
+        self.provisioner = Provisioner(
+            self.client,
+            tenant_id,
+            Journal(settings.state_dir or default_state_dir(), tenant_id),
+            settings.protected_logins,
+            self._grant_types,
+        )
+
+    def _grant_types(self) -> frozenset[str]:
+        return self.configure().resource_types - {"user"}
 
     def close(self) -> None:
         self.client.close()
@@ -158,5 +171,14 @@ class CoupaConnector:
         return self.sync.grants(request)
 
     def provision(self, request: ProvisionRequest) -> ProvisionResult:
-        self.configure()
-        raise PluginError("provisioning is not available yet")
+        if self.settings.mode == "read-only":
+            raise ReadOnlyError(
+                f"tenant {self.tenant_id} is configured read-only; nothing was sent"
+            )
+        status = self.configure()
+        if status.mode != "provisioning":
+            raise ReadOnlyError(
+                f"tenant {self.tenant_id} runs in read-only mode (the OAuth client lacks the "
+                "write scopes); nothing was sent"
+            )
+        return self.provisioner.provision(request)

@@ -128,6 +128,7 @@ class User:
     supplier_user: bool = False
     msp_user: bool = False
     manager: Ref | None = None
+    updated_by: Ref | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     roles: tuple[Ref, ...] = ()

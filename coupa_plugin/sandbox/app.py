@@ -157,6 +157,7 @@ class CoupaSandbox:
         self._bucket_at = clock()
         self._meta = threading.Lock()
         self._occurrences: Counter[str] = Counter()
+        self._local = threading.local()
         self._query_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.writes = 0
         self.throttled = 0
@@ -245,6 +246,7 @@ class CoupaSandbox:
             if not request.path.startswith("/api/"):
                 raise _errors(404, "base", "Not found")
             client_id, scopes = self._authenticate(request)
+            self._local.actor = self.state.client_users.get(client_id)
             fault = self._fault(request)
             if fault is not None:
                 return fault, client_id
@@ -661,8 +663,8 @@ class CoupaSandbox:
             "msp-user": False,
             "manager": None,
             "custom-fields": {},
-            "created-by": None,
-            "updated-by": None,
+            "created-by": self._actor(),
+            "updated-by": self._actor(),
             "roles": [],
             "content-groups": [],
             "account-groups": [],
@@ -696,14 +698,20 @@ class CoupaSandbox:
             self.state.set_user_groups(record["id"], groups_before)
             raise
         candidate["updated-at"] = now_iso()
+        candidate["updated-by"] = self._actor()
         record.clear()
         record.update(candidate)
         self.state.touch()
         return self._render("users", record, _fields(params))
 
+    def _actor(self) -> int | None:
+        actor: int | None = getattr(self._local, "actor", None)
+        return actor
+
     def _bump(self, user_id: int) -> None:
         if self.quirks.membership_bumps_updated_at and user_id in self.state.users:
             self.state.users[user_id]["updated-at"] = now_iso()
+            self.state.users[user_id]["updated-by"] = self._actor()
 
     def _user_business_groups(
         self, user_id: int | None, rest: list[str], method: str

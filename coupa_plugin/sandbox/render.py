@@ -64,7 +64,8 @@ class Renderer:
             if self.hide_new_fields:
                 for flag in NEW_FLAGS:
                     out.pop(flag, None)
-            out["manager"] = self.user_simple(user.get("manager"))
+            for key in ("manager", "created-by", "updated-by"):
+                out[key] = self.user_simple(user.get(key))
             for association in ASSOCIATIONS:
                 out[association] = self._association(user, association, None)
             return out
@@ -74,8 +75,8 @@ class Renderer:
                 key = kebab(item)
                 if key in ASSOCIATIONS:
                     out[key] = self._association(user, key, None)
-                elif key == "manager":
-                    out[key] = self.user_simple(user.get("manager"))
+                elif key in ("manager", "created-by", "updated-by"):
+                    out[key] = self.user_simple(user.get(key))
                 elif key in user:
                     out[key] = user[key]
             else:
@@ -85,8 +86,8 @@ class Renderer:
                         out[key] = self._association(
                             user, key, [kebab(s) for s in sub if isinstance(s, str)]
                         )
-                    elif key == "manager":
-                        simple = self.user_simple(user.get("manager"))
+                    elif key in ("manager", "created-by", "updated-by"):
+                        simple = self.user_simple(user.get(key))
                         out[key] = (
                             None
                             if simple is None

@@ -181,6 +181,7 @@ class TenantState:
     groups_of: dict[int, set[int]] = attrs.field(factory=dict)
     members_of: dict[int, dict[int, int]] = attrs.field(factory=dict)
     clients: dict[str, tuple[str, frozenset[str]]] = attrs.field(factory=dict)
+    client_users: dict[str, int] = attrs.field(factory=dict)
     lock: threading.RLock = attrs.field(factory=threading.RLock)
     version: int = 0
     _next_ids: dict[str, itertools.count[int]] = attrs.field(factory=dict)
@@ -194,8 +195,13 @@ class TenantState:
     def touch(self) -> None:
         self.version += 1
 
-    def add_client(self, client_id: str, secret: str, scopes: Iterable[str]) -> None:
+    def add_client(
+        self, client_id: str, secret: str, scopes: Iterable[str], user_id: int | None = None
+    ) -> None:
+        """Register an OAuth client; writes it makes are recorded as ``user_id``'s."""
         self.clients[client_id] = (secret, frozenset(scopes))
+        if user_id is not None:
+            self.client_users[client_id] = user_id
 
     # -- user-group membership: the single source of truth for "user-groups" -------------------
 
@@ -420,7 +426,7 @@ def generate_tenant(users: int = 200, seed: int = 0) -> TenantState:
         for record in state.users.values():
             if rid in record["roles"]:
                 record["roles"].remove(rid)
-    state.add_client("sandbox-client", "sandbox-secret", _ALL_SCOPES)
+    state.add_client("sandbox-client", "sandbox-secret", _ALL_SCOPES, user_id=2)
     return state
 
 
