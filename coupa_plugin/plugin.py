@@ -75,10 +75,16 @@ class CoupaPlugin:
                 connector.close()
             self._connectors.clear()
 
+    def diagnose(self, tenant: Tenant) -> dict[str, Any] | None:
+        """Diagnostics for ``coupa-iga doctor`` (not a hook): see
+        :meth:`~coupa_plugin.connector.service.CoupaConnector.diagnose`."""
+        connector = self.connector(tenant)
+        return None if connector is None else connector.diagnose()
+
     @hookimpl
     def configure(self, tenant: Tenant) -> ConnectorStatus | None:
         connector = self.connector(tenant)
-        return None if connector is None else connector.configure()
+        return None if connector is None else connector.configure(refresh=True)
 
     @hookimpl
     def discover_resources(self, tenant: Tenant, request: SyncRequest) -> Iterable[Resource] | None:

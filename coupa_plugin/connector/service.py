@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any, Final
 
 import httpx
 
@@ -20,7 +23,7 @@ from coupa_plugin.coupa import (
     ScopeError,
 )
 from coupa_plugin.coupa.client import GraphQLError, ScopeGrant
-from coupa_plugin.coupa.scopes import ACCOUNT_GROUP_SCOPE
+from coupa_plugin.coupa.scopes import ACCOUNT_GROUP_SCOPE, PROVISIONING_SCOPES
 from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -40,6 +43,7 @@ from coupa_plugin.host.model import (
 __all__ = ["PLUGIN_NAME", "CoupaConnector"]
 
 PLUGIN_NAME = "coupa"
+COUPA_RATE_LIMIT: Final = 25.0
 log = logging.getLogger("coupa_plugin.connector")
 
 
@@ -86,17 +90,23 @@ class CoupaConnector:
 
     # -- configure -------------------------------------------------------------------------
 
-    def configure(self) -> ConnectorStatus:
-        """Authenticate, detect scopes and decide the mode (once; later calls reuse it)."""
+    def configure(self, refresh: bool = False) -> ConnectorStatus:
+        """Authenticate, detect scopes and decide the mode. Kept for the other hooks;
+        ``refresh`` (what the ``configure`` hook asks for) checks again."""
         with self._lock:
-            if self._status is None:
-                self._status = self._configure()
-                self._sync = TenantSync(self.client, self.tenant_id, self._status.resource_types)
+            if self._status is None or refresh:
+                self._status = self._configure(refresh)
+                if self._sync is None:
+                    self._sync = TenantSync(
+                        self.client, self.tenant_id, self._status.resource_types
+                    )
+                else:
+                    self._sync.enabled_types = self._status.resource_types
             return self._status
 
-    def _configure(self) -> ConnectorStatus:
+    def _configure(self, refresh: bool) -> ConnectorStatus:
         try:
-            grant = self.client.connect()
+            grant = self.client.connect(refresh=refresh)
         except ScopeError as exc:
             raise ConfigurationError(f"tenant {self.tenant_id}: {exc}") from None
         except CoupaAuthError as exc:
@@ -155,6 +165,73 @@ class CoupaConnector:
                 "nobody holds will be missing"
             ]
         return []
+
+    def diagnose(self, probes: int = 5) -> dict[str, Any]:
+        """What ``doctor`` shows: settings, authentication, scopes and mode with the reason,
+        which resource types are on or off (and the scope that turns one on), the measured
+        round trip and the rate-limit headroom."""
+        report: dict[str, Any] = {
+            "settings": {
+                "base_url": self.settings.base_url,
+                "mode": self.settings.mode,
+                "requests_per_second": self.settings.requests_per_second,
+                "max_in_flight": self.settings.max_in_flight,
+            },
+        }
+        started = time.monotonic()
+        status = self.configure(refresh=True)
+        report["authentication"] = {
+            "ok": True,
+            "configure_ms": round((time.monotonic() - started) * 1000, 1),
+            "tokens_minted": self.client.tokens.minted,
+        }
+        report["scopes"] = sorted(status.granted_scopes)
+        missing_write = sorted(PROVISIONING_SCOPES - status.granted_scopes)
+        report["mode"] = {
+            "mode": status.mode,
+            "why": (
+                "the OAuth client has every provisioning scope"
+                if status.mode == "provisioning"
+                else "settings ask for read-only"
+                if self.settings.mode == "read-only"
+                else f"the OAuth client lacks {', '.join(missing_write)}"
+            ),
+        }
+        types: dict[str, str] = {}
+        for kind in sorted(self.settings.resource_types | {"account_group"}):
+            if kind in status.resource_types:
+                types[kind] = "on"
+            elif kind not in self.settings.resource_types:
+                types[kind] = "off (not in resource_types)"
+            else:
+                types[kind] = f"off (grant {ACCOUNT_GROUP_SCOPE} to turn it on)"
+        report["resource_types"] = types
+        timings = []
+        throttled_before = self.client.limiter.throttled
+        for _ in range(probes):
+            started = time.monotonic()
+            self.client.get("/api/users", {"limit": 1, "fields": '["id"]'})
+            timings.append((time.monotonic() - started) * 1000)
+        report["round_trip_ms"] = {
+            "median": round(statistics.median(timings), 1),
+            "max": round(max(timings), 1),
+            "probes": probes,
+        }
+        report["rate_limit"] = {
+            "coupa_limit_per_s": COUPA_RATE_LIMIT,
+            "configured_per_s": self.settings.requests_per_second,
+            "headroom_per_s": round(COUPA_RATE_LIMIT - self.settings.requests_per_second, 2),
+            "throttled_during_check": self.client.limiter.throttled - throttled_before,
+            "sustainable_per_s_at_this_latency": round(
+                min(
+                    self.settings.requests_per_second,
+                    self.settings.max_in_flight / (statistics.median(timings) / 1000 or 1e-9),
+                ),
+                1,
+            ),
+        }
+        report["warnings"] = list(status.warnings)
+        return report
 
     @property
     def sync(self) -> TenantSync:

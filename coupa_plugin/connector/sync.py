@@ -156,6 +156,7 @@ class TenantSync:
             spool.complete_at = self._clock()
             self._spool = spool
         yield from self._catalogs(types, flags, held)
+        self.client.log_stats()
 
     def _catalogs(
         self, types: frozenset[str], flags: set[str], held: dict[str, dict[int, str | None]]
@@ -235,3 +236,4 @@ class TenantSync:
         flags = self.client.discover_license_flags() if "license" in types else set()
         for user in self._users(request, flags):
             yield from user_grants(user, types)
+        self.client.log_stats()

@@ -50,6 +50,7 @@ log = logging.getLogger("coupa_plugin.coupa")
 Mode = Literal["auto", "read-only", "provisioning"]
 _RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 _NEVER_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_STATS_EVERY: Final = 50
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
 USER_FIELDS: Final[tuple[Any, ...]] = (
     "id",
@@ -190,10 +191,14 @@ class CoupaClient:
     def grant(self) -> ScopeGrant:
         return self._grant if self._grant is not None else self.connect()
 
-    def connect(self) -> ScopeGrant:
-        """Authenticate and detect the granted scopes; decides read-only or provisioning."""
+    def connect(self, refresh: bool = False) -> ScopeGrant:
+        """Authenticate and detect the granted scopes; decides read-only or provisioning.
+
+        The result is kept; ``refresh`` negotiates again (the admin may have changed the
+        OAuth client's scopes in Coupa since).
+        """
         with self._lock:
-            if self._grant is None:
+            if self._grant is None or refresh:
                 self._grant = self._negotiate()
             return self._grant
 
@@ -304,6 +309,9 @@ class CoupaClient:
         started = time.monotonic()
         with self._lock:
             self.requests += 1
+            report = self.requests % _STATS_EVERY == 0
+        if report:
+            self.log_stats()
         try:
             response = self._http.request(
                 method, path, params=params, content=content, headers=headers
@@ -379,6 +387,20 @@ class CoupaClient:
         except (json.JSONDecodeError, UnicodeDecodeError):
             pass
         return CoupaHTTPError(method, path, response.status_code, excerpt(response.content), errors)
+
+    def log_stats(self) -> None:
+        """One INFO record with the request counters (``requests``, ``retries``,
+        ``throttled``, ``rate``): the reference host shows them as progress."""
+        log.info(
+            "request stats",
+            extra={
+                "tenant": self.config.tenant,
+                "requests": self.requests,
+                "retries": self.retries,
+                "throttled": self.limiter.throttled,
+                "rate": round(self.limiter.rate, 2),
+            },
+        )
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)

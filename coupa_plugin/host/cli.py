@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -27,6 +26,8 @@ from coupa_plugin.host.errors import (
 from coupa_plugin.host.jobs import provision_one, sync_tenant
 from coupa_plugin.host.logfmt import configure_logging
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
+from coupa_plugin.host.progress import SyncProgress
+from coupa_plugin.host.reports import diff_runs, pick_runs, write_diff, write_export
 from coupa_plugin.host.runner import Host
 from coupa_plugin.host.snapshot import SnapshotStore
 from coupa_plugin.host.tenants import load_tenants
@@ -53,44 +54,6 @@ def _exit_code(exc: BaseException) -> int:
 def _fail(exc: BaseException) -> NoReturn:
     click.echo(f"error: {exc}", err=True)
     sys.exit(_exit_code(exc))
-
-
-class _CountingProgress:
-    """Progress sink: a live rich display on a terminal, periodic log lines otherwise."""
-
-    def __init__(self, live: bool) -> None:
-        self.counts: Counter[tuple[str, str, str]] = Counter()
-        self._total = 0
-        self._live = live
-        self._log = logging.getLogger("coupa_plugin.host.progress")
-        self._status: Any = None
-
-    def __enter__(self) -> _CountingProgress:
-        if self._live:
-            from rich.console import Console
-
-            self._status = Console(stderr=True).status("syncing…")
-            self._status.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._status is not None:
-            self._status.__exit__(None, None, None)
-
-    def advance(self, tenant_id: str, phase: str, item_type: str) -> None:
-        self.counts[(tenant_id, phase, item_type)] += 1
-        self._total += 1
-        if self._total % 1000:
-            return
-        summary = ", ".join(
-            f"{phase} {kind}={n}"
-            for (t, phase, kind), n in sorted(self.counts.items())
-            if t == tenant_id
-        )
-        if self._status is not None:
-            self._status.update(f"{tenant_id}: {summary}")
-        else:
-            self._log.info("progress", extra={"tenant": tenant_id, "items": self._total})
 
 
 def _host() -> Host:
@@ -139,7 +102,7 @@ def run_sync(
     kind; mixed failures exit with 1.
     """
     codes: set[int] = set()
-    with SnapshotStore(snapshot) as store, _CountingProgress(sys.stderr.isatty()) as progress:
+    with SnapshotStore(snapshot) as store, SyncProgress(sys.stderr.isatty()) as progress:
         for tenant in tenants:
             for name in host.enabled_plugins(tenant):
                 try:
@@ -332,3 +295,173 @@ def provision(
             indent=2,
         )
     )
+
+
+def _open_store(snapshot: Path) -> SnapshotStore:
+    if not snapshot.exists():
+        _fail(ConfigurationError(f"no snapshot file at {snapshot}"))
+    return SnapshotStore(snapshot)
+
+
+@main.command()
+@click.option(
+    "--snapshot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("snapshot.sqlite"),
+    show_default=True,
+)
+@click.option("--tenant", "tenant_id", help="Only this tenant's runs.")
+def runs(snapshot: Path, tenant_id: str | None) -> None:
+    """List the runs kept in a snapshot file."""
+    with _open_store(snapshot) as store:
+        for run in store.runs(tenant_id):
+            click.echo(
+                f"{run.run_id:>5}  {run.tenant_id}/{run.plugin}  {run.kind:<11} "
+                f"{run.outcome:<8} {run.started_at}  resources={run.resources} "
+                f"entitlements={run.entitlements} grants={run.grants}"
+                + (f"  error={run.error}" if run.error else "")
+            )
+
+
+@main.command()
+@click.option(
+    "--snapshot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("snapshot.sqlite"),
+    show_default=True,
+)
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+@click.option(
+    "--from", "old_run", type=int, help="Older run id (default: the second-last complete full run)."
+)
+@click.option(
+    "--to", "new_run", type=int, help="Newer run id (default: the last complete full run)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+def diff(
+    snapshot: Path,
+    tenant_id: str,
+    plugin_name: str,
+    old_run: int | None,
+    new_run: int | None,
+    fmt: str,
+) -> None:
+    """What changed between two runs: grants added and removed, users new, gone, enabled or
+    disabled, entitlements new or gone."""
+    with _open_store(snapshot) as store:
+        try:
+            old, new = pick_runs(store, tenant_id, plugin_name, old_run, new_run)
+        except ConfigurationError as exc:
+            _fail(exc)
+        write_diff(diff_runs(store, old.run_id, new.run_id), fmt, sys.stdout)
+
+
+@main.command()
+@click.option(
+    "--snapshot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("snapshot.sqlite"),
+    show_default=True,
+)
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+@click.option("--run", "run_id", type=int, help="Run id (default: the last complete full run).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write here instead of standard output.",
+)
+def export(
+    snapshot: Path,
+    tenant_id: str,
+    plugin_name: str,
+    run_id: int | None,
+    fmt: str,
+    output: Path | None,
+) -> None:
+    """Users by entitlements of a complete run, one row per grant, for access reviews."""
+    with _open_store(snapshot) as store:
+        runs_ = {r.run_id: r for r in store.runs(tenant_id) if r.plugin == plugin_name}
+        if run_id is None:
+            full = [r for r in runs_.values() if r.outcome == "complete" and r.kind == "full"]
+            if not full:
+                _fail(ConfigurationError(f"{tenant_id}/{plugin_name} has no complete full run"))
+            run_id = full[-1].run_id
+        elif run_id not in runs_ or runs_[run_id].outcome != "complete":
+            _fail(
+                ConfigurationError(
+                    f"run {run_id} is not a complete run of {tenant_id}/{plugin_name}"
+                )
+            )
+        if output is None:
+            count = write_export(store, run_id, fmt, sys.stdout)
+        else:
+            with output.open("w", encoding="utf-8", newline="") as handle:
+                count = write_export(store, run_id, fmt, handle)
+        click.echo(f"exported {count} grants of run {run_id}", err=True)
+
+
+@main.command()
+@click.option(
+    "--tenants",
+    "tenants_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("tenants.toml"),
+    show_default=True,
+)
+@click.option("--tenant", "tenant_id", required=True)
+@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+def doctor(tenants_file: Path, tenant_id: str, plugin_name: str) -> None:
+    """Check a tenant: settings, authentication, scopes, mode and why, resource types, round
+    trip and rate-limit headroom. The first thing to run when a tenant misbehaves."""
+    try:
+        [tenant] = _select(load_tenants(tenants_file), (tenant_id,))
+    except ConfigurationError as exc:
+        _fail(exc)
+    host = _host()
+    if plugin_name not in host.enabled_plugins(tenant):
+        _fail(
+            ConfigurationError(
+                f"plugin {plugin_name!r} is not enabled for tenant "
+                f"{tenant_id!r} (no section, or enabled = false)"
+            )
+        )
+    plugin = host.pm.get_plugin(plugin_name)
+    diagnose = getattr(plugin, "diagnose", None)
+    try:
+        if diagnose is None:
+            status = host.hooks(tenant, plugin_name).configure()
+            report: Any = {
+                "status": None
+                if status is None
+                else {
+                    "mode": status.mode,
+                    "scopes": sorted(status.granted_scopes),
+                    "resource_types": sorted(status.resource_types),
+                    "warnings": list(status.warnings),
+                }
+            }
+        else:
+            report = diagnose(tenant)
+    except PluginError as exc:
+        stage = (
+            "settings"
+            if isinstance(exc, ConfigurationError)
+            else "authentication"
+            if isinstance(exc, AuthenticationError)
+            else "connection"
+        )
+        click.echo(f"{tenant_id}/{plugin_name}: {stage}: FAILED: {exc}")
+        sys.exit(_exit_code(exc))
+    click.echo(f"{tenant_id}/{plugin_name}: ok")
+    click.echo(json.dumps(report, indent=2, default=str))

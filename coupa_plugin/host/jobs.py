@@ -27,6 +27,8 @@ log = logging.getLogger("coupa_plugin.host")
 class ProgressSink(Protocol):
     """Receives progress while a sync streams (``phase`` is ``resources`` or ``grants``)."""
 
+    def begin(self, tenant_id: str, expected_items: int | None) -> None: ...
+
     def advance(self, tenant_id: str, phase: str, item_type: str) -> None: ...
 
 
@@ -73,6 +75,9 @@ def sync_tenant(
             elapsed_s=0.0,
         )
     log.info("sync started", extra={"tenant": tenant.id, "plugin": plugin, "mode": status.mode})
+    if progress:
+        previous = store.last_complete(tenant.id, plugin, request)
+        progress.begin(tenant.id, previous.resources + previous.grants if previous else None)
     per_type: Counter[str] = Counter()
     with store.run(tenant.id, plugin, request, status) as writer:
         for resource in hooks.discover_resources(request) or ():

@@ -39,10 +39,15 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Send ``coupa_plugin`` logs to stderr as logfmt lines."""
+    """Send ``coupa_plugin`` logs at ``level`` and above to stderr as logfmt lines.
+
+    The logger itself passes INFO records on in any case, so that progress handlers see the
+    request counters even when stderr shows only warnings.
+    """
     handler = logging.StreamHandler()
     handler.setFormatter(LogfmtFormatter())
+    handler.setLevel(level)
     root = logging.getLogger("coupa_plugin")
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(min(level, logging.INFO))
     root.propagate = False

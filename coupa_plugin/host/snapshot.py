@@ -249,6 +249,27 @@ class SnapshotStore:
         names = [f.name for f in attrs.fields(RunRecord)]
         return [RunRecord(**dict(zip(names, row, strict=True))) for row in rows]
 
+    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only query as dicts."""
+        return list(self.stream(sql, args))
+
+    def stream(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[dict[str, Any]]:
+        """Rows of a read-only query as dicts, one at a time."""
+        cursor = self._conn.execute(sql, args)
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            yield dict(zip(names, row, strict=True))
+
+    def last_complete(
+        self, tenant_id: str, plugin: str, request: SyncRequest | None = None
+    ) -> RunRecord | None:
+        """The newest complete run of a tenant and plugin (of the same kind as ``request``)."""
+        kind = _kind(request) if request is not None else None
+        for run in reversed(self.runs(tenant_id)):
+            if run.plugin == plugin and run.outcome == "complete" and kind in (None, run.kind):
+                return run
+        return None
+
     def grants(self, run_id: int) -> set[tuple[str, str]]:
         rows = self._conn.execute(
             "SELECT entitlement_id, principal_id FROM grants WHERE run_id = ?", (run_id,)

@@ -1,0 +1,170 @@
+"""runs, diff, export, doctor and progress of the reference host."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
+from coupa_plugin.host.cli import main
+from coupa_plugin.host.progress import SyncProgress
+from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
+
+
+def _tenants(tmp_path: Path, url: str, secret: str = "sandbox-secret") -> Path:
+    path = tmp_path / "tenants.toml"
+    path.write_text(
+        f'[tenants.acme.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
+        f'client_id = "sandbox-client"\nclient_secret = "{secret}"\n'
+    )
+    return path
+
+
+def _sync(tenants: Path, snapshot: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["sync", "--tenants", str(tenants), "--snapshot", str(snapshot)]
+    )
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def two_runs(
+    tmp_path: Path, coupa_sandbox: CoupaSandbox, coupa_sandbox_server: SandboxServer
+) -> tuple[Path, CoupaSandbox]:
+    tenants, snapshot = _tenants(tmp_path, coupa_sandbox_server.url), tmp_path / "s.sqlite"
+    _sync(tenants, snapshot)
+    state = coupa_sandbox.state
+    buyer = next(u for u in sorted(state.users) if u > 2 and 4 not in state.users[u]["roles"])
+    state.users[buyer]["roles"] = sorted({*state.users[buyer]["roles"], 4})  # a grant added
+    state.users[6]["expense-user"] = False  # maybe one removed
+    state.users[7]["active"] = False  # a user disabled
+    state.user_groups[999] = {**state.user_groups[1], "id": 999, "name": "Brand New"}
+    state.touch()
+    _sync(tenants, snapshot)
+    return snapshot, coupa_sandbox, buyer
+
+
+def _buyer(sandbox: CoupaSandbox) -> int:
+    return next(
+        u
+        for u in sorted(sandbox.state.users)
+        if u > 2 and sandbox.state.users[u]["roles"] == [3, 4]
+    )
+
+
+def test_runs_lists_both(two_runs: tuple[Path, CoupaSandbox, int]) -> None:
+    snapshot, _, _ = two_runs
+    result = CliRunner().invoke(main, ["runs", "--snapshot", str(snapshot)])
+    assert result.exit_code == 0
+    assert result.output.count("complete") == 2
+
+
+def test_diff_reports_what_changed(two_runs: tuple[Path, CoupaSandbox, int]) -> None:
+    snapshot, _, buyer = two_runs
+    result = CliRunner().invoke(
+        main, ["diff", "--snapshot", str(snapshot), "--tenant", "acme", "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    added = {(g["entitlement_id"], g["principal_id"]) for g in report["grants_added"]}
+    assert ("role:4:member", str(buyer)) in added
+    assert [u["id"] for u in report["users_disabled"]] == ["7"]
+    assert {e["id"] for e in report["entitlements_new"]} == {"group:999:member"}
+    removed = {(g["entitlement_id"], g["principal_id"]) for g in report["grants_removed"]}
+    was_expense = ("license:expense-user:assigned", "6")
+    with SnapshotStore(snapshot) as store:
+        first = store.runs("acme")[0].run_id
+        assert (was_expense in removed) == (was_expense in store.grants(first))
+    table = CliRunner().invoke(main, ["diff", "--snapshot", str(snapshot), "--tenant", "acme"])
+    assert "grants added" in table.output and "role:4:member" in table.output
+    as_csv = CliRunner().invoke(
+        main, ["diff", "--snapshot", str(snapshot), "--tenant", "acme", "--format", "csv"]
+    )
+    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    assert {"grants_added", "users_disabled", "entitlements_new"} <= {r["change"] for r in rows}
+
+
+def test_diff_needs_two_full_runs(tmp_path: Path, coupa_sandbox_server: SandboxServer) -> None:
+    tenants, snapshot = _tenants(tmp_path, coupa_sandbox_server.url), tmp_path / "s.sqlite"
+    _sync(tenants, snapshot)
+    result = CliRunner().invoke(main, ["diff", "--snapshot", str(snapshot), "--tenant", "acme"])
+    assert result.exit_code == 3 and "needs two" in result.output
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_export_has_one_row_per_grant(
+    two_runs: tuple[Path, CoupaSandbox, int], fmt: str, tmp_path: Path
+) -> None:
+    snapshot, sandbox, buyer = two_runs
+    out = tmp_path / f"export.{fmt}"
+    result = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "--snapshot",
+            str(snapshot),
+            "--tenant",
+            "acme",
+            "--format",
+            fmt,
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with SnapshotStore(snapshot) as store:
+        last = store.runs("acme")[-1]
+    text = out.read_text()
+    rows = (
+        list(csv.DictReader(io.StringIO(text)))
+        if fmt == "csv"
+        else [json.loads(line) for line in text.splitlines()]
+    )
+    assert len(rows) == last.grants
+    found = [
+        r for r in rows if r["user_id"] == str(buyer) and r["entitlement_id"] == "role:4:member"
+    ]
+    assert found and found[0]["login"] == sandbox.state.users[buyer]["login"]
+    assert found[0]["resource_name"] == "Buyer"
+
+
+def test_doctor_reports_mode_scopes_and_round_trip(
+    tmp_path: Path, coupa_sandbox: CoupaSandbox, coupa_sandbox_server: SandboxServer
+) -> None:
+    tenants = _tenants(tmp_path, coupa_sandbox_server.url)
+    result = CliRunner().invoke(main, ["doctor", "--tenants", str(tenants), "--tenant", "acme"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.split("\n", 1)[1])
+    assert report["mode"]["mode"] == "provisioning"
+    assert report["round_trip_ms"]["probes"] == 5 and report["round_trip_ms"]["median"] > 0
+    assert report["rate_limit"]["headroom_per_s"] == 1.0
+    coupa_sandbox.state.add_client("sandbox-client", "sandbox-secret", READ_ONLY_SCOPES)
+    narrow = CliRunner().invoke(main, ["doctor", "--tenants", str(tenants), "--tenant", "acme"])
+    report = json.loads(narrow.output.split("\n", 1)[1])
+    assert report["mode"] == {
+        "mode": "read-only",
+        "why": "the OAuth client lacks core.user.write, core.user_group.write, offline_access",
+    }
+    assert report["resource_types"]["account_group"].startswith("off (grant core.accounting.read")
+    wrong = _tenants(tmp_path, coupa_sandbox_server.url, secret="nope")
+    refused = CliRunner().invoke(main, ["doctor", "--tenants", str(wrong), "--tenant", "acme"])
+    assert refused.exit_code == 4 and "authentication: FAILED" in refused.output
+
+
+def test_progress_summary_with_eta() -> None:
+    progress = SyncProgress(live=False, interval_s=3600)
+    progress.begin("t", expected_items=100)
+    for _ in range(25):
+        progress.advance("t", "resources", "user")
+    progress.request_stats("t", requests=7, retries=1, throttled=2)
+    summary = progress.summary("t")
+    assert summary["items"] == 25 and summary["resources.user"] == 25
+    assert (summary["requests"], summary["retries"], summary["throttled"]) == (7, 1, 2)
+    assert summary["eta_s"] >= 0
+    assert progress._render().row_count == 1
