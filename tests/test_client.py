@@ -533,3 +533,39 @@ def test_pages_are_fetched_ahead_when_the_network_is_slow() -> None:
         rows = list(read_all(fetch, pool, in_flight=6))
     assert len(rows) == 1_000
     assert peak[0] >= 4, "a slow server must see several pages in flight"
+
+
+def test_shared_limiter_paces_several_workers_as_one(tmp_path: Any) -> None:
+    from coupa_plugin.coupa.ratelimit import SharedRateLimiter
+
+    path = str(tmp_path / "pace.sqlite")
+    rate, per_worker, workers = 40.0, 10, 3
+    sent: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        limiter = SharedRateLimiter(path, "https://acme.coupahost.com", rate, burst=1)
+        for _ in range(per_worker):
+            limiter.acquire()
+            with lock:
+                sent.append(time.time())
+        limiter.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sent.sort()
+    # one shared budget: 30 requests at 40/s cannot take less than 29/40 s, whatever the
+    # machine (a slow machine only makes it longer)
+    assert sent[-1] - sent[0] >= (workers * per_worker - 1) / rate - 0.02
+    other = SharedRateLimiter(path, "https://other.coupahost.com", rate, burst=1)
+    started = time.time()
+    other.acquire()
+    assert time.time() - started < 0.5, "another instance has a budget of its own"
+    other.throttled_by_server(0.0)
+    assert other.rate == pytest.approx(rate * 0.7)
+    again = SharedRateLimiter(path, "https://other.coupahost.com", rate, burst=1)
+    again.acquire()
+    assert again.rate == pytest.approx(rate * 0.7), "a 429 slows every process down"

@@ -68,6 +68,7 @@ class CoupaConnector:
                 max_in_flight=settings.max_in_flight,
                 timeout_s=settings.timeout_s,
                 tenant=tenant_id,
+                shared_rate_limit_file=settings.shared_rate_limit_file,
             ),
             transport,
         )

@@ -104,6 +104,14 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
         "protected_logins", "array", [], False, False, "logins that provisioning must never change"
     ),
     SettingSpec(
+        "shared_rate_limit_file",
+        "string",
+        None,
+        False,
+        False,
+        "SQLite file through which several processes share one instance's rate limit",
+    ),
+    SettingSpec(
         "state_dir",
         "string",
         None,
@@ -131,6 +139,7 @@ class CoupaSettings:
     resource_types: frozenset[str] = frozenset(RESOURCE_TYPES)
     protected_logins: frozenset[str] = frozenset()
     state_dir: Path | None = None
+    shared_rate_limit_file: str | None = None
     enabled: bool = True
 
 
@@ -273,6 +282,7 @@ _FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
     "resource_types": _resource_types,
     "protected_logins": lambda k, v: frozenset(s.strip().lower() for s in _string_list(k, v)),
     "state_dir": lambda k, v: Path(_nonempty(k, v)).expanduser(),
+    "shared_rate_limit_file": lambda k, v: str(Path(_nonempty(k, v)).expanduser()),
     "enabled": _boolean,
 }
 

@@ -40,7 +40,7 @@ from coupa_plugin.coupa.models import (
     structure_user,
 )
 from coupa_plugin.coupa.paging import MAX_PAGE, read_all, read_keyset
-from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.ratelimit import RateLimiter, SharedRateLimiter
 from coupa_plugin.coupa.scopes import OPTIONAL_SCOPES, PROVISIONING_SCOPES, READ_ONLY_SCOPES
 from coupa_plugin.coupa.transport import PacedTransport, retry_after_seconds
 
@@ -101,6 +101,7 @@ class ClientConfig:
     retry_attempts: int = 8
     retry_timeout_s: float = 120.0
     tenant: str = ""
+    shared_rate_limit_file: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -140,7 +141,16 @@ class CoupaClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.limiter = RateLimiter(config.requests_per_second, burst=config.burst)
+        self.limiter: RateLimiter = (
+            SharedRateLimiter(
+                config.shared_rate_limit_file,
+                config.base_url,
+                config.requests_per_second,
+                burst=config.burst,
+            )
+            if config.shared_rate_limit_file
+            else RateLimiter(config.requests_per_second, burst=config.burst)
+        )
         inner = transport or httpx.HTTPTransport(retries=0)
         self._transport = PacedTransport(inner, self.limiter)
         timeout = httpx.Timeout(config.timeout_s)
@@ -180,6 +190,8 @@ class CoupaClient:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._http.close()
         self._token_http.close()
+        if isinstance(self.limiter, SharedRateLimiter):
+            self.limiter.close()
 
     def __enter__(self) -> CoupaClient:
         return self

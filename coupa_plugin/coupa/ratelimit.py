@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "SharedRateLimiter"]
 
 
 class RateLimiter:
@@ -81,3 +81,129 @@ class RateLimiter:
             if self._successes >= self._recover_after:
                 self._successes = 0
                 self.rate = min(self.target, self.rate * 1.1)
+
+
+_SHARED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pacing (
+    instance    TEXT PRIMARY KEY,
+    tat         REAL NOT NULL,
+    hold_until  REAL NOT NULL,
+    rate        REAL NOT NULL,
+    successes   INTEGER NOT NULL,
+    throttled   INTEGER NOT NULL
+)
+"""
+
+
+class SharedRateLimiter(RateLimiter):
+    """The same pacer, with its state in a SQLite file that several processes share.
+
+    Coupa's limit is per instance, so workers that sync one instance in parallel must share
+    one budget: point them at the same file and each request takes its turn from it. State is
+    kept per ``instance`` (the base URL), in wall-clock time; ``rate`` should be the budget of
+    the instance as a whole.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        instance: str,
+        rate: float,
+        burst: int = 5,
+        *,
+        min_rate: float = 1.0,
+        recover_after: int = 50,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(
+            rate,
+            burst,
+            min_rate=min_rate,
+            recover_after=recover_after,
+            clock=time.time,
+            sleep=sleep,
+        )
+        import sqlite3
+
+        self.instance = instance
+        self._db = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(_SHARED_SCHEMA)
+        self._db.execute("INSERT OR IGNORE INTO pacing VALUES (?, 0, 0, ?, 0, 0)", (instance, rate))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _update(
+        self,
+        change: Callable[[float, float, float, int, int], tuple[float, float, float, int, int]],
+    ) -> tuple[float, float, float, int, int]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT tat, hold_until, rate, successes, throttled FROM pacing"
+                    " WHERE instance = ?",
+                    (self.instance,),
+                ).fetchone()
+                new = change(*row)
+                self._db.execute(
+                    "UPDATE pacing SET tat = ?, hold_until = ?, rate = ?, successes = ?,"
+                    " throttled = ? WHERE instance = ?",
+                    (*new, self.instance),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self.rate, self.throttled = new[2], new[4]
+            return new
+
+    def acquire(self) -> float:
+        now = self._clock()
+        send_at = now
+
+        def take(
+            tat: float, hold: float, rate: float, ok: int, thr: int
+        ) -> tuple[float, float, float, int, int]:
+            nonlocal send_at
+            interval = 1.0 / rate
+            start = max(tat, now, hold)
+            send_at = max(now, hold, start - (self.burst - 1) * interval)
+            return start + interval, hold, rate, ok, thr
+
+        self._update(take)
+        wait = send_at - now
+        if wait > 0:
+            self._sleep(wait)
+            self.waited_s += wait
+        return max(wait, 0.0)
+
+    def throttled_by_server(self, retry_after: float | None) -> None:
+        pause = retry_after if retry_after is not None else 1.0
+        now = self._clock()
+        self._update(
+            lambda tat, hold, rate, ok, thr: (
+                tat,
+                max(hold, now + pause),
+                max(self.min_rate, rate * 0.7),
+                0,
+                thr + 1,
+            )
+        )
+
+    def succeeded(self) -> None:
+        def recover(
+            tat: float, hold: float, rate: float, ok: int, thr: int
+        ) -> tuple[float, float, float, int, int]:
+            if rate >= self.target:
+                return tat, hold, rate, ok, thr
+            ok += 1
+            if ok >= self._recover_after:
+                return tat, hold, min(self.target, rate * 1.1), 0, thr
+            return tat, hold, rate, ok, thr
+
+        if self.rate < self.target:
+            self._update(recover)
