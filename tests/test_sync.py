@@ -216,3 +216,38 @@ def test_tokens_expiring_mid_sync() -> None:
     assert grants == truth_grants(sandbox.state)
     assert expiries[0] == 3
     assert sandbox.tokens_issued >= expiries[0], "expired tokens were replaced"
+
+
+def test_targeted_and_incremental_syncs_survive_a_server_that_ignores_the_filters() -> None:
+    sandbox = quiet(300, seed=6)
+    original = sandbox.handle
+
+    def ignore_filters(request):  # type: ignore[no-untyped-def]
+        kept = [
+            p
+            for p in request.query.split("&")
+            if not p.startswith(("id%5Bin%5D", "updated_at%5Bgt%5D"))
+        ]
+        return original(
+            type(request)(
+                request.method, request.path, "&".join(kept), request.headers, request.body
+            )
+        )
+
+    sandbox.handle = ignore_filters  # type: ignore[method-assign]
+    wanted = {5, 17, 250}
+    resources, grants = sync(
+        plugin_for(sandbox), tenant(), SyncRequest(principal_ids=frozenset(map(str, wanted)))
+    )
+    assert {r.id for r in resources if r.type == "user"} == {str(w) for w in wanted}
+    assert grants == truth_grants(sandbox.state, user_ids=wanted)
+    assert sandbox.calls[("GET", "/api/users/:id")] == len(wanted)
+    since = datetime(2026, 6, 1, tzinfo=UTC)
+    changed = {
+        uid
+        for uid, u in sandbox.state.users.items()
+        if datetime.fromisoformat(u["updated-at"]) > since
+    }
+    resources, grants = sync(plugin_for(sandbox), tenant(), SyncRequest(since=since))
+    assert {r.id for r in resources if r.type == "user"} == {str(u) for u in changed}
+    assert grants == truth_grants(sandbox.state, user_ids=changed)

@@ -124,6 +124,17 @@ class _Retryable(Exception):
         self.reason, self.response, self.wait = reason, response, wait
 
 
+def _updated_at_or_before(row: Mapping[str, Any], moment: datetime) -> bool:
+    value = row.get("updated-at")
+    if not isinstance(value, str):
+        return False
+    try:
+        stamp = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        return False
+    return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)) <= moment
+
+
 def _backoff(exc: Exception) -> bool | float:
     if isinstance(exc, _Retryable):
         return exc.wait if exc.wait is not None else True
@@ -472,20 +483,56 @@ class CoupaClient:
         since: datetime | None = None,
         ids: Iterable[int] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """User payloads: all, changed since ``since``, or the users with ``ids``."""
+        """User payloads: all, changed since ``since``, or the users with ``ids``.
+
+        Filters are applied by Coupa and checked here: a user changed at or before ``since``
+        is left out, and when a server ignores ``id[in]`` the remaining users are read one by
+        one instead of scanning the tenant.
+        """
         params: dict[str, Any] = {"fields": fields}
+        moment = None
         if since is not None:
             moment = since if since.tzinfo else since.replace(tzinfo=UTC)
             params["updated_at[gt]"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if ids is None:
-            yield from self._list("/api/users", params, "users")
-            return
-        wanted = sorted(set(ids))
+        rows = (
+            self._list("/api/users", params, "users")
+            if ids is None
+            else self._users_by_id(sorted(set(ids)), params)
+        )
+        for row in rows:
+            if moment is not None and _updated_at_or_before(row, moment):
+                continue
+            yield row
+
+    def _users_by_id(self, wanted: list[int], params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for start in range(0, len(wanted), MAX_PAGE):
-            chunk = wanted[start : start + MAX_PAGE]
-            yield from self._list(
-                "/api/users", {**params, "id[in]": ",".join(map(str, chunk))}, "users"
+            chunk = set(wanted[start : start + MAX_PAGE])
+            listing = self._list(
+                "/api/users", {**params, "id[in]": ",".join(map(str, sorted(chunk)))}, "users"
             )
+            seen: set[int] = set()
+            honoured = True
+            for row in listing:
+                if row.get("id") not in chunk:
+                    honoured = False
+                    break
+                seen.add(row["id"])
+                yield row
+            if honoured:
+                continue
+            log.info(
+                "id[in] is not honoured; reading users one by one",
+                extra={"tenant": self.config.tenant, "users": len(chunk - seen)},
+            )
+            for user_id in sorted(chunk - seen):
+                try:
+                    row = self.get(f"/api/users/{user_id}", {"fields": params["fields"]})
+                except CoupaHTTPError as exc:
+                    if exc.status == 404:
+                        continue
+                    raise
+                if isinstance(row, dict):
+                    yield row
 
     def users(self, **kwargs: Any) -> Iterator[User]:
         for payload in self.users_raw(**kwargs):
