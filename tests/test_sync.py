@@ -251,3 +251,10 @@ def test_targeted_and_incremental_syncs_survive_a_server_that_ignores_the_filter
     resources, grants = sync(plugin_for(sandbox), tenant(), SyncRequest(since=since))
     assert {r.id for r in resources if r.type == "user"} == {str(u) for u in changed}
     assert grants == truth_grants(sandbox.state, user_ids=changed)
+
+
+def test_a_malformed_user_record_is_a_sync_error_not_a_traceback() -> None:
+    sandbox = quiet(30)
+    del sandbox.state.users[7]["login"]
+    with pytest.raises(SyncError, match="user record 7 is malformed"):
+        sync(plugin_for(sandbox), tenant())

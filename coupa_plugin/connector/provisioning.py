@@ -146,7 +146,10 @@ class Provisioner:
             raise ProvisioningError(f"reading user {user_id} failed: {exc}") from None
         if not isinstance(raw, dict):
             raise ProvisioningError(f"reading user {user_id}: unexpected response")
-        return structure_user(raw), raw
+        try:
+            return structure_user(raw), raw
+        except ValueError as exc:
+            raise ProvisioningError(f"reading user {user_id}: {exc}") from None
 
     def _ids(self, user: User, attribute: str) -> set[int]:
         return {ref.id for ref in getattr(user, attribute)}

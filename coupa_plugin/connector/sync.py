@@ -73,8 +73,12 @@ class GrantSpool:
     def replay(self) -> Iterator[Grant]:
         names = list(self.entitlements)
         pairs = self.pairs
+        last, principal = -1, ""
         for i in range(0, len(pairs), 2):
-            yield Grant(entitlement_id=names[pairs[i]], principal_id=str(pairs[i + 1]))
+            if pairs[i + 1] != last:  # a user's grants are stored together
+                last = pairs[i + 1]
+                principal = str(last)
+            yield Grant(entitlement_id=names[pairs[i]], principal_id=principal)
 
     def usable_for(self, key: tuple[object, ...], now: float) -> bool:
         return (

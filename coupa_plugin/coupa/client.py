@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 
 import attrs
 import httpx
+import orjson
 import stamina
 
 from coupa_plugin.coupa._secret import Secret
@@ -391,7 +392,7 @@ class CoupaClient:
         if not response.content.strip():
             return None
         try:
-            return response.json()
+            return orjson.loads(response.content)
         except (json.JSONDecodeError, UnicodeDecodeError):
             problem = (
                 f"{method} {path}: invalid JSON in the response ({excerpt(response.content, 80)})"
@@ -536,13 +537,19 @@ class CoupaClient:
 
     def users(self, **kwargs: Any) -> Iterator[User]:
         for payload in self.users_raw(**kwargs):
-            yield structure_user(payload)
+            try:
+                yield structure_user(payload)
+            except ValueError as exc:
+                raise CoupaResponseError(f"GET /api/users: {exc}") from None
 
     def user(self, user_id: int, fields: str | None = None) -> User:
         payload = self.get(f"/api/users/{user_id}", {"fields": fields} if fields else None)
         if not isinstance(payload, dict):
             raise CoupaResponseError(f"GET /api/users/{user_id}: expected a JSON object")
-        return structure_user(payload)
+        try:
+            return structure_user(payload)
+        except ValueError as exc:
+            raise CoupaResponseError(f"GET /api/users/{user_id}: {exc}") from None
 
     def user_groups(self) -> Iterator[UserGroup]:
         fields = '["id","name","description","active","can_approve"]'

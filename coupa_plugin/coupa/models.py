@@ -192,18 +192,85 @@ def _make_converter() -> cattrs.Converter:
 converter: Final = _make_converter()
 
 
+def _text(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else str(value)
+
+
+def _flag(value: Any, default: bool) -> bool:
+    return default if value is None else bool(value)
+
+
+def _when(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    text = str(value)
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+
+
+def _ref(value: Any) -> Ref | None:
+    if not isinstance(value, Mapping):
+        return None
+    return Ref(id=int(value["id"]), name=value.get("name"), login=value.get("login"))
+
+
+def _refs(value: Any) -> tuple[Ref, ...]:
+    if not value:
+        return ()
+    return tuple(
+        Ref(id=int(item["id"]), name=item.get("name"), login=item.get("login")) for item in value
+    )
+
+
+def _user_hook(payload: Any, _: type = User) -> User:
+    """Structure hook for :class:`User`: the hot path of every sync, written out by hand."""
+    get = payload.get
+    return User(
+        id=int(payload["id"]),
+        login=str(payload["login"]),
+        email=_text(get("email")),
+        firstname=_text(get("firstname")),
+        lastname=_text(get("lastname")),
+        fullname=_text(get("fullname")),
+        employee_number=_text(get("employee-number")),
+        active=_flag(get("active"), True),
+        authentication_method=_text(get("authentication-method")),
+        sso_identifier=_text(get("sso-identifier")),
+        api_user=_flag(get("api-user"), False),
+        support_user=_flag(get("support-user"), False),
+        supplier_user=_flag(get("supplier-user"), False),
+        msp_user=_flag(get("msp-user"), False),
+        manager=_ref(get("manager")),
+        updated_by=_ref(get("updated-by")),
+        created_at=_when(get("created-at")),
+        updated_at=_when(get("updated-at")),
+        roles=_refs(get("roles")),
+        user_groups=_refs(get("user-groups")),
+        content_groups=_refs(get("content-groups")),
+        account_groups=_refs(get("account-groups")),
+        approval_groups=_refs(get("approval-groups")),
+        licenses={
+            k: v
+            for k, v in payload.items()
+            if v.__class__ is bool and k[-5:] == "-user" and k not in ACCOUNT_TYPE_FLAGS
+        },
+    )
+
+
+converter.register_structure_hook(User, _user_hook)
+
+
 def structure_user(payload: Mapping[str, Any]) -> User:
-    """Build a :class:`User` from a payload, collecting its license flags."""
-    data = dict(payload)
-    for key in ("active", "api-user", "support-user", "supplier-user", "msp-user"):
-        if data.get(key) is None:
-            data.pop(key, None)
-    data["licenses"] = {
-        k: v
-        for k, v in payload.items()
-        if v.__class__ is bool and k[-5:] == "-user" and k not in ACCOUNT_TYPE_FLAGS
-    }
-    user: User = converter.structure(data, User)
+    """Build a :class:`User` from a payload, collecting its license flags.
+
+    :raises ValueError: the payload is not a user record (no id or login, wrong types).
+    """
+    try:
+        user: User = converter.structure(payload, User)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        ident = payload.get("id") if isinstance(payload, Mapping) else None
+        raise ValueError(
+            f"user record {ident!r} is malformed: {type(exc).__name__}: {exc}"
+        ) from None
     return user
 
 

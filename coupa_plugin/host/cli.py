@@ -41,6 +41,26 @@ EXIT_AUTH: Final = 4
 EXIT_REFUSED: Final = 5
 
 
+TENANTS_OPTION = click.option(
+    "--tenants",
+    "tenants_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("tenants.toml"),
+    show_default=True,
+    help="Tenants file (TOML).",
+)
+SNAPSHOT_OPTION = click.option(
+    "--snapshot",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("snapshot.sqlite"),
+    show_default=True,
+    help="SQLite snapshot file.",
+)
+PLUGIN_OPTION = click.option(
+    "--plugin", "plugin_name", default="coupa", show_default=True, help="Plugin name."
+)
+
+
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, ConfigurationError):
         return EXIT_CONFIG
@@ -126,22 +146,9 @@ def run_sync(
 
 
 @main.command()
-@click.option(
-    "--tenants",
-    "tenants_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("tenants.toml"),
-    show_default=True,
-    help="Tenants file (TOML).",
-)
+@TENANTS_OPTION
 @click.option("--tenant", "tenant_ids", multiple=True, help="Sync only this tenant (repeatable).")
-@click.option(
-    "--snapshot",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("snapshot.sqlite"),
-    show_default=True,
-    help="SQLite snapshot file.",
-)
+@SNAPSHOT_OPTION
 @click.option("--type", "resource_types", multiple=True, help="Limit to this resource type.")
 @click.option(
     "--since",
@@ -232,15 +239,9 @@ def _parse_attribute(text: str) -> tuple[str, Any]:
 
 
 @main.command()
-@click.option(
-    "--tenants",
-    "tenants_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("tenants.toml"),
-    show_default=True,
-)
+@TENANTS_OPTION
 @click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
-@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+@PLUGIN_OPTION
 @click.option(
     "--action",
     required=True,
@@ -304,12 +305,7 @@ def _open_store(snapshot: Path) -> SnapshotStore:
 
 
 @main.command()
-@click.option(
-    "--snapshot",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("snapshot.sqlite"),
-    show_default=True,
-)
+@SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", help="Only this tenant's runs.")
 def runs(snapshot: Path, tenant_id: str | None) -> None:
     """List the runs kept in a snapshot file."""
@@ -324,14 +320,9 @@ def runs(snapshot: Path, tenant_id: str | None) -> None:
 
 
 @main.command()
-@click.option(
-    "--snapshot",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("snapshot.sqlite"),
-    show_default=True,
-)
+@SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", required=True)
-@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+@PLUGIN_OPTION
 @click.option(
     "--from", "old_run", type=int, help="Older run id (default: the second-last complete full run)."
 )
@@ -364,14 +355,9 @@ def diff(
 
 
 @main.command()
-@click.option(
-    "--snapshot",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("snapshot.sqlite"),
-    show_default=True,
-)
+@SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", required=True)
-@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+@PLUGIN_OPTION
 @click.option("--run", "run_id", type=int, help="Run id (default: the last complete full run).")
 @click.option(
     "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
@@ -412,15 +398,9 @@ def export(
 
 
 @main.command()
-@click.option(
-    "--tenants",
-    "tenants_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("tenants.toml"),
-    show_default=True,
-)
+@TENANTS_OPTION
 @click.option("--tenant", "tenant_id", required=True)
-@click.option("--plugin", "plugin_name", default="coupa", show_default=True)
+@PLUGIN_OPTION
 def doctor(tenants_file: Path, tenant_id: str, plugin_name: str) -> None:
     """Check a tenant: settings, authentication, scopes, mode and why, resource types, round
     trip and rate-limit headroom. The first thing to run when a tenant misbehaves."""
