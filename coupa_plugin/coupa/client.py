@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
+from urllib.parse import quote, urlencode
 
 import attrs
 import httpx
@@ -338,7 +339,7 @@ class CoupaClient:
             self.log_stats()
         try:
             response = self._http.request(
-                method, path, params=params, content=content, headers=headers
+                method, self._url(path, params), content=content, headers=headers
             )
         except httpx.TransportError as exc:
             reason = type(exc).__name__
@@ -400,6 +401,12 @@ class CoupaClient:
             if safe:
                 raise _Retryable(problem) from None
             raise CoupaResponseError(problem) from None
+
+    def _url(self, path: str, params: Mapping[str, Any] | None) -> httpx.URL:
+        """The absolute, percent-encoded URL, built once: httpx validates a URL character by
+        character each time it parses or merges one, and ``fields=[…]`` makes it long."""
+        query = urlencode(params, quote_via=quote) if params else ""
+        return httpx.URL(f"{self.config.base_url}{path}{'?' + query if query else ''}")
 
     @staticmethod
     def _http_error(method: str, path: str, response: httpx.Response) -> CoupaHTTPError:
