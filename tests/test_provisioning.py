@@ -611,3 +611,61 @@ TestProvisioningMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+@pytest.mark.parametrize("mode", ["replace", "merge"])
+def test_concurrent_calls_for_one_user_are_serialised(mode: str) -> None:
+    import threading
+
+    sandbox, plugin, t = make(mode, latency_s=(0.01, 0.01))
+    uid = next(u for u, r in sandbox.state.users.items() if u > 2 and r["roles"] == [3])
+    roles = [4, 5, 6, 7, 8, 9]
+    barrier = threading.Barrier(len(roles))
+    errors: list[BaseException] = []
+
+    def grant(role: int) -> None:
+        barrier.wait()
+        try:
+            provision(
+                plugin,
+                t,
+                action="grant",
+                entitlement_id=f"role:{role}:member",
+                principal_id=str(uid),
+            )
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=grant, args=(r,)) for r in roles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sandbox.state.users[uid]["roles"] == [3, *roles], "no grant lost to a race"
+
+
+def test_a_change_made_by_someone_else_during_a_revoke_is_kept() -> None:
+    sandbox, plugin, t = make("merge")
+    uid = next(u for u, r in sandbox.state.users.items() if u > 2 and r["roles"] == [3])
+    for role in (4, 5):
+        provision(
+            plugin, t, action="grant", entitlement_id=f"role:{role}:member", principal_id=str(uid)
+        )
+    original = sandbox.handle
+    interfered = []
+
+    def someone_else(request):  # type: ignore[no-untyped-def]
+        response = original(request)
+        if request.method == "PUT" and not interfered:
+            # right after our first write another admin gives the user role 8
+            sandbox.state.users[uid]["roles"] = sorted({*sandbox.state.users[uid]["roles"], 8})
+            interfered.append(True)
+        return response
+
+    sandbox.handle = someone_else  # type: ignore[method-assign]
+    result = provision(
+        plugin, t, action="revoke", entitlement_id="role:4:member", principal_id=str(uid)
+    )
+    assert interfered and result.status == "applied"
+    assert sandbox.state.users[uid]["roles"] == [3, 5, 8]

@@ -519,8 +519,10 @@ class Provisioner:
                 if not desired >= before:
                     self.semantics[key] = "replace"
                 return now
+            if now == before and desired >= before:
+                return now  # Coupa ignored the write; the caller reports it
             if now != before | desired:
-                return now  # something else happened; the caller reports it
+                raise _Replan  # someone else changed the list meanwhile: plan again
             self.semantics[key] = "merge"
             log.info(
                 "Coupa merges list writes; using the two-step rewrite",
