@@ -149,7 +149,7 @@ def test_doctor_reports_mode_scopes_and_round_trip(
     report = json.loads(narrow.output.split("\n", 1)[1])
     assert report["mode"] == {
         "mode": "read-only",
-        "why": "the OAuth client lacks core.user.write, core.user_group.write, offline_access",
+        "why": "the OAuth client lacks core.user.write, core.user_group.write",
     }
     assert report["resource_types"]["account_group"].startswith("off (grant core.accounting.read")
     wrong = _tenants(tmp_path, coupa_sandbox_server.url, secret="nope")

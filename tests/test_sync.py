@@ -258,3 +258,39 @@ def test_a_malformed_user_record_is_a_sync_error_not_a_traceback() -> None:
     del sandbox.state.users[7]["login"]
     with pytest.raises(SyncError, match="user record 7 is malformed"):
         sync(plugin_for(sandbox), tenant())
+
+
+def test_missing_documented_scopes_switch_features_off_instead_of_failing() -> None:
+    sandbox = quiet(60)
+    partial = READ_ONLY_SCOPES - {"core.business_entity.read", "profile"}
+    sandbox.state.add_client("sandbox-client", "sandbox-secret", partial)
+    plugin, t = plugin_for(sandbox), tenant()
+    status = plugin.configure(tenant=t)
+    assert status is not None and status.mode == "read-only"
+    assert "content_group" not in status.resource_types
+    assert any(
+        "core.business_entity.read" in w and "content groups are off" in w for w in status.warnings
+    )
+    resources, grants = sync(plugin, t)
+    assert "content_group" not in {r.type for r in resources}
+    assert grants == truth_grants(sandbox.state, types=frozenset(status.resource_types))
+
+
+def test_write_scopes_without_offline_access_still_provision() -> None:
+    from coupa_plugin.coupa.scopes import PROVISIONING_SCOPES
+
+    sandbox = quiet(20)
+    sandbox.state.add_client(
+        "sandbox-client", "sandbox-secret", PROVISIONING_SCOPES - {"offline_access"}
+    )
+    status = plugin_for(sandbox).configure(tenant=tenant())
+    assert status is not None and status.mode == "provisioning"
+
+
+def test_without_the_required_scopes_configure_names_them() -> None:
+    from coupa_plugin.host.errors import ConfigurationError
+
+    sandbox = quiet(20)
+    sandbox.state.add_client("sandbox-client", "sandbox-secret", {"core.user.read", "email"})
+    with pytest.raises(ConfigurationError, match=r"missing: core\.user_group\.read"):
+        plugin_for(sandbox).configure(tenant=tenant())

@@ -20,10 +20,15 @@ from coupa_plugin.coupa import (
     CoupaAuthError,
     CoupaClient,
     CoupaError,
+    CoupaHTTPError,
     ScopeError,
 )
 from coupa_plugin.coupa.client import GraphQLError, ScopeGrant
-from coupa_plugin.coupa.scopes import ACCOUNT_GROUP_SCOPE, PROVISIONING_SCOPES
+from coupa_plugin.coupa.scopes import (
+    ACCOUNT_GROUP_SCOPE,
+    CONTENT_GROUP_SCOPE,
+    WRITE_SCOPES,
+)
 from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -144,18 +149,46 @@ class CoupaConnector:
     def _resource_types(self, grant: ScopeGrant) -> tuple[frozenset[str], list[str]]:
         types = set(self.settings.resource_types)
         warnings = []
+        if grant.documented_missing:
+            warnings.append(
+                "the OAuth client lacks "
+                + ", ".join(sorted(grant.documented_missing))
+                + " from the documented scope set; what needs them is off"
+            )
         if "account_group" in types and ACCOUNT_GROUP_SCOPE not in grant.scopes:
             types.discard("account_group")
             warnings.append(
                 f"account groups are off: the OAuth client lacks {ACCOUNT_GROUP_SCOPE}; grant it "
                 "to sync account groups"
             )
+        # Which scope each listing needs is undocumented: ask Coupa once.
+        for kind, path, scope, label in (
+            ("content_group", "/api/business_groups", CONTENT_GROUP_SCOPE, "content groups"),
+            ("account_group", "/api/account_groups", ACCOUNT_GROUP_SCOPE, "account groups"),
+        ):
+            if kind in types and (refusal := self._refused(path)):
+                types.discard(kind)
+                warnings.append(
+                    f"{label} are off: Coupa answered GET {path} with {refusal}; "
+                    f"grant {scope} to the OAuth client to sync them"
+                )
         if grant.mode == "read-only" and self.settings.mode == "auto":
+            missing = ", ".join(sorted(WRITE_SCOPES - grant.scopes))
             warnings.append(
-                "read-only mode: the OAuth client lacks core.user.write, core.user_group.write "
-                "or offline_access, so provisioning is off"
+                f"read-only mode: the OAuth client lacks {missing or 'write scopes'}, so "
+                "provisioning is off"
             )
         return frozenset(types), warnings
+
+    def _refused(self, path: str) -> str | None:
+        """``HTTP <status>`` when Coupa refuses a listing (401, 403, 404), else None."""
+        try:
+            self.client.get(path, {"limit": 1, "fields": '["id"]'})
+        except CoupaHTTPError as exc:
+            if exc.status in {401, 403, 404}:
+                return f"HTTP {exc.status}"
+            raise
+        return None
 
     def _check_role_catalog(self) -> list[str]:
         try:
@@ -187,7 +220,7 @@ class CoupaConnector:
             "tokens_minted": self.client.tokens.minted,
         }
         report["scopes"] = sorted(status.granted_scopes)
-        missing_write = sorted(PROVISIONING_SCOPES - status.granted_scopes)
+        missing_write = sorted(WRITE_SCOPES - status.granted_scopes)
         report["mode"] = {
             "mode": status.mode,
             "why": (
@@ -259,4 +292,5 @@ class CoupaConnector:
                 f"tenant {self.tenant_id} runs in read-only mode (the OAuth client lacks the "
                 "write scopes); nothing was sent"
             )
+        self.sync.forget_pass()  # grants seen before this change must not be replayed
         return self.provisioner.provision(request)

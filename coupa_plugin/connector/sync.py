@@ -104,6 +104,10 @@ class TenantSync:
         self._clock = clock
         self._spool: GrantSpool | None = None
 
+    def forget_pass(self) -> None:
+        """Drop the grants kept from the last discover pass (access is about to change)."""
+        self._spool = None
+
     def types_for(self, request: SyncRequest) -> frozenset[str]:
         if request.resource_types is None:
             return self.enabled_types

@@ -43,7 +43,13 @@ from coupa_plugin.coupa.models import (
 )
 from coupa_plugin.coupa.paging import MAX_PAGE, read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import RateLimiter, SharedRateLimiter
-from coupa_plugin.coupa.scopes import OPTIONAL_SCOPES, PROVISIONING_SCOPES, READ_ONLY_SCOPES
+from coupa_plugin.coupa.scopes import (
+    OPTIONAL_SCOPES,
+    PROVISIONING_SCOPES,
+    READ_ONLY_SCOPES,
+    REQUIRED_SCOPES,
+    WRITE_SCOPES,
+)
 from coupa_plugin.coupa.transport import PacedTransport, retry_after_seconds
 
 __all__ = ["USER_FIELDS", "ClientConfig", "CoupaClient", "GraphQLError", "ScopeGrant"]
@@ -114,6 +120,7 @@ class ScopeGrant:
     scopes: frozenset[str]
     optional_missing: frozenset[str]
     reported_by_server: bool
+    documented_missing: frozenset[str] = frozenset()
 
 
 class _Retryable(Exception):
@@ -229,37 +236,67 @@ class CoupaClient:
 
     def _negotiate(self) -> ScopeGrant:
         mode = self.config.mode
-        bases: list[tuple[Literal["read-only", "provisioning"], frozenset[str]]] = []
+        bases: list[frozenset[str]] = []
         if mode in {"auto", "provisioning"}:
-            bases.append(("provisioning", PROVISIONING_SCOPES))
+            # offline_access is in the documented set, but client credentials get no refresh
+            # token anyway: writing does not depend on it
+            bases += [PROVISIONING_SCOPES, PROVISIONING_SCOPES - {"offline_access"}]
         if mode in {"auto", "read-only"}:
-            bases.append(("read-only", READ_ONLY_SCOPES))
-        for decided, base in bases:
+            bases.append(READ_ONLY_SCOPES)
+        for base in bases:
             for asked in (base | OPTIONAL_SCOPES, base):
                 try:
                     token = self.tokens.mint(asked)
                 except ScopeError:
                     continue
-                scopes = token.reported_scopes if token.reported_scopes is not None else asked
                 self.tokens.use(asked, token)
-                grant = ScopeGrant(
-                    mode=decided,
-                    scopes=scopes,
-                    optional_missing=OPTIONAL_SCOPES - scopes,
-                    reported_by_server=token.reported_scopes is not None,
+                documented = PROVISIONING_SCOPES if base != READ_ONLY_SCOPES else READ_ONLY_SCOPES
+                return self._decide(asked, token.reported_scopes, documented - asked)
+        # None of the documented sets: find out scope by scope what the client may have.
+        candidates = (
+            READ_ONLY_SCOPES if mode == "read-only" else PROVISIONING_SCOPES
+        ) | OPTIONAL_SCOPES
+        refused = frozenset(self._refused_scopes(candidates))
+        granted = candidates - refused
+        required = REQUIRED_SCOPES | (WRITE_SCOPES if mode == "provisioning" else frozenset())
+        if required - granted:
+            raise ScopeError(
+                f"the OAuth client was not granted the scopes mode {mode!r} needs; missing: "
+                f"{' '.join(sorted(required - granted))}"
+                + (
+                    f" (also not granted: {' '.join(sorted(refused - required))})"
+                    if refused - required
+                    else ""
                 )
-                log.info(
-                    "scopes negotiated",
-                    extra={"tenant": self.config.tenant, "mode": decided, "scopes": len(scopes)},
-                )
-                return grant
-        needed = PROVISIONING_SCOPES if mode == "provisioning" else READ_ONLY_SCOPES
-        missing = self._refused_scopes(needed)
-        raise ScopeError(
-            f"the OAuth client was not granted the scopes mode {mode!r} needs; missing: "
-            f"{' '.join(sorted(missing)) or '(could not tell which)'}. Grant them to the "
-            "client under Setup > Integrations > OAuth2/OpenID Connect Clients"
+                + ". Grant them to the client under Setup > Integrations > "
+                "OAuth2/OpenID Connect Clients"
+            )
+        token = self.tokens.mint(granted)
+        self.tokens.use(granted, token)
+        return self._decide(granted, token.reported_scopes, refused - OPTIONAL_SCOPES)
+
+    def _decide(
+        self, asked: frozenset[str], reported: frozenset[str] | None, missing: frozenset[str]
+    ) -> ScopeGrant:
+        scopes = reported if reported is not None else asked
+        writes = self.config.mode != "read-only" and scopes >= WRITE_SCOPES
+        if self.config.mode == "provisioning" and not writes:
+            raise ScopeError(
+                "the OAuth client was not granted the scopes mode 'provisioning' needs; "
+                f"missing: {' '.join(sorted(WRITE_SCOPES - scopes))}"
+            )
+        grant = ScopeGrant(
+            mode="provisioning" if writes else "read-only",
+            scopes=scopes,
+            optional_missing=OPTIONAL_SCOPES - scopes,
+            reported_by_server=reported is not None,
+            documented_missing=missing | ((READ_ONLY_SCOPES - scopes) if reported else frozenset()),
         )
+        log.info(
+            "scopes negotiated",
+            extra={"tenant": self.config.tenant, "mode": grant.mode, "scopes": len(scopes)},
+        )
+        return grant
 
     def _refused_scopes(self, scopes: Iterable[str]) -> list[str]:
         refused = []

@@ -129,9 +129,22 @@ class SharedRateLimiter(RateLimiter):
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(_SHARED_SCHEMA)
-        self._db.execute("INSERT OR IGNORE INTO pacing VALUES (?, 0, 0, ?, 0, 0)", (instance, rate))
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        # Switching to WAL needs the file to itself; several processes may open it at once,
+        # so try a few times, and not at all once another process has switched it.
+        for attempt in range(50):
+            try:
+                if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(_SHARED_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO pacing VALUES (?, 0, 0, ?, 0, 0)", (instance, rate)
+                )
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         self._db.close()

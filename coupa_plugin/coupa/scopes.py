@@ -6,9 +6,11 @@ from typing import Final
 
 __all__ = [
     "ACCOUNT_GROUP_SCOPE",
+    "CONTENT_GROUP_SCOPE",
     "OPTIONAL_SCOPES",
     "PROVISIONING_SCOPES",
     "READ_ONLY_SCOPES",
+    "REQUIRED_SCOPES",
     "WRITE_SCOPES",
 ]
 
@@ -38,3 +40,8 @@ WRITE_SCOPES: Final = PROVISIONING_SCOPES - READ_ONLY_SCOPES - {"offline_access"
 # as an optional extra and dropped (with a warning) when the client was not granted it.
 ACCOUNT_GROUP_SCOPE: Final = "core.accounting.read"
 OPTIONAL_SCOPES: Final = frozenset({ACCOUNT_GROUP_SCOPE})
+# Without these nothing can be synced. The rest of the read-only set is asked for as
+# documented; when the client lacks some of it, the features behind it are switched off.
+REQUIRED_SCOPES: Final = frozenset({"core.user.read", "core.user_group.read"})
+# Which scope Coupa wants for /api/business_groups is undocumented; this is the likely one.
+CONTENT_GROUP_SCOPE: Final = "core.business_entity.read"
