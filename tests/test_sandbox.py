@@ -492,3 +492,18 @@ def test_loopback_server_drops_connections() -> None:
         ).json()["access_token"]
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/api/users", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_command_line_quirks() -> None:
+    import click
+
+    from coupa_plugin.sandbox.__main__ import parse_quirks
+
+    quirks = parse_quirks(("membership_bumps_updated_at=true", "page_cap=25",
+                           "sticky_licenses=contracts-user,purchasing-user"), "merge")
+    assert quirks.list_put == "merge" and quirks.membership_bumps_updated_at
+    assert quirks.page_cap == 25
+    assert quirks.sticky_licenses == {"contracts-user", "purchasing-user"}
+    for bad in ("nosuch=1", "retry_after=maybe", "page_cap"):
+        with pytest.raises(click.BadParameter):
+            parse_quirks((bad,), "replace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import attrs
 import click
 
 from coupa_plugin.sandbox import (
@@ -16,6 +17,33 @@ from coupa_plugin.sandbox import (
     SandboxServer,
     generate_tenant,
 )
+
+
+def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
+    """``Quirks`` from ``name=value`` strings, each value read as the field's type."""
+    quirks = Quirks(list_put="merge" if list_put == "merge" else "replace")
+    fields = {f.name: f for f in attrs.fields(Quirks)}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in fields:
+            raise click.BadParameter(
+                f"{item!r}: expected NAME=VALUE with NAME one of {sorted(fields)}",
+                param_hint="--quirk",
+            )
+        current = getattr(quirks, name)
+        value: object
+        if isinstance(current, bool):
+            if raw.lower() not in {"true", "false"}:
+                raise click.BadParameter(f"{name}: expected true or false", param_hint="--quirk")
+            value = raw.lower() == "true"
+        elif isinstance(current, int):
+            value = int(raw)
+        elif isinstance(current, frozenset):
+            value = frozenset(v for v in raw.split(",") if v)
+        else:
+            value = raw
+        setattr(quirks, name, value)
+    return quirks
 
 
 @click.command()
@@ -32,6 +60,14 @@ from coupa_plugin.sandbox import (
     show_default=True,
     help="What a non-empty list on PUT /api/users/:id does.",
 )
+@click.option(
+    "--quirk",
+    "quirks",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a Quirks switch, e.g. membership_bumps_updated_at=true, "
+    "retry_after=false, page_cap=25 (repeatable).",
+)
 @click.option("--error-rate", default=0.0, show_default=True, help="Share of 5xx answers.")
 @click.option("--drop-rate", default=0.0, show_default=True, help="Share of dropped connections.")
 def main(
@@ -42,6 +78,7 @@ def main(
     latency: float,
     no_rate_limit: bool,
     list_put: str,
+    quirks: tuple[str, ...],
     error_rate: float,
     drop_rate: float,
 ) -> None:
@@ -50,7 +87,7 @@ def main(
     state = generate_tenant(users=users, seed=seed)
     sandbox = CoupaSandbox(
         state,
-        quirks=Quirks(list_put="merge" if list_put == "merge" else "replace"),
+        quirks=parse_quirks(quirks, list_put),
         operations=Operations(
             rate_limit=not no_rate_limit,
             latency_s=(latency, latency),
@@ -85,4 +122,5 @@ def main(
         server.stop()
 
 
-main()
+if __name__ == "__main__":
+    main()
