@@ -499,8 +499,14 @@ def test_command_line_quirks() -> None:
 
     from coupa_plugin.sandbox.__main__ import parse_quirks
 
-    quirks = parse_quirks(("membership_bumps_updated_at=true", "page_cap=25",
-                           "sticky_licenses=contracts-user,purchasing-user"), "merge")
+    quirks = parse_quirks(
+        (
+            "membership_bumps_updated_at=true",
+            "page_cap=25",
+            "sticky_licenses=contracts-user,purchasing-user",
+        ),
+        "merge",
+    )
     assert quirks.list_put == "merge" and quirks.membership_bumps_updated_at
     assert quirks.page_cap == 25
     assert quirks.sticky_licenses == {"contracts-user", "purchasing-user"}

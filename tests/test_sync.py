@@ -294,3 +294,25 @@ def test_without_the_required_scopes_configure_names_them() -> None:
     sandbox.state.add_client("sandbox-client", "sandbox-secret", {"core.user.read", "email"})
     with pytest.raises(ConfigurationError, match=r"missing: core\.user_group\.read"):
         plugin_for(sandbox).configure(tenant=tenant())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"domain": "evil.com"},
+        {"colour": "blue"},
+        {"base_url": "http://127.0.0.1:1"},
+        {"max_in_flight": 0},
+    ],
+)
+def test_a_refused_setting_sends_no_request(bad: dict[str, object]) -> None:
+    from coupa_plugin.host.errors import ConfigurationError
+    from coupa_plugin.host.model import Tenant
+
+    sandbox = quiet(5)
+    section = {**tenant().plugins["coupa"], **bad}
+    if "base_url" in bad:
+        del section["allow_insecure_base_url"]
+    with pytest.raises(ConfigurationError):
+        plugin_for(sandbox).configure(tenant=Tenant(id="t", plugins={"coupa": section}))
+    assert sandbox.calls == {} and sandbox.tokens_issued == 0
