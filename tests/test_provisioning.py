@@ -669,3 +669,44 @@ def test_a_change_made_by_someone_else_during_a_revoke_is_kept() -> None:
     )
     assert interfered and result.status == "applied"
     assert sandbox.state.users[uid]["roles"] == [3, 5, 8]
+
+
+def test_the_last_admin_is_protected_even_when_filters_are_ignored() -> None:
+    sandbox, plugin, t = make()
+    state = sandbox.state
+    admins = [u for u, rec in state.users.items() if 2 in rec["roles"]]
+    last = max(u for u in admins if state.users[u]["active"])
+    for uid in admins:
+        if uid != last:
+            state.users[uid]["roles"] = [3]
+    original = sandbox.handle
+
+    def ignore_filters(request):  # type: ignore[no-untyped-def]
+        kept = [
+            p
+            for p in request.query.split("&")
+            if not p.startswith(("roles%5Bid%5D", "active", "id%5Bnot_eq%5D"))
+        ]
+        return original(
+            type(request)(
+                request.method, request.path, "&".join(kept), request.headers, request.body
+            )
+        )
+
+    sandbox.handle = ignore_filters  # type: ignore[method-assign]
+    with pytest.raises(ProvisioningError, match="last active holder"):
+        provision(plugin, t, action="disable_account", principal_id=str(last))
+    assert state.users[last]["active"] is True
+
+
+def test_a_grant_is_one_write_once_coupa_is_known_to_merge() -> None:
+    sandbox, plugin, t = make("merge")
+    uid = next(u for u, r in sandbox.state.users.items() if u > 2 and r["roles"] == [3])
+    provision(plugin, t, action="grant", entitlement_id="role:4:member", principal_id=str(uid))
+    provision(plugin, t, action="revoke", entitlement_id="role:4:member", principal_id=str(uid))
+    writes = sandbox.writes
+    result = provision(
+        plugin, t, action="grant", entitlement_id="role:5:member", principal_id=str(uid)
+    )
+    assert len(result.changes) == 1 and sandbox.writes == writes + 1
+    assert sandbox.state.users[uid]["roles"] == [3, 5]

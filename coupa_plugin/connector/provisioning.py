@@ -198,8 +198,8 @@ class Provisioner:
                         "roles[id]": role_id,
                         "active": "true",
                         "id[not_eq]": user.id,
-                        "limit": 1,
-                        "fields": '["id"]',
+                        "limit": 50,
+                        "fields": '["id","active",{"roles":["id"]}]',
                     },
                 )
             except CoupaError as exc:
@@ -207,8 +207,16 @@ class Provisioner:
                     f"refused: cannot confirm that another active user holds omnipotent role "
                     f"{role_id} ({exc}); nothing was written"
                 ) from None
+            # the filters are checked here too: a server that ignored them must not make an
+            # arbitrary user look like another admin
             if not isinstance(others, list) or not any(
-                isinstance(o, dict) and o.get("id") != user.id for o in others
+                isinstance(o, dict)
+                and o.get("id") != user.id
+                and o.get("active") is True
+                and any(
+                    isinstance(r, dict) and r.get("id") == role_id for r in o.get("roles") or []
+                )
+                for o in others
             ):
                 raise ProvisioningError(
                     f"refused: user {user.id} ({user.login}) is the last active holder of "
@@ -505,7 +513,7 @@ class Provisioner:
             return before
         body = {key: [{"id": i} for i in sorted(desired)]}
         semantics = self.semantics.get(key)
-        if semantics != "merge" or not desired:
+        if semantics != "merge" or not desired or desired >= before:
             # Adding only, or replacing: one write. With unknown semantics this is also the
             # probe: a merging Coupa leaves the list as it was, which loses nothing.
             self._put(
