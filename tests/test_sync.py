@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -316,3 +317,34 @@ def test_a_refused_setting_sends_no_request(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         plugin_for(sandbox).configure(tenant=Tenant(id="t", plugins={"coupa": section}))
     assert sandbox.calls == {} and sandbox.tokens_issued == 0
+
+
+def test_entitlements_held_but_missing_from_a_catalog_are_still_discovered() -> None:
+    sandbox = quiet(40)
+    state = sandbox.state
+    # a role GraphQL does not list, and an account group the listing does not return
+    state.users[5]["roles"] = sorted({*state.users[5]["roles"], 777})
+    state.roles[777] = {"id": 777, "name": "Hidden Role", "description": "", "omnipotent": False}
+    state.users[5]["account-groups"] = [1, 9]
+    state.account_groups[9] = {"id": 9, "name": "Unlisted", "description": None, "active": True}
+    original = sandbox.handle
+
+    def hide(request):  # type: ignore[no-untyped-def]
+        response = original(request)
+        if request.path == "/api/graphql" and b"roles" in request.body:
+            body = json.loads(response.body)
+            if body.get("data") and body["data"].get("roles"):
+                body["data"]["roles"] = [r for r in body["data"]["roles"] if r["id"] != 777]
+            return type(response)(response.status, response.headers, json.dumps(body).encode())
+        if request.path == "/api/account_groups":
+            rows = [r for r in json.loads(response.body) if r["id"] != 9]
+            return type(response)(response.status, response.headers, json.dumps(rows).encode())
+        return response
+
+    sandbox.handle = hide  # type: ignore[method-assign]
+    resources, grants = sync(plugin_for(sandbox), tenant())
+    names = {(r.type, r.id): r.display_name for r in resources}
+    assert names[("role", "777")] == "Hidden Role"
+    assert names[("account_group", "9")] == "Unlisted"
+    entitlements = {e.id for r in resources for e in r.entitlements}
+    assert {e for e, _ in grants} <= entitlements

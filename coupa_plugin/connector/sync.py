@@ -30,7 +30,7 @@ from coupa_plugin.connector.mapping import (
 )
 from coupa_plugin.coupa import CoupaClient, CoupaError
 from coupa_plugin.coupa.client import GraphQLError
-from coupa_plugin.coupa.models import BusinessGroup, Role, User, UserGroup
+from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Role, User, UserGroup
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
 
@@ -191,8 +191,13 @@ class TenantSync:
                 if cid not in listed_cg:
                     yield content_group_resource(BusinessGroup(id=cid, name=name or str(cid)))
         if "account_group" in types:
+            listed_ag = set()
             for ag in client.account_groups():
+                listed_ag.add(ag.id)
                 yield account_group_resource(ag)
+            for aid, name in sorted(held["account_group"].items()):
+                if aid not in listed_ag:
+                    yield account_group_resource(AccountGroup(id=aid, name=name or str(aid)))
         if "license" in types:
             for flag in sorted(flags):
                 yield license_resource(flag)
