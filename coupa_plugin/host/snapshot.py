@@ -293,7 +293,3 @@ class SnapshotStore:
             }
             for t, i, d, desc, s, p in rows
         ]
-
-    def entitlement_ids(self, run_id: int) -> set[str]:
-        rows = self._conn.execute("SELECT id FROM entitlements WHERE run_id = ?", (run_id,))
-        return {r[0] for r in rows}

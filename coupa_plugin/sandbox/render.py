@@ -113,7 +113,7 @@ class Renderer:
             self.user_simple(uid) for uid in sorted(self.state.members_of.get(group["id"], {}))
         ]
         out["content-groups"] = []
-        return _select_plain(out, fields)
+        return select_plain(out, fields)
 
     def membership(self, membership_id: int) -> dict[str, Any]:
         user_id, group_id = self.state.memberships[membership_id]
@@ -130,7 +130,8 @@ class Renderer:
         }
 
 
-def _select_plain(record: dict[str, Any], fields: list[Any] | None) -> dict[str, Any]:
+def select_plain(record: dict[str, Any], fields: list[Any] | None) -> dict[str, Any]:
+    """Apply a ``fields`` selection to a record without special associations."""
     if fields is None:
         return record
     out = {}
@@ -147,11 +148,6 @@ def _select_plain(record: dict[str, Any], fields: list[Any] | None) -> dict[str,
                         if isinstance(v, dict)
                     ]
     return out
-
-
-def select_plain(record: dict[str, Any], fields: list[Any] | None) -> dict[str, Any]:
-    """Apply a ``fields`` selection to a record without special associations."""
-    return _select_plain(record, fields)
 
 
 def _xml_value(name: str, value: Any) -> str:

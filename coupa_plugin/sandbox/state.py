@@ -231,12 +231,6 @@ class TenantState:
         for group_id in sorted(wanted - current):
             self.add_membership(user_id, group_id)
 
-    def holders(self, association: str, target: int) -> list[int]:
-        """Ids of users holding ``target`` through ``association`` (ground truth for tests)."""
-        if association == "user-groups":
-            return sorted(self.members_of.get(target, {}))
-        return sorted(uid for uid, u in self.users.items() if target in u[association])
-
 
 def _role(rid: int, name: str, description: str, omnipotent: bool) -> dict[str, Any]:
     stamp = _iso(_BASE_TIME - timedelta(days=900))
