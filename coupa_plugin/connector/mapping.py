@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Ref, Role, User, UserGroup
@@ -176,77 +176,55 @@ def role_resource(role: Role) -> Resource:
     )
 
 
-def group_resource(group: UserGroup) -> Resource:
+def _group_resource(
+    kind: str,
+    group: UserGroup | BusinessGroup | AccountGroup,
+    entitlement_name: str,
+    noun: str,
+    profile: Mapping[str, Any] | None = None,
+) -> Resource:
+    active = getattr(group, "active", None)
     return Resource(
-        type="group",
+        type=kind,
         id=str(group.id),
         display_name=group.name,
         description=group.description or None,
-        status="enabled" if group.active else "disabled",
-        profile={"active": group.active, "can_approve": group.can_approve},
+        status=None if active is None else "enabled" if active else "disabled",
+        profile=dict(profile or {}),
         entitlements=(
             _entitlement(
-                "group",
-                group.id,
-                f"Member of {group.name}",
-                f"Member of the Coupa user group {group.name}",
+                kind, group.id, entitlement_name, f"Member of the Coupa {noun} {group.name}"
             ),
         ),
+    )
+
+
+def group_resource(group: UserGroup) -> Resource:
+    return _group_resource(
+        "group",
+        group,
+        f"Member of {group.name}",
+        "user group",
+        {"active": group.active, "can_approve": group.can_approve},
     )
 
 
 def approval_group_resource(group: UserGroup) -> Resource:
-    return Resource(
-        type="approval_group",
-        id=str(group.id),
-        display_name=group.name,
-        description=group.description or None,
-        status="enabled" if group.active else "disabled",
-        profile={"active": group.active},
-        entitlements=(
-            _entitlement(
-                "approval_group",
-                group.id,
-                f"Approver in {group.name}",
-                f"Member of the Coupa approval group {group.name}",
-            ),
-        ),
+    return _group_resource(
+        "approval_group",
+        group,
+        f"Approver in {group.name}",
+        "approval group",
+        {"active": group.active},
     )
 
 
 def content_group_resource(group: BusinessGroup) -> Resource:
-    return Resource(
-        type="content_group",
-        id=str(group.id),
-        display_name=group.name,
-        description=group.description or None,
-        entitlements=(
-            _entitlement(
-                "content_group",
-                group.id,
-                f"Sees {group.name} content",
-                f"Member of the Coupa content group {group.name}",
-            ),
-        ),
-    )
+    return _group_resource("content_group", group, f"Sees {group.name} content", "content group")
 
 
 def account_group_resource(group: AccountGroup) -> Resource:
-    return Resource(
-        type="account_group",
-        id=str(group.id),
-        display_name=group.name,
-        description=group.description or None,
-        status="enabled" if group.active else "disabled",
-        entitlements=(
-            _entitlement(
-                "account_group",
-                group.id,
-                f"Uses {group.name} accounts",
-                f"Member of the Coupa account group {group.name}",
-            ),
-        ),
-    )
+    return _group_resource("account_group", group, f"Uses {group.name} accounts", "account group")
 
 
 def license_resource(flag: str) -> Resource:
