@@ -449,19 +449,22 @@ def test_request_log_and_counters(raw: Raw) -> None:
     assert [e.path for e in raw.sandbox.log] == ["/api/users/5", "/api/users/6", "/api/users"]
 
 
+def _loopback_token(server: SandboxServer) -> str:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "sandbox-client",
+        "client_secret": "sandbox-secret",
+    }
+    token: str = httpx.post(f"{server.url}/oauth2/token", data=form).json()["access_token"]
+    return token
+
+
 def test_loopback_server_serves_concurrently_without_serialising_latency() -> None:
     sandbox = CoupaSandbox(
         generate_tenant(users=20), operations=Operations(rate_limit=False, latency_s=(0.3, 0.3))
     )
     with SandboxServer(sandbox) as server:
-        token = httpx.post(
-            f"{server.url}/oauth2/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": "sandbox-client",
-                "client_secret": "sandbox-secret",
-            },
-        ).json()["access_token"]
+        token = _loopback_token(server)
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 
         def fetch(i: int) -> int:
@@ -482,14 +485,7 @@ def test_loopback_server_drops_connections() -> None:
         generate_tenant(users=5), operations=Operations(rate_limit=False, drop_rate=1.0)
     )
     with SandboxServer(sandbox) as server:
-        token = httpx.post(
-            f"{server.url}/oauth2/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": "sandbox-client",
-                "client_secret": "sandbox-secret",
-            },
-        ).json()["access_token"]
+        token = _loopback_token(server)
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/api/users", headers={"Authorization": f"Bearer {token}"})
 

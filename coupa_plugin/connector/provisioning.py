@@ -808,12 +808,14 @@ class Provisioner:
                 self._require_exists("role", int(ident))
                 roles.add(int(ident))
             elif kind == "license":
-                if ident not in self.client.discover_license_flags():
-                    raise NotFoundError(f"unknown license flag {ident!r}; nothing was written")
                 flags.add(ident)
             else:
                 self._require_exists(kind, int(ident))
                 later.append(entitlement)
+        if flags:
+            unknown = sorted(flags - self.client.discover_license_flags())
+            if unknown:
+                raise NotFoundError(f"unknown license flag(s) {unknown}; nothing was written")
         return roles, flags, later
 
     def _find_login(self, login: str) -> int | None:
