@@ -1,9 +1,28 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import stamina
+from hypothesis import HealthCheck, settings
+
+# CI must be deterministic: the same examples on every run, bounded in number and time, and the
+# failing example printed so it can be replayed with @reproduce_failure. Local runs explore
+# randomly (the "dev" profile) unless HYPOTHESIS_PROFILE says otherwise.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    max_examples=50,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 
 @pytest.fixture(autouse=True)
