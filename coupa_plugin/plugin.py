@@ -8,6 +8,7 @@ state shared between tenants).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -44,12 +45,19 @@ def settings_section(tenant: Tenant) -> Mapping[str, Any] | None:
 class CoupaPlugin:
     """The Coupa connector plugin: per-tenant connectors behind the four hooks."""
 
-    def __init__(self, transport_factory: TransportFactory | None = None) -> None:
+    def __init__(
+        self,
+        transport_factory: TransportFactory | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
-        (for example into an in-process sandbox); by default requests go over the network."""
+        (for example into an in-process sandbox); by default requests go over the network.
+        ``wall_clock`` (seconds since the epoch) dates journal entries."""
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
+        self._wall_clock = wall_clock
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
         """The tenant's connector, (re)built when its settings changed; None when not enabled."""
@@ -64,7 +72,7 @@ class CoupaPlugin:
             if current is not None:
                 current.close()
             transport = self._transport_factory(settings) if self._transport_factory else None
-            connector = CoupaConnector(tenant.id, settings, transport)
+            connector = CoupaConnector(tenant.id, settings, transport, self._wall_clock)
             self._connectors[tenant.id] = connector
             return connector
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from coupa_plugin.connector.mapping import entitlement_id
 from coupa_plugin.host.model import Resource, SyncRequest, Tenant
@@ -13,6 +16,7 @@ from coupa_plugin.sandbox import (
     CoupaSandbox,
     TenantState,
 )
+from coupa_plugin.sandbox.config import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 
 ALL_TYPES = frozenset(
@@ -95,3 +99,36 @@ def truth_resources(state: TenantState, user_ids: set[int] | None = None) -> set
         | {("account_group", str(a)) for a in state.account_groups}
         | {("license", f) for f in flags}
     )
+
+
+class CrashingTransport(httpx.BaseTransport):
+    """An in-process sandbox transport that "kills the process" (raises SimulatedCrash) at
+    the first request matching ``when``, ``before`` it reaches the sandbox or ``after`` the
+    sandbox applied it. Disarmed after firing."""
+
+    def __init__(
+        self,
+        sandbox: CoupaSandbox,
+        when: Callable[[httpx.Request], bool],
+        point: str = "after",
+    ) -> None:
+        self.inner = SandboxTransport(sandbox)
+        self.when, self.point, self.fired = when, point, False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        hit = not self.fired and self.when(request)
+        if hit and self.point == "before":
+            self.fired = True
+            raise SimulatedCrash("client died before the request")
+        response = self.inner.handle_request(request)
+        if hit:
+            self.fired = True
+            raise SimulatedCrash("client died after the request was applied")
+        return response
+
+
+def clearing(key: str) -> Callable[[httpx.Request], bool]:
+    """Matches the first step of a two-step rewrite of ``key``: a PUT clearing it."""
+    marker = f'"{key}": []'.encode()
+    compact = f'"{key}":[]'.encode()
+    return lambda r: r.method == "PUT" and (marker in r.read() or compact in r.read())

@@ -374,7 +374,17 @@ def test_writes_are_retried_when_never_sent_or_idempotent() -> None:
     assert len(seen) == 3
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 409, 422, 500])
+def test_a_500_is_retried_on_reads_but_not_on_writes() -> None:
+    transport, seen = scripted(httpx.Response(500), httpx.Response(200, json={"id": 1}))
+    assert make_client(quiet_sandbox(), transport).get("/api/users/1") == {"id": 1}
+    assert len(seen) == 2
+    transport, seen = scripted(httpx.Response(500), httpx.Response(200, json={"id": 1}))
+    with pytest.raises(CoupaHTTPError, match="HTTP 500"):
+        make_client(quiet_sandbox(), transport).update_user(1, {"active": False})
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 422])
 def test_non_retryable_errors_surface_at_once(status: int) -> None:
     transport, seen = scripted(
         httpx.Response(status, json={"errors": {"user": ["Login has already been taken"]}})

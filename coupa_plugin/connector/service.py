@@ -6,14 +6,20 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
+import attrs
 import httpx
 
-from coupa_plugin.connector.journal import Journal, default_state_dir
-from coupa_plugin.connector.provisioning import Provisioner
+from coupa_plugin.connector.provisioning import (
+    Provisioner,
+    ProvisionerConfig,
+    Recovery,
+    default_state_dir,
+)
 from coupa_plugin.connector.settings import CoupaSettings
+from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.connector.sync import TenantSync
 from coupa_plugin.coupa import (
     ClientConfig,
@@ -60,6 +66,7 @@ class CoupaConnector:
         tenant_id: str,
         settings: CoupaSettings,
         transport: httpx.BaseTransport | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.tenant_id = tenant_id
         self.settings = settings
@@ -82,9 +89,16 @@ class CoupaConnector:
         self._sync: TenantSync | None = None
         self.provisioner = Provisioner(
             self.client,
-            tenant_id,
-            Journal(settings.state_dir or default_state_dir(), tenant_id),
-            settings.protected_logins,
+            ProvisionerConfig(
+                tenant_id=tenant_id,
+                instance=settings.base_url,
+                state_dir=settings.state_dir or default_state_dir(),
+                seal=Seal(settings.client_secret.reveal(), f"{tenant_id}\0{settings.base_url}"),
+                protected_logins=settings.protected_logins,
+                integration_login=settings.integration_login,
+                journal_max_age_s=settings.journal_max_age_s,
+                wall_clock=wall_clock,
+            ),
             self._grant_types,
         )
 
@@ -102,6 +116,8 @@ class CoupaConnector:
         with self._lock:
             if self._status is None or refresh:
                 self._status = self._configure(refresh)
+                if refresh and self._status.mode == "provisioning":
+                    self._status = self._recover_pending(self._status)
                 if self._sync is None:
                     self._sync = TenantSync(
                         self.client, self.tenant_id, self._status.resource_types
@@ -145,6 +161,22 @@ class CoupaConnector:
             },
         )
         return status
+
+    def _recover_pending(self, status: ConnectorStatus) -> ConnectorStatus:
+        """Recover every rewrite a dead process left half-done; summarise in the warnings."""
+        if self.settings.mode == "read-only":
+            return status
+        outcomes = self.recover()
+        if not outcomes:
+            return status
+        warnings = [f"journal recovery: {o.outcome}: {o.detail}" for o in outcomes[:20]]
+        if len(outcomes) > 20:
+            warnings.append(f"journal recovery: {len(outcomes) - 20} more outcome(s) logged")
+        return attrs.evolve(status, warnings=(*status.warnings, *warnings))
+
+    def recover(self) -> list[Recovery]:
+        """Apply the journal's recovery rule to every pending entry of this tenant."""
+        return self.provisioner.recover_pending()
 
     def _resource_types(self, grant: ScopeGrant) -> tuple[frozenset[str], list[str]]:
         types = set(self.settings.resource_types)

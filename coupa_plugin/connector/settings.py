@@ -119,6 +119,22 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
         False,
         "directory for the provisioning journal (default: a per-user state directory)",
     ),
+    SettingSpec(
+        "integration_login",
+        "string",
+        None,
+        False,
+        False,
+        "login of the API user this integration writes as; provisioning never changes it",
+    ),
+    SettingSpec(
+        "journal_max_age_s",
+        "number",
+        86_400.0,
+        False,
+        False,
+        "journal entries older than this are reported, never applied",
+    ),
     SettingSpec("enabled", "boolean", True, False, False, "per-tenant toggle, read by the host"),
 )
 _KNOWN_KEYS: Final = frozenset(spec.name for spec in SETTINGS_SCHEMA)
@@ -140,6 +156,8 @@ class CoupaSettings:
     protected_logins: frozenset[str] = frozenset()
     state_dir: Path | None = None
     shared_rate_limit_file: str | None = None
+    integration_login: str | None = None
+    journal_max_age_s: float = 86_400.0
     enabled: bool = True
 
 
@@ -283,6 +301,8 @@ _FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
     "protected_logins": lambda k, v: frozenset(s.strip().lower() for s in _string_list(k, v)),
     "state_dir": lambda k, v: Path(_nonempty(k, v)).expanduser(),
     "shared_rate_limit_file": lambda k, v: str(Path(_nonempty(k, v)).expanduser()),
+    "integration_login": lambda k, v: _nonempty(k, v).lower(),
+    "journal_max_age_s": lambda k, v: _number(k, v, 0.0, 90 * 86_400.0),
     "enabled": _boolean,
 }
 

@@ -57,6 +57,7 @@ __all__ = ["USER_FIELDS", "ClientConfig", "CoupaClient", "GraphQLError", "ScopeG
 log = logging.getLogger("coupa_plugin.coupa")
 Mode = Literal["auto", "read-only", "provisioning"]
 _RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+_GRAPHQL_PATH: Final = "/api/graphql"
 _NEVER_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _STATS_EVERY: Final = 50
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
@@ -327,7 +328,7 @@ class CoupaClient:
         Reads are retried freely. A write is retried only when ``idempotent`` (sending it twice
         leaves the same state) or when it provably never left (connection refused, 429).
         """
-        read = method == "GET" or (method == "POST" and path == "/api/graphql")
+        read = method == "GET" or (method == "POST" and path == _GRAPHQL_PATH)
         grant = self.grant  # authenticate (once) before the first request
         if not read and grant.mode != "provisioning":
             raise ReadOnlyClientError(
@@ -412,7 +413,11 @@ class CoupaClient:
             # the auth flow already re-minted once; a token can still be revoked between the
             # mint and the retry, so safe requests get another round
             raise _Retryable("HTTP 401", response)
-        if status in _RETRY_STATUSES and (safe or status == 429):
+        # a 500 on a read is as transient as a 502-504; a write answered 500 is reported (the
+        # caller's read-back tells what Coupa holds)
+        if (status in _RETRY_STATUSES and (safe or status == 429)) or (
+            status == 500 and (method == "GET" or path == _GRAPHQL_PATH)
+        ):
             log.info(
                 "retrying",
                 extra={

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, unquote
 
 import attrs
 
-from coupa_plugin.sandbox.config import Operations, Quirks
+from coupa_plugin.sandbox.config import Operations, Quirks, SimulatedCrash
 from coupa_plugin.sandbox.query import (
     QueryError,
     compile_filters,
@@ -160,6 +160,7 @@ class CoupaSandbox:
         self._local = threading.local()
         self._query_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.writes = 0
+        self.api_requests = 0
         self.throttled = 0
         self.tokens_issued = 0
         self.calls: Counter[tuple[str, str]] = Counter()
@@ -206,6 +207,33 @@ class CoupaSandbox:
     # -- entry point ---------------------------------------------------------------------------
 
     def handle(self, request: SandboxRequest) -> SandboxResponse:
+        crash = None
+        if request.path.startswith("/api/"):
+            with self._meta:
+                self.api_requests += 1
+                crash = self.ops.crash_at.get(self.api_requests)
+        if crash == "before":
+            raise SimulatedCrash(f"client died before request {self.api_requests}")
+        response = self._timed(request)
+        if crash == "after":
+            raise SimulatedCrash(f"client died after request {self.api_requests}")
+        return response
+
+    def admin_update(self, user_id: int, body: dict[str, Any], admin_id: int = 3) -> None:
+        """Change a user as an administrator would in Coupa's UI: lists given in ``body``
+        become exactly those lists (the UI has no merge), ``updated-by`` becomes ``admin_id``
+        and ``updated-at`` moves on."""
+        previous = getattr(self._local, "actor", None)
+        self._local.actor = admin_id
+        with self.state.lock:
+            semantics, self.quirks.list_put = self.quirks.list_put, "replace"
+            try:
+                self._update_user(user_id, body, [])
+            finally:
+                self.quirks.list_put = semantics
+                self._local.actor = previous
+
+    def _timed(self, request: SandboxRequest) -> SandboxResponse:
         low, high = self.ops.latency_s
         delay = (
             low
@@ -250,6 +278,14 @@ class CoupaSandbox:
             fault = self._fault(request)
             if fault is not None:
                 return fault, client_id
+            down_after = self.ops.user_reads_fail_after_write
+            if (
+                down_after is not None
+                and self.writes >= down_after
+                and request.method == "GET"
+                and re.fullmatch(r"/api/users/\d+", request.path)
+            ):
+                raise _errors(500, "base", "Internal server error (injected read fault)")
             write = (
                 request.method in {"POST", "PUT", "PATCH", "DELETE"}
                 and request.path != "/api/graphql"

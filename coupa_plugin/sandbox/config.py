@@ -6,9 +6,15 @@ from typing import Final, Literal
 
 import attrs
 
-__all__ = ["WRITE_FAILURES", "Operations", "Quirks"]
+__all__ = ["CRASH_POINTS", "WRITE_FAILURES", "Operations", "Quirks", "SimulatedCrash"]
 
 WRITE_FAILURES: Final = frozenset({"error", "drop_before_apply", "drop_after_apply"})
+CRASH_POINTS: Final = frozenset({"before", "after"})
+
+
+class SimulatedCrash(BaseException):
+    """Raised into the calling thread of an in-process sandbox to stand for the client process
+    dying mid-request. A BaseException, so no ``except Exception`` in the client stops it."""
 
 
 @attrs.define(kw_only=True)
@@ -66,5 +72,7 @@ class Operations:
     drop_rate: float = 0.0
     malformed_rate: float = 0.0
     fail_writes: dict[int, str] = attrs.field(factory=dict)
+    crash_at: dict[int, str] = attrs.field(factory=dict)
+    user_reads_fail_after_write: int | None = None
     seed: int = 0
     token_ttl_s: float = 86_399.0

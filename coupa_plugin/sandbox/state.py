@@ -223,6 +223,25 @@ class TenantState:
             self.members_of.get(group_id, {}).pop(user_id, None)
         return pair
 
+    def access_of(self, user_id: int) -> dict[str, Any]:
+        """Ground truth for one user: what they hold, keyed by the plugin's entitlement types,
+        plus ``active`` and ``firstname``."""
+        user = self.users[user_id]
+        return {
+            "role": set(user["roles"]),
+            "group": set(self.groups_of.get(user_id, set())),
+            "content_group": set(user["content-groups"]),
+            "account_group": set(user["account-groups"]),
+            "approval_group": set(user["approval-groups"]),
+            "license": {
+                key
+                for key, value in user.items()
+                if key.endswith("-user") and value is True and key not in ACCOUNT_TYPE_FLAGS
+            },
+            "active": user["active"],
+            "firstname": user["firstname"],
+        }
+
     def set_user_groups(self, user_id: int, group_ids: Iterable[int]) -> None:
         wanted = set(group_ids)
         current = set(self.groups_of.get(user_id, set()))

@@ -1,0 +1,287 @@
+"""The provision call: refusals, recovery of the user's interrupted rewrites, the change
+itself, and a result that lists every write the call sent."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from coupa_plugin.connector.mapping import parse_entitlement_id, user_grants
+from coupa_plugin.connector.provisioning.accounts import Accounts
+from coupa_plugin.connector.provisioning.facts import TenantFacts
+from coupa_plugin.connector.provisioning.guards import Guards
+from coupa_plugin.connector.provisioning.journal import Journal, Rejected
+from coupa_plugin.connector.provisioning.lists import ListWriter, Recovery
+from coupa_plugin.connector.provisioning.per_item import PerItem
+from coupa_plugin.connector.provisioning.session import (
+    LIST_KEYS,
+    UserSession,
+    ids_of,
+)
+from coupa_plugin.connector.statefiles import Seal
+from coupa_plugin.coupa import CoupaClient
+from coupa_plugin.coupa.models import User
+from coupa_plugin.host.errors import NotFoundError, PluginError, ProvisioningError
+from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
+
+__all__ = ["Provisioner", "ProvisionerConfig"]
+
+log = logging.getLogger("coupa_plugin.connector.provisioning")
+
+DEFAULT_JOURNAL_MAX_AGE_S = 24 * 3600.0
+_MAX_ID = 10**18 - 1
+
+
+class ProvisionerConfig:
+    """Where a tenant's provisioning state lives and the rules it obeys."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: str,
+        instance: str,
+        state_dir: Path,
+        seal: Seal,
+        protected_logins: frozenset[str] = frozenset(),
+        integration_login: str | None = None,
+        journal_max_age_s: float = DEFAULT_JOURNAL_MAX_AGE_S,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tenant_id = tenant_id
+        self.instance = instance
+        self.state_dir = state_dir
+        self.seal = seal
+        self.protected_logins = protected_logins
+        self.integration_login = integration_login.lower() if integration_login else None
+        self.journal_max_age_s = journal_max_age_s
+        self.wall_clock = wall_clock
+
+
+def parse_user_id(principal_id: object) -> int:
+    """A Coupa user id given as canonical ASCII digits (no sign, no leading zero, < 10^18)."""
+    if (
+        not isinstance(principal_id, str)
+        or not principal_id.isascii()
+        or not principal_id.isdigit()
+        or principal_id.startswith("0")
+        or len(principal_id) > 18
+    ):
+        shown = repr(principal_id)[:40]
+        raise NotFoundError(f"unknown principal {shown}: Coupa user ids are numbers")
+    return int(principal_id)
+
+
+class Provisioner:
+    """Carries out provisioning requests for one tenant."""
+
+    def __init__(
+        self,
+        client: CoupaClient,
+        config: ProvisionerConfig,
+        grant_types: Callable[[], frozenset[str]],
+    ) -> None:
+        self.client = client
+        self.config = config
+        self._grant_types = grant_types
+        self.journal = Journal(config.state_dir, config.tenant_id, config.instance, config.seal)
+        self.facts = TenantFacts(config.state_dir, config.tenant_id, config.instance, config.seal)
+        self.guards = Guards(client, self.facts, config.protected_logins, config.integration_login)
+        self.lists = ListWriter(
+            self.journal,
+            self.facts,
+            self.guards,
+            wall_clock=config.wall_clock,
+            max_age_s=config.journal_max_age_s,
+        )
+        self.per_item = PerItem(self.lists)
+        self.accounts = Accounts(client, self.guards, grant_types, self._session, self._result)
+        self._guard = threading.Lock()
+        self._user_locks: dict[int, threading.Lock] = {}
+
+    def _session(self, user_id: int) -> UserSession:
+        return UserSession(self.client, self.facts, user_id)
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        problems = request.problems()
+        if problems:
+            raise ProvisioningError(
+                "malformed request: " + "; ".join(problems) + "; nothing was written"
+            )
+        if not request.dry_run:
+            self.journal.ensure()
+        if request.action == "create_account":
+            return self.accounts.create(request, self.provision)
+        user_id = parse_user_id(request.principal_id)
+        with self._locked(user_id):
+            s = self._session(user_id)
+            notes = self._recover_user(s) if not request.dry_run else self._pending_note(user_id)
+            if request.action in ("grant", "revoke"):
+                result = self._grant_or_revoke(s, request)
+            elif request.action == "update_account":
+                result = self.accounts.update(s, request)
+            else:
+                result = self.accounts.set_active(s, request)
+        if not notes:
+            return result
+        message = "; ".join([*notes, result.message] if result.message else notes)
+        return ProvisionResult(
+            status=result.status,
+            grants=result.grants,
+            changes=result.changes,
+            message=message,
+            principal_id=result.principal_id,
+        )
+
+    @contextmanager
+    def _locked(self, user_id: int) -> Iterator[None]:
+        with self._guard:
+            lock = self._user_locks.setdefault(user_id, threading.Lock())
+        with lock:
+            yield
+
+    def _result(self, status: str, s: UserSession, message: str) -> ProvisionResult:
+        user = s.last_seen if s.last_seen is not None else s.user()
+        if status == "unchanged" and s.changes:
+            status = "applied"  # recovery wrote: "unchanged" promises that nothing was
+        grants = tuple(user_grants(user, self._grant_types()))
+        return ProvisionResult(
+            status=status,
+            grants=grants,
+            changes=tuple(s.changes),
+            message=message,
+            principal_id=str(user.id),
+        )
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _pending_note(self, user_id: int) -> list[str]:
+        if any(True for _ in self.journal.pending(user_id)):
+            return [
+                "an interrupted rewrite of this user is journaled; the next real change "
+                "recovers it first"
+            ]
+        return []
+
+    def _recover_user(self, s: UserSession) -> list[str]:
+        """Apply the recovery rule to every journal entry of the call's user (under its lock).
+        A failed repair fails the call; what was dropped is reported in the result."""
+        rejected: list[Rejected] = []
+        notes = []
+        for entry in list(self.journal.pending(s.user_id, rejected)):
+            outcome = self.lists.recover(s, entry)
+            self._log(outcome)
+            notes.append(outcome.detail)
+        notes += [f"journal file {r.name} was set aside, not applied: {r.reason}" for r in rejected]
+        return notes
+
+    def recover_pending(self) -> list[Recovery]:
+        """Apply the recovery rule to every pending entry of the tenant (what ``configure``
+        runs in provisioning mode). A repair that fails is reported, not raised."""
+        rejected: list[Rejected] = []
+        outcomes = []
+        user_ids = sorted({entry.user_id for entry in self.journal.pending(None, rejected)})
+        for user_id in user_ids:
+            with self._locked(user_id):
+                s = self._session(user_id)
+                for entry in list(self.journal.pending(user_id, rejected)):
+                    try:
+                        outcome = self.lists.recover(s, entry)
+                    except PluginError as exc:
+                        outcome = Recovery(user_id, "refused", f"recovery failed: {exc}")
+                    self._log(outcome)
+                    outcomes.append(outcome)
+        outcomes += [
+            Recovery(None, "rejected", f"journal file {r.name} was set aside: {r.reason}")
+            for r in rejected
+        ]
+        return outcomes
+
+    @staticmethod
+    def _log(outcome: Recovery) -> None:
+        level = (
+            logging.INFO if outcome.outcome in ("repaired", "nothing_to_do") else logging.WARNING
+        )
+        log.log(
+            level,
+            "journal recovery",
+            extra={"user": outcome.user_id, "outcome": outcome.outcome, "detail": outcome.detail},
+        )
+
+    # -- grant and revoke ------------------------------------------------------------------
+
+    def _grant_or_revoke(self, s: UserSession, request: ProvisionRequest) -> ProvisionResult:
+        granting = request.action == "grant"
+        parsed = parse_entitlement_id(request.entitlement_id or "")
+        if parsed is None:
+            raise NotFoundError(f"unknown entitlement {request.entitlement_id!r}")
+        kind, ident, _ = parsed
+        if kind not in self._grant_types():
+            raise NotFoundError(
+                f"entitlement {request.entitlement_id!r}: resource type {kind!r} "
+                "is not enabled for this tenant"
+            )
+        user = s.user()
+        if kind == "license":
+            return self._license(s, user, ident, granting, request.dry_run)
+        target = int(ident)
+        key, attribute = LIST_KEYS[kind]
+        before = ids_of(user, attribute)
+        if (target in before) == granting:
+            held = "holds" if granting else "does not hold"
+            return self._result(
+                "unchanged", s, f"user {s.user_id} already {held} {request.entitlement_id}"
+            )
+        self.guards.require_exists(kind, target)
+        self.guards.refuse_protected(user)
+        if not granting and kind == "role":
+            self.guards.refuse_last_admin(user, {target})
+        verb = "add" if granting else "remove"
+        if request.dry_run:
+            s.changes.append(
+                f"{verb} {kind} {target} {'to' if granting else 'from'} user {s.user_id}"
+            )
+            return self._result("planned", s, "dry run: nothing was written")
+        if kind in ("group", "content_group"):
+            self.per_item.change(s, kind, target, granting, before)
+        else:
+            self.lists.change(s, key, before, before | {target} if granting else before - {target})
+        after = s.user()
+        now = ids_of(after, attribute)
+        if (target in now) != granting:
+            raise s.failure(f"Coupa did not {verb} {kind} {target} for user {s.user_id}")
+        expected = (before | {target}) if granting else (before - {target})
+        lost = expected - now - {target}
+        if lost:
+            raise s.failure(
+                f"user {s.user_id} lost {key} {sorted(lost)} while {kind} {target} was "
+                f"{'granted' if granting else 'revoked'}"
+            )
+        return self._result("applied", s, "")
+
+    def _license(
+        self, s: UserSession, user: User, flag: str, granting: bool, dry_run: bool
+    ) -> ProvisionResult:
+        if flag not in user.licenses:
+            raise NotFoundError(
+                f"unknown license flag {flag!r}: user records of this tenant have no such flag"
+            )
+        entitlement = f"license:{flag}:assigned"
+        if user.licenses[flag] == granting:
+            held = "holds" if granting else "does not hold"
+            return self._result("unchanged", s, f"user {user.id} already {held} {entitlement}")
+        self.guards.refuse_protected(user)
+        change = f"set {flag} = {str(granting).lower()} on user {user.id}"
+        if dry_run:
+            s.changes.append(change)
+            return self._result("planned", s, "dry run: nothing was written")
+        s.put({flag: granting}, change)
+        after = s.user()
+        if after.licenses.get(flag) != granting:
+            raise s.failure(f"Coupa ignored {change}")
+        return self._result("applied", s, "")

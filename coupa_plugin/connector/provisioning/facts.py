@@ -1,0 +1,98 @@
+"""What provisioning learns about a tenant's Coupa and keeps across restarts.
+
+* Whether a non-empty list on ``PUT /api/users/:id`` replaces or merges, per list key
+  (undocumented; learnt from the first revoke's read-back).
+* The id of the API user this integration writes as (Coupa records it as ``updated-by`` on
+  every change we make). Provisioning refuses to change that user, so a fresh process must know
+  it before its first write: it is remembered in ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Final, Literal
+
+from coupa_plugin.connector.provisioning.journal import JOURNALED_KEYS, state_key
+from coupa_plugin.connector.statefiles import Seal, private_dir, read_private, write_private
+
+__all__ = ["Semantics", "TenantFacts"]
+
+Semantics = Literal["replace", "merge"]
+_SEMANTICS: Final = ("replace", "merge")
+
+
+class TenantFacts:
+    """Learnt facts of one tenant on one Coupa instance, persisted as a small 0600 file."""
+
+    def __init__(self, state_dir: Path, tenant_id: str, instance: str, seal: Seal) -> None:
+        self._state_dir = state_dir
+        self._seal = seal
+        self._name = state_key(tenant_id, instance) + ".json"
+        self._tenant, self._instance = tenant_id, instance
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._semantics: dict[str, Semantics] = {}
+        self._own_user_id: int | None = None
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        data = read_private(self._state_dir / "facts" / self._name)
+        try:
+            raw = self._seal.open(data) if data else {}
+        except ValueError:
+            raw = {}  # unreadable or forged: learn again
+        if not isinstance(raw, dict) or (raw.get("tenant"), raw.get("instance")) != (
+            self._tenant,
+            self._instance,
+        ):
+            return
+        semantics = raw.get("semantics")
+        if isinstance(semantics, dict):
+            for key, value in semantics.items():
+                if key in JOURNALED_KEYS and value in _SEMANTICS:
+                    self._semantics[key] = value
+        own = raw.get("own_user_id")
+        if isinstance(own, int) and not isinstance(own, bool) and 0 < own < 10**18:
+            self._own_user_id = own
+
+    def _save(self) -> None:
+        folder = private_dir(self._state_dir, "facts")
+        write_private(
+            folder / self._name,
+            self._seal.seal(
+                {
+                    "tenant": self._tenant,
+                    "instance": self._instance,
+                    "semantics": self._semantics,
+                    "own_user_id": self._own_user_id,
+                }
+            ),
+        )
+
+    def semantics(self, key: str) -> Semantics | None:
+        with self._lock:
+            self._load()
+            return self._semantics.get(key)
+
+    def learn_semantics(self, key: str, value: Semantics) -> None:
+        with self._lock:
+            self._load()
+            if self._semantics.get(key) != value:
+                self._semantics[key] = value
+                self._save()
+
+    @property
+    def own_user_id(self) -> int | None:
+        with self._lock:
+            self._load()
+            return self._own_user_id
+
+    def learn_own_user(self, user_id: int) -> None:
+        with self._lock:
+            self._load()
+            if self._own_user_id != user_id:
+                self._own_user_id = user_id
+                self._save()

@@ -1,0 +1,260 @@
+"""A durable record of list rewrites in progress.
+
+Coupa's documented way to take one item out of a merged list is two writes: clear the list,
+then put back the rest. Between them the user holds less than they should. Before the first of
+those writes an entry is recorded here; before each write it notes the list that write will
+leave (``pending``), and after each read-back the list and Coupa's ``updated-at`` /
+``updated-by`` stamp the user then had (``last``). Recovery compares those with what Coupa shows
+later to tell our own unfinished rewrite from a change made since by someone else.
+
+Entries are bound to one tenant and one Coupa instance, hold ids and timestamps only (never a
+secret), and are validated when read: a file that does not describe a rewrite this plugin could
+have made is reported and never applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from coupa_plugin.connector.statefiles import (
+    Seal,
+    private_dir,
+    read_private,
+    remove_private,
+    write_private,
+)
+
+__all__ = [
+    "JOURNALED_KEYS",
+    "Journal",
+    "JournalEntry",
+    "Stamp",
+    "default_state_dir",
+    "state_key",
+]
+
+# the user's list associations a rewrite may touch (keys of PUT /api/users/:id)
+JOURNALED_KEYS: Final = frozenset(
+    {"roles", "user-groups", "content-groups", "account-groups", "approval-groups"}
+)
+_VERSION: Final = 2
+_MAX_ITEMS: Final = 10_000
+_MAX_ID: Final = 10**18 - 1
+_ENTRY_ID: Final = re.compile(r"[0-9a-f]{32}")
+_MAX_STAMP_CHARS: Final = 64
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/coupa-plugin``, else ``~/.local/state/coupa-plugin``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "coupa-plugin"
+
+
+def state_key(tenant_id: str, instance: str) -> str:
+    """The folder name for one tenant on one Coupa instance (no tenant name on disk)."""
+    return hashlib.sha256(f"{tenant_id}\n{instance}".encode()).hexdigest()[:24]
+
+
+@attrs.frozen
+class Stamp:
+    """What Coupa records about a user's last change: ``updated-at`` and ``updated-by``'s id."""
+
+    updated_at: str | None
+    updated_by: int | None
+
+
+@attrs.frozen
+class Snapshot:
+    """A list association as read back, with the user's stamp at that moment."""
+
+    items: tuple[int, ...]
+    stamp: Stamp
+
+
+@attrs.frozen(kw_only=True)
+class JournalEntry:
+    """One list rewrite: ``association`` of ``user_id`` goes from ``before`` to ``desired``
+    (a subset: the rewrite only takes items away)."""
+
+    tenant: str
+    instance: str
+    user_id: int
+    association: str
+    before: tuple[int, ...]
+    desired: tuple[int, ...]
+    created_at: float
+    last: Snapshot
+    pending: tuple[int, ...] | None = None
+    writer: int | None = None
+    entry_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def removed(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.before) - set(self.desired)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": _VERSION,
+            "tenant": self.tenant,
+            "instance": self.instance,
+            "entry_id": self.entry_id,
+            "created_at": self.created_at,
+            "user_id": self.user_id,
+            "association": self.association,
+            "before": list(self.before),
+            "desired": list(self.desired),
+            "last": {
+                "items": list(self.last.items),
+                "updated_at": self.last.stamp.updated_at,
+                "updated_by": self.last.stamp.updated_by,
+            },
+            "pending": None if self.pending is None else list(self.pending),
+            "writer": self.writer,
+        }
+
+
+class InvalidEntry(ValueError):
+    """A journal file that does not describe a rewrite this plugin could have made."""
+
+
+def _int(raw: Any, what: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw <= _MAX_ID:
+        raise InvalidEntry(f"{what}: expected a positive id")
+    return raw
+
+
+def _opt_int(raw: Any, what: str) -> int | None:
+    return None if raw is None else _int(raw, what)
+
+
+def _ids(raw: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or len(raw) > _MAX_ITEMS:
+        raise InvalidEntry(f"{what}: expected a list of at most {_MAX_ITEMS} ids")
+    items = tuple(_int(i, what) for i in raw)
+    if len(set(items)) != len(items):
+        raise InvalidEntry(f"{what}: repeated ids")
+    return tuple(sorted(items))
+
+
+def parse_entry(raw: Any, tenant: str, instance: str) -> JournalEntry:
+    """Validate a decoded journal file for ``tenant`` on ``instance``."""
+    if not isinstance(raw, dict) or raw.get("version") != _VERSION:
+        raise InvalidEntry("not a version-2 journal entry")
+    if raw.get("tenant") != tenant or raw.get("instance") != instance:
+        raise InvalidEntry("written for another tenant or Coupa instance")
+    association = raw.get("association")
+    if association not in JOURNALED_KEYS:
+        raise InvalidEntry(f"unknown association {str(association)[:40]!r}")
+    entry_id = raw.get("entry_id")
+    if not isinstance(entry_id, str) or not _ENTRY_ID.fullmatch(entry_id):
+        raise InvalidEntry("malformed entry id")
+    created = raw.get("created_at")
+    if isinstance(created, bool) or not isinstance(created, int | float):
+        raise InvalidEntry("created_at: expected a number")
+    if not math.isfinite(created):
+        raise InvalidEntry("created_at: not a finite number")
+    before, desired = _ids(raw.get("before"), "before"), _ids(raw.get("desired"), "desired")
+    if not set(desired) < set(before):
+        raise InvalidEntry("desired must be a strict subset of before (a rewrite only removes)")
+    last = raw.get("last")
+    if not isinstance(last, dict):
+        raise InvalidEntry("last: missing")
+    stamp_at = last.get("updated_at")
+    if stamp_at is not None and (not isinstance(stamp_at, str) or len(stamp_at) > _MAX_STAMP_CHARS):
+        raise InvalidEntry("last.updated_at: expected a short string")
+    pending = raw.get("pending")
+    return JournalEntry(
+        tenant=tenant,
+        instance=instance,
+        user_id=_int(raw.get("user_id"), "user_id"),
+        association=str(association),
+        before=before,
+        desired=desired,
+        created_at=float(created),
+        last=Snapshot(
+            _ids(last.get("items"), "last.items"),
+            Stamp(stamp_at, _opt_int(last.get("updated_by"), "last.updated_by")),
+        ),
+        pending=None if pending is None else _ids(pending, "pending"),
+        writer=_opt_int(raw.get("writer"), "writer"),
+        entry_id=entry_id,
+    )
+
+
+@attrs.frozen
+class Rejected:
+    """A journal file that was set aside instead of applied, and why."""
+
+    name: str
+    reason: str
+
+
+class Journal:
+    """Pending list rewrites of one tenant on one Coupa instance, under ``state_dir``."""
+
+    def __init__(self, state_dir: Path, tenant_id: str, instance: str, seal: Seal) -> None:
+        self.state_dir = state_dir
+        self._seal = seal
+        self.tenant_id = tenant_id
+        self.instance = instance
+        self._folder = state_key(tenant_id, instance)
+
+    @property
+    def directory(self) -> Path:
+        return self.state_dir / "journal" / self._folder
+
+    def _open(self) -> Path:
+        return private_dir(self.state_dir, "journal", self._folder)
+
+    def ensure(self) -> None:
+        """Create (or tighten) the journal's folder; ConfigurationError when it is unusable
+        (a symlink, not a directory, not creatable). Called before any write."""
+        self._open()
+
+    def _path(self, entry: JournalEntry) -> Path:
+        return self.directory / f"{entry.user_id}-{entry.entry_id}.json"
+
+    def save(self, entry: JournalEntry) -> None:
+        """Durably record ``entry`` (first before anything is written, then at every step)."""
+        self._open()
+        write_private(self._path(entry), self._seal.seal(entry.to_dict()))
+
+    def done(self, entry: JournalEntry) -> None:
+        """Forget ``entry``."""
+        remove_private(self._path(entry))
+
+    def pending(
+        self, user_id: int | None = None, rejected: list[Rejected] | None = None
+    ) -> Iterator[JournalEntry]:
+        """Valid entries (all, or one user's), oldest first. Files that fail validation are
+        renamed ``*.rejected`` (kept for inspection, never applied) and listed in ``rejected``."""
+        if not self.directory.exists():
+            return
+        directory = self._open()
+        found: list[tuple[float, JournalEntry]] = []
+        prefix = "" if user_id is None else f"{user_id}-"
+        for path in sorted(directory.glob(f"{prefix}*.json")):
+            data = read_private(path)
+            try:
+                if data is None:
+                    raise InvalidEntry("not a regular file of sane size")
+                entry = parse_entry(self._seal.open(data), self.tenant_id, self.instance)
+                if path.name != self._path(entry).name:
+                    raise InvalidEntry("file name does not match its content")
+            except ValueError as exc:
+                if rejected is not None:
+                    rejected.append(Rejected(path.name, str(exc)))
+                os.replace(path, path.with_name(path.name + ".rejected"))
+                continue
+            found.append((entry.created_at, entry))
+        for _, entry in sorted(found, key=lambda pair: pair[0]):
+            yield entry

@@ -1,0 +1,357 @@
+"""The journal's recovery rule, pinned case by case.
+
+A journal entry repairs only what our own interrupted rewrite took away, and never overrides a
+change someone else made later; recovery belongs to a call, lists its writes, fails the call
+when it cannot repair, and obeys every rule an ordinary write obeys.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
+from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, Tenant
+from coupa_plugin.plugin import CoupaPlugin
+from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
+from coupa_plugin.sandbox.config import SimulatedCrash
+from coupa_plugin.sandbox.server import SandboxTransport
+from tests.kit import CrashingTransport, clearing, plugin_for, tenant
+
+USER = 7
+ROLES = [3, 4, 5, 8]
+KEPT = [3, 5, 8]
+
+
+def world(**ops: Any) -> tuple[CoupaSandbox, Tenant, Path]:
+    """A merging Coupa (the two-step rewrite is needed) where user 7 holds roles 3, 4, 5, 8."""
+    sandbox = CoupaSandbox(
+        generate_tenant(users=12, seed=3),
+        quirks=Quirks(list_put="merge"),
+        operations=Operations(rate_limit=False, **ops),
+    )
+    sandbox.state.users[USER]["roles"] = list(ROLES)
+    state_dir = Path(tempfile.mkdtemp())
+    return sandbox, tenant(state_dir=str(state_dir)), state_dir
+
+
+def call(plugin: CoupaPlugin, t: Tenant, **request: Any) -> ProvisionResult:
+    result = plugin.provision(tenant=t, request=ProvisionRequest(**request))
+    assert result is not None
+    return result
+
+
+def revoke_4(plugin: CoupaPlugin, t: Tenant) -> ProvisionResult:
+    return call(plugin, t, action="revoke", entitlement_id="role:4:member", principal_id="7")
+
+
+def crash_during_revoke(sandbox: CoupaSandbox, t: Tenant, point: str = "after") -> None:
+    """Revoke role 4 from user 7 in a process that dies at the clearing write."""
+    dying = CoupaPlugin(
+        transport_factory=lambda _s: CrashingTransport(sandbox, clearing("roles"), point)
+    )
+    with pytest.raises(SimulatedCrash):
+        revoke_4(dying, t)
+
+
+def roles(sandbox: CoupaSandbox) -> list[int]:
+    return sorted(sandbox.state.users[USER]["roles"])
+
+
+def entries(state_dir: Path) -> list[Path]:
+    return sorted((state_dir / "journal").rglob("*.json"))
+
+
+def unrelated(plugin: CoupaPlugin, t: Tenant) -> ProvisionResult:
+    """A call for user 7 about something else: a license the user does not hold."""
+    return call(
+        plugin, t, action="grant", entitlement_id="license:sourcing-user:assigned", principal_id="7"
+    )
+
+
+# -- our own interrupted rewrite is finished, inside the next call for that user -----------------
+
+
+def test_the_next_call_for_the_user_finishes_the_rewrite_and_lists_its_writes() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    assert roles(sandbox) == [], "the crash left the user without roles"
+    assert entries(state_dir), "the intent was journaled before the first write"
+    result = unrelated(plugin_for(sandbox), t)  # a new process over the same state_dir
+    assert roles(sandbox) == KEPT
+    assert result.status == "applied"
+    assert any("put back roles [3, 5, 8]" in c for c in result.changes), result.changes
+    assert "finished an interrupted rewrite of roles" in result.message
+    assert not entries(state_dir)
+
+
+def test_a_call_that_recovered_is_never_unchanged() -> None:
+    sandbox, t, _ = world()
+    crash_during_revoke(sandbox, t)
+    held = next(f for f in ("expense-user", "purchasing-user") if sandbox.state.users[USER][f])
+    writes = sandbox.writes
+    result = call(
+        plugin_for(sandbox),
+        t,
+        action="grant",
+        entitlement_id=f"license:{held}:assigned",
+        principal_id="7",
+    )
+    assert sandbox.writes > writes
+    assert result.status == "applied", "unchanged promises that nothing was written"
+    assert result.changes
+
+
+def test_recovery_belongs_to_the_user_of_the_call() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    call(
+        plugin_for(sandbox),
+        t,
+        action="grant",
+        entitlement_id="license:sourcing-user:assigned",
+        principal_id="9",
+    )
+    assert roles(sandbox) == [], "a call for user 9 does not touch user 7"
+    assert entries(state_dir)
+
+
+def test_a_failed_repair_fails_the_call_and_states_the_holdings() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    sandbox.ops.fail_writes = {sandbox.writes + 1: "error"}
+    with pytest.raises(ProvisioningError) as caught:
+        unrelated(plugin_for(sandbox), t)
+    message = str(caught.value)
+    assert "User 7 now holds roles []" in message, message
+    assert not sandbox.state.users[USER]["sourcing-user"], "the call stopped at the failure"
+    assert entries(state_dir), "the entry stays for the next attempt"
+    sandbox.ops.fail_writes = {}
+    unrelated(plugin_for(sandbox), t)
+    assert roles(sandbox) == KEPT
+
+
+def test_configure_recovers_every_pending_entry_and_says_so() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    status = plugin_for(sandbox).configure(tenant=t)
+    assert status is not None
+    assert roles(sandbox) == KEPT
+    assert any("journal recovery: repaired" in w for w in status.warnings), status.warnings
+    assert not entries(state_dir)
+
+
+def test_a_read_only_tenant_never_recovers() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    section = dict(t.plugins["coupa"], mode="read-only")
+    read_only = Tenant(id=t.id, plugins={"coupa": section})
+    writes = sandbox.writes
+    plugin_for(sandbox).configure(tenant=read_only)
+    assert sandbox.writes == writes
+    assert entries(state_dir)
+
+
+# -- someone else's later change always wins ---------------------------------------------------
+
+
+def test_an_admin_regrant_after_a_crash_is_not_revoked_again() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    sandbox.admin_update(USER, {"roles": [{"id": 4}]})
+    result = unrelated(plugin_for(sandbox), t)
+    assert roles(sandbox) == [4]
+    assert "nothing was applied" in result.message, result.message
+    assert not any("roles" in c for c in result.changes)
+    assert not entries(state_dir)
+
+
+def test_an_admin_removal_after_a_crash_is_not_granted_back() -> None:
+    sandbox, t, _ = world()
+    crash_during_revoke(sandbox, t, point="before")  # the clear never reached Coupa
+    assert roles(sandbox) == ROLES
+    sandbox.admin_update(USER, {"roles": [{"id": 3}, {"id": 4}, {"id": 8}]})
+    unrelated(plugin_for(sandbox), t)
+    assert roles(sandbox) == [3, 4, 8], "5 stays removed and 4 stays granted"
+
+
+def test_an_admin_change_to_another_field_also_stops_recovery() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    sandbox.admin_update(USER, {"firstname": "Changed"})
+    result = unrelated(plugin_for(sandbox), t)
+    assert roles(sandbox) == []
+    assert "was changed after an interrupted rewrite of roles" in result.message
+    assert "updated by user 3" in result.message
+    assert not entries(state_dir)
+
+
+def test_a_rewrite_that_never_started_applies_nothing() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t, point="before")
+    writes = sandbox.writes
+    result = unrelated(plugin_for(sandbox), t)
+    assert roles(sandbox) == ROLES, "the revoke's caller never got an answer; nothing is forced"
+    assert sandbox.writes == writes + 1  # the license only
+    assert "had not changed anything" in result.message
+    assert not entries(state_dir)
+
+
+def test_an_entry_older_than_the_bound_is_reported_never_applied() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    later = CoupaPlugin(
+        transport_factory=lambda _s: SandboxTransport(sandbox),
+        wall_clock=lambda: 4_000_000_000.0,
+    )
+    result = unrelated(later, t)
+    assert roles(sandbox) == []
+    assert "older than journal_max_age_s and was not applied" in result.message
+    assert not entries(state_dir)
+
+
+# -- errors after a write say what the user holds -----------------------------------------------
+
+
+def test_a_failed_read_back_gives_the_last_state_seen_and_the_writes_sent() -> None:
+    sandbox, t, _ = world()
+    cleared = clearing("roles")
+    state = {"cleared": False}
+
+    class ReadsFailAfterClear(httpx.BaseTransport):
+        inner = SandboxTransport(sandbox)
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "GET" and state["cleared"] and "/api/users/7" in str(request.url):
+                return httpx.Response(500, json={"errors": ["boom"]}, request=request)
+            response = self.inner.handle_request(request)
+            state["cleared"] = state["cleared"] or cleared(request)
+            return response
+
+    plugin = CoupaPlugin(transport_factory=lambda _s: ReadsFailAfterClear())
+    with pytest.raises(ProvisioningError) as caught:
+        revoke_4(plugin, t)
+    message = str(caught.value)
+    assert "current state could not be read" in message, message
+    assert "last seen holding roles [3, 4, 5, 8]" in message, message
+    assert "cleared roles of user 7 (step 1 of 2)" in message, message
+
+
+def test_reads_are_retried_on_500() -> None:
+    sandbox, t, _ = world(error_rate=0.3, seed=5)
+    result = revoke_4(plugin_for(sandbox), t)
+    assert result.status == "applied"
+    assert roles(sandbox) == KEPT
+
+
+# -- recovery obeys every rule; the journal cannot be planted ----------------------------------
+
+
+def _plant(state_dir: Path, name: str, content: bytes) -> Path:
+    folder = next((state_dir / "journal").iterdir())
+    path = folder / name
+    path.write_bytes(content)
+    return path
+
+
+def test_planted_and_altered_entries_are_set_aside_never_applied() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    [genuine] = entries(state_dir)
+    sealed = orjson.loads(genuine.read_bytes())
+    body = orjson.loads(sealed["body"])
+    # altered: make the put-back include Admin
+    forged = dict(body, before=[2, *body["before"]], desired=[2, *body["desired"]])
+    genuine.write_bytes(orjson.dumps({"body": orjson.dumps(forged).decode(), "mac": sealed["mac"]}))
+    planted = _plant(state_dir, f"9-{'a' * 32}.json", b'{"user_id": 9, "association": "roles"}')
+    result = unrelated(plugin_for(sandbox), t)
+    assert 2 not in roles(sandbox)
+    assert roles(sandbox) == [], "the altered entry is not applied"
+    assert "set aside" in result.message and "seal does not match" in result.message
+    assert planted.exists(), "a call for user 7 reads user 7's entries only"
+    status = plugin_for(sandbox).configure(tenant=t)
+    assert status is not None
+    assert any("rejected" in w and planted.name in w for w in status.warnings), status.warnings
+    assert not planted.exists() and planted.with_name(planted.name + ".rejected").exists()
+
+
+def test_entries_of_another_secret_or_instance_do_not_apply() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    other = Tenant(id=t.id, plugins={"coupa": dict(t.plugins["coupa"], base_url="http://other")})
+    # another instance has another journal folder: nothing of this one is seen there
+    plugin = plugin_for(sandbox)
+    unrelated(plugin, other)
+    assert roles(sandbox) == []
+    assert len(entries(state_dir)) == 1
+
+
+def test_recovery_never_changes_a_protected_login() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    login = sandbox.state.users[USER]["login"]
+    protected = Tenant(
+        id=t.id, plugins={"coupa": dict(t.plugins["coupa"], protected_logins=[login])}
+    )
+    writes = sandbox.writes
+    status = plugin_for(sandbox).configure(tenant=protected)
+    assert status is not None
+    assert sandbox.writes == writes
+    assert any("protected_logins" in w for w in status.warnings), status.warnings
+    assert not entries(state_dir)
+
+
+def test_state_files_are_private_and_symlinks_refused() -> None:
+    sandbox, t, state_dir = world()
+    journal = state_dir / "journal"
+    journal.mkdir(mode=0o755)
+    os.chmod(journal, 0o755)  # noqa: S103 (a looser folder, as an older release left it)
+    crash_during_revoke(sandbox, t)
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o700, "a looser directory is tightened"
+    for path in state_dir.rglob("*"):
+        expected = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    # a symlinked journal folder is refused before anything is written
+    sandbox2, t2, state_dir2 = world()
+    target = Path(tempfile.mkdtemp())
+    (state_dir2 / "journal").symlink_to(target)
+    writes = sandbox2.writes
+    with pytest.raises(ConfigurationError, match="is a symlink; refused"):
+        revoke_4(plugin_for(sandbox2), t2)
+    assert sandbox2.writes == writes, "refused before any write"
+    assert not list(target.iterdir())
+
+
+# -- the integration's own API user --------------------------------------------------------------
+
+
+def _disable(plugin: CoupaPlugin, t: Tenant, user: int) -> Callable[[], ProvisionResult]:
+    return lambda: call(plugin, t, action="disable_account", principal_id=str(user))
+
+
+def test_the_own_api_user_is_remembered_across_restarts() -> None:
+    sandbox, t, _ = world()
+    unrelated(plugin_for(sandbox), t)  # a first write teaches who we write as (user 2)
+    fresh = plugin_for(sandbox)
+    with pytest.raises(ProvisioningError, match="API user this integration writes as"):
+        _disable(fresh, t, 2)()
+    assert sandbox.state.users[2]["active"] is True
+
+
+def test_integration_login_protects_the_api_user_before_any_write() -> None:
+    sandbox, t, _ = world()
+    named = Tenant(
+        id=t.id, plugins={"coupa": dict(t.plugins["coupa"], integration_login="integration")}
+    )
+    writes = sandbox.writes
+    with pytest.raises(ProvisioningError, match="integration_login"):
+        _disable(plugin_for(sandbox), named, 2)()
+    assert sandbox.writes == writes
