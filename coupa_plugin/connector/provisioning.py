@@ -33,7 +33,15 @@ from coupa_plugin.coupa.models import User, structure_user
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
 
-__all__ = ["LIST_KEYS", "Provisioner"]
+__all__ = ["LIST_KEYS", "PolicyRefusal", "Provisioner"]
+
+
+class PolicyRefusal(ProvisioningError):
+    """A change refused by policy (protected login, own API user, last admin); nothing was
+    written. ``refused`` lets a host tell it from a failed write without importing this class."""
+
+    refused: Final = True
+
 
 log = logging.getLogger("coupa_plugin.connector.provisioning")
 
@@ -172,12 +180,12 @@ class Provisioner:
 
     def _refuse_protected(self, user: User) -> None:
         if user.login.lower() in self.protected_logins:
-            raise ProvisioningError(
+            raise PolicyRefusal(
                 f"refused: user {user.id} ({user.login}) is listed in "
                 "protected_logins; nothing was written"
             )
         if self.own_user_id is not None and user.id == self.own_user_id:
-            raise ProvisioningError(
+            raise PolicyRefusal(
                 f"refused: user {user.id} ({user.login}) is the API user "
                 "this integration writes as; nothing was written"
             )
@@ -203,7 +211,7 @@ class Provisioner:
                     },
                 )
             except CoupaError as exc:
-                raise ProvisioningError(
+                raise PolicyRefusal(
                     f"refused: cannot confirm that another active user holds omnipotent role "
                     f"{role_id} ({exc}); nothing was written"
                 ) from None
@@ -218,7 +226,7 @@ class Provisioner:
                 )
                 for o in others
             ):
-                raise ProvisioningError(
+                raise PolicyRefusal(
                     f"refused: user {user.id} ({user.login}) is the last active holder of "
                     f"omnipotent role {role_id}; nothing was written"
                 )
@@ -723,7 +731,7 @@ class Provisioner:
         body = self._attribute_body(attributes, creating=True)
         login = str(body["login"])
         if login.lower() in self.protected_logins:
-            raise ProvisioningError(
+            raise PolicyRefusal(
                 f"refused: login {login} is listed in protected_logins; nothing was written"
             )
         raw_entitlements = attributes.get("entitlements") or []
