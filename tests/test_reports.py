@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.cli import main
+from coupa_plugin.host.logfmt import configure_logging
 from coupa_plugin.host.progress import SyncProgress
 from coupa_plugin.host.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
@@ -170,3 +172,43 @@ def test_progress_summary_with_eta_from_users() -> None:
     assert (summary["requests"], summary["retries"], summary["throttled"]) == (7, 1, 2)
     assert summary["eta_s"] == 30.0  # 25 of 100 users in 10 s: 30 s to go
     assert progress._render().row_count == 1
+
+
+def test_piped_progress_lines_come_at_any_log_level_with_live_request_counts() -> None:
+    configure_logging(logging.WARNING)
+    now = [0.0]
+    err = io.StringIO()
+    client_log = logging.getLogger("coupa_plugin.coupa.client")
+    with SyncProgress(live=False, interval_s=5.0, err=err, clock=lambda: now[0]) as progress:
+        progress.begin("t", expected_users=None)
+        for attempt, status in ((1, 200), (1, 429), (2, 200)):
+            client_log.debug(
+                "request",
+                extra={
+                    "tenant": "t",
+                    "method": "GET",
+                    "path": "/api/users",
+                    "status": status,
+                    "attempt": attempt,
+                    "elapsed_ms": 1.0,
+                },
+            )
+        progress.advance("t", "resources", "user")
+        assert err.getvalue() == ""  # not yet 5 s
+        now[0] = 5.0
+        progress.advance("t", "resources", "user")
+    [line] = err.getvalue().splitlines()
+    assert "msg=progress" in line and "requests=3 retries=1 throttled=1" in line
+    assert "users=2" in line
+    assert logging.getLogger("coupa_plugin").level == logging.INFO  # restored
+
+
+def test_stamina_retry_lines_are_logfmt_and_only_when_verbose(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(logging.WARNING)
+    logging.getLogger("stamina").warning("stamina.retry_scheduled")
+    assert capsys.readouterr().err == ""
+    configure_logging(logging.INFO)
+    logging.getLogger("stamina").warning("stamina.retry_scheduled")
+    assert "logger=stamina msg=stamina.retry_scheduled" in capsys.readouterr().err
