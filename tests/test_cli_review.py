@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from coupa_plugin.connector.settings import parse_settings
 from coupa_plugin.host.cli import main
+from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
 
@@ -268,3 +270,17 @@ def test_a_snapshot_from_before_interrupted_runs_is_migrated(tmp_path: Path) -> 
     conn.close()
     with SnapshotStore(path) as store:
         assert store.runs()[0].outcome == "interrupted"
+
+
+def test_settings_report_every_problem_and_warn_above_coupas_rate(
+    tmp_path: Path, coupa_sandbox_server: SandboxServer
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_settings({"domain": "acme.coupahost.com", "timeout_s": "x", "max_in_flight": -1})
+    message = str(caught.value)
+    assert "client_id: required" in message and "timeout_s:" in message
+    assert "max_in_flight:" in message
+    tenants = _tenants(tmp_path, coupa_sandbox_server.url, extra="requests_per_second = 40\n")
+    result = _run("sync", "--tenants", str(tenants), "--snapshot", str(tmp_path / "s.sqlite"))
+    assert result.exit_code == 0, result.output
+    assert "requests_per_second 40 is above Coupa's documented limit of 25" in result.stderr
