@@ -284,3 +284,22 @@ def test_settings_report_every_problem_and_warn_above_coupas_rate(
     result = _run("sync", "--tenants", str(tenants), "--snapshot", str(tmp_path / "s.sqlite"))
     assert result.exit_code == 0, result.output
     assert "requests_per_second 40 is above Coupa's documented limit of 25" in result.stderr
+
+
+def test_provision_and_doctor_print_tables_too(
+    tmp_path: Path, setup: tuple[Path, Path, CoupaSandbox]
+) -> None:
+    tenants, snapshot, sandbox = setup
+    uid = next(u for u in sorted(sandbox.state.users) if u > 2)
+    planned = _run(
+        "provision",
+        *("--tenants", str(tenants), "--snapshot", str(snapshot), "--tenant", "acme"),
+        *("--principal", str(uid), "--action", "disable_account", "--dry-run"),
+        *("--format", "csv"),
+    )
+    assert planned.exit_code == 0, planned.output
+    rows = {r["key"]: r["value"] for r in csv.DictReader(io.StringIO(planned.stdout))}
+    assert rows["status"] == "planned" and rows["principal_id"] == str(uid)
+    doctor = _run("doctor", "--tenants", str(tenants), "--tenant", "acme", "--format", "table")
+    assert doctor.exit_code == 0 and "acme/coupa: ok" in doctor.stderr
+    assert "round_trip_ms" in doctor.stdout and "┃ key" in doctor.stdout

@@ -180,8 +180,7 @@ def test_piped_progress_lines_come_at_any_log_level_with_live_request_counts() -
     err = io.StringIO()
     client_log = logging.getLogger("coupa_plugin.coupa.client")
     with SyncProgress(live=False, interval_s=5.0, err=err, clock=lambda: now[0]) as progress:
-        progress.begin("t", expected_users=None)
-        for attempt, status in ((1, 200), (1, 429), (2, 200)):
+        for attempt, status in ((1, 200), (1, 429), (2, 200)):  # configure's requests
             client_log.debug(
                 "request",
                 extra={
@@ -193,6 +192,7 @@ def test_piped_progress_lines_come_at_any_log_level_with_live_request_counts() -
                     "elapsed_ms": 1.0,
                 },
             )
+        progress.begin("t", expected_users=None)  # counted requests are kept
         progress.advance("t", "resources", "user")
         assert err.getvalue() == ""  # not yet 5 s
         now[0] = 5.0

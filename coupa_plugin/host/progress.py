@@ -141,8 +141,16 @@ class SyncProgress:
     # -- what the host reports --------------------------------------------------------------
 
     def begin(self, tenant_id: str, expected_users: int | None) -> None:
+        """The run starts after ``configure``, whose requests and time stay counted (as in the
+        run's own elapsed time)."""
         with self._lock:
-            self.tenants[tenant_id] = _TenantProgress(self._clock(), expected_users or None)
+            seen = self.tenants.get(tenant_id)
+            tenant = self.tenants[tenant_id] = _TenantProgress(
+                self._clock(), expected_users or None
+            )
+            if seen is not None:
+                tenant.started, tenant.requests = seen.started, seen.requests
+                tenant.retries, tenant.throttled = seen.retries, seen.throttled
             self._last_report[tenant_id] = self._clock()
 
     def advance(self, tenant_id: str, phase: str, item_type: str) -> None:

@@ -125,7 +125,7 @@ def _pick(
             skipped = sum(1 for r in runs if r.outcome == "complete" and r.partial)
             raise ConfigurationError(
                 f"{tenant_id}/{plugin} has {len(whole)} complete full run(s); "
-                f"{'a diff needs two' if needed == 2 else 'an export needs one'}"
+                f"{'a diff needs two' if needed == 2 else 'this command needs one'}"
                 + (
                     f" ({skipped} partial run(s) skipped: name one with --run/--from/--to and "
                     "--allow-partial to use it)"
