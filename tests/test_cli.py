@@ -84,13 +84,13 @@ def test_provision_command(tmp_path: Path, server: SandboxServer) -> None:
         main, [*base, "--action", "grant", "--entitlement", "role:4:member", "--dry-run"]
     )
     assert planned.exit_code == 0, planned.output
-    assert json.loads(planned.output)["status"] == "planned"
+    assert json.loads(planned.stdout)["status"] == "planned"
     assert 4 not in state.users[uid]["roles"]
     applied = runner.invoke(main, [*base, "--action", "grant", "--entitlement", "role:4:member"])
-    assert json.loads(applied.output)["status"] == "applied"
+    assert json.loads(applied.stdout)["status"] == "applied"
     assert 4 in state.users[uid]["roles"]
     renamed = runner.invoke(main, [*base, "--action", "update_account", "--attr", "firstname=Zed"])
-    assert json.loads(renamed.output)["status"] == "applied"
+    assert json.loads(renamed.stdout)["status"] == "applied"
     assert state.users[uid]["firstname"] == "Zed"
     unknown = runner.invoke(main, [*base, "--action", "grant", "--entitlement", "role:9999:member"])
     assert unknown.exit_code == 5 and "no role 9999" in unknown.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.cli import main
+from coupa_plugin.host.logfmt import configure_logging
 from coupa_plugin.host.progress import SyncProgress
 from coupa_plugin.host.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
@@ -62,7 +64,7 @@ def test_runs_lists_both(two_runs: tuple[Path, CoupaSandbox, int]) -> None:
     snapshot, _, _ = two_runs
     result = CliRunner().invoke(main, ["runs", "--snapshot", str(snapshot)])
     assert result.exit_code == 0
-    assert result.output.count("complete") == 2
+    assert result.stdout.count("complete") == 2
 
 
 def test_diff_reports_what_changed(two_runs: tuple[Path, CoupaSandbox, int]) -> None:
@@ -71,7 +73,7 @@ def test_diff_reports_what_changed(two_runs: tuple[Path, CoupaSandbox, int]) -> 
         main, ["diff", "--snapshot", str(snapshot), "--tenant", "acme", "--format", "json"]
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     added = {(g["entitlement_id"], g["principal_id"]) for g in report["grants_added"]}
     assert ("role:4:member", str(buyer)) in added
     assert [u["id"] for u in report["users_disabled"]] == ["7"]
@@ -86,7 +88,7 @@ def test_diff_reports_what_changed(two_runs: tuple[Path, CoupaSandbox, int]) -> 
     as_csv = CliRunner().invoke(
         main, ["diff", "--snapshot", str(snapshot), "--tenant", "acme", "--format", "csv"]
     )
-    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert {"grants_added", "users_disabled", "entitlements_new"} <= {r["change"] for r in rows}
 
 
@@ -140,13 +142,13 @@ def test_doctor_reports_mode_scopes_and_round_trip(
     tenants = _tenants(tmp_path, coupa_sandbox_server.url)
     result = CliRunner().invoke(main, ["doctor", "--tenants", str(tenants), "--tenant", "acme"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output.split("\n", 1)[1])
+    report = json.loads(result.stdout)
     assert report["mode"]["mode"] == "provisioning"
     assert report["round_trip_ms"]["probes"] == 5 and report["round_trip_ms"]["median"] > 0
     assert report["rate_limit"]["headroom_per_s"] == 1.0
     coupa_sandbox.state.add_client("sandbox-client", "sandbox-secret", READ_ONLY_SCOPES)
     narrow = CliRunner().invoke(main, ["doctor", "--tenants", str(tenants), "--tenant", "acme"])
-    report = json.loads(narrow.output.split("\n", 1)[1])
+    report = json.loads(narrow.stdout)
     assert report["mode"] == {
         "mode": "read-only",
         "why": "the OAuth client lacks core.user.write, core.user_group.write",
@@ -157,14 +159,56 @@ def test_doctor_reports_mode_scopes_and_round_trip(
     assert refused.exit_code == 4 and "authentication: FAILED" in refused.output
 
 
-def test_progress_summary_with_eta() -> None:
-    progress = SyncProgress(live=False, interval_s=3600)
-    progress.begin("t", expected_items=100)
+def test_progress_summary_with_eta_from_users() -> None:
+    now = [100.0]
+    progress = SyncProgress(live=False, interval_s=3600, err=io.StringIO(), clock=lambda: now[0])
+    progress.begin("t", expected_users=100)
     for _ in range(25):
         progress.advance("t", "resources", "user")
+    now[0] += 10.0
     progress.request_stats("t", requests=7, retries=1, throttled=2)
     summary = progress.summary("t")
-    assert summary["items"] == 25 and summary["resources.user"] == 25
+    assert summary["users"] == 25 and summary["resources.user"] == 25
     assert (summary["requests"], summary["retries"], summary["throttled"]) == (7, 1, 2)
-    assert summary["eta_s"] >= 0
+    assert summary["eta_s"] == 30.0  # 25 of 100 users in 10 s: 30 s to go
     assert progress._render().row_count == 1
+
+
+def test_piped_progress_lines_come_at_any_log_level_with_live_request_counts() -> None:
+    configure_logging(logging.WARNING)
+    now = [0.0]
+    err = io.StringIO()
+    client_log = logging.getLogger("coupa_plugin.coupa.client")
+    with SyncProgress(live=False, interval_s=5.0, err=err, clock=lambda: now[0]) as progress:
+        for attempt, status in ((1, 200), (1, 429), (2, 200)):  # configure's requests
+            client_log.debug(
+                "request",
+                extra={
+                    "tenant": "t",
+                    "method": "GET",
+                    "path": "/api/users",
+                    "status": status,
+                    "attempt": attempt,
+                    "elapsed_ms": 1.0,
+                },
+            )
+        progress.begin("t", expected_users=None)  # counted requests are kept
+        progress.advance("t", "resources", "user")
+        assert err.getvalue() == ""  # not yet 5 s
+        now[0] = 5.0
+        progress.advance("t", "resources", "user")
+    [line] = err.getvalue().splitlines()
+    assert "msg=progress" in line and "requests=3 retries=1 throttled=1" in line
+    assert "users=2" in line
+    assert logging.getLogger("coupa_plugin").level == logging.INFO  # restored
+
+
+def test_stamina_retry_lines_are_logfmt_and_only_when_verbose(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(logging.WARNING)
+    logging.getLogger("stamina").warning("stamina.retry_scheduled")
+    assert capsys.readouterr().err == ""
+    configure_logging(logging.INFO)
+    logging.getLogger("stamina").warning("stamina.retry_scheduled")
+    assert "logger=stamina msg=stamina.retry_scheduled" in capsys.readouterr().err

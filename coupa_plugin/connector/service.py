@@ -55,6 +55,7 @@ __all__ = ["PLUGIN_NAME", "CoupaConnector"]
 
 PLUGIN_NAME = "coupa"
 COUPA_RATE_LIMIT: Final = 25.0
+COUPA_REQUESTS_PER_SECOND: Final = 25
 log = logging.getLogger("coupa_plugin.connector")
 
 
@@ -140,6 +141,11 @@ class CoupaConnector:
         types, warnings = self._resource_types(grant)
         if "role" in types:
             warnings += self._check_role_catalog()
+        if self.settings.requests_per_second > COUPA_REQUESTS_PER_SECOND:
+            warnings.append(
+                f"requests_per_second {self.settings.requests_per_second:g} is above Coupa's "
+                f"documented limit of {COUPA_REQUESTS_PER_SECOND} requests/s: expect 429s"
+            )
         capabilities = {"discover_resources", "sync_grants", "incremental_sync", "targeted_sync"}
         if grant.mode == "provisioning":
             capabilities |= {f"provision:{action}" for action in PROVISION_ACTIONS}

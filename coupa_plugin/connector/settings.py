@@ -318,15 +318,20 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:
         raise ConfigurationError(
             f"unknown setting(s) {unknown}; known settings: {sorted(_KNOWN_KEYS)}"
         )
-    for spec in SETTINGS_SCHEMA:
-        if spec.required and spec.name not in section:
-            raise ConfigurationError(f"{spec.name}: required setting is missing")
-
-    values: dict[str, Any] = {
-        name: parse(name, section[name])
-        for name, parse in _FIELD_PARSERS.items()
-        if name in section
-    }
+    problems = [
+        f"{spec.name}: required setting is missing"
+        for spec in SETTINGS_SCHEMA
+        if spec.required and spec.name not in section
+    ]
+    values: dict[str, Any] = {}
+    for name, parse in _FIELD_PARSERS.items():
+        if name in section:
+            try:
+                values[name] = parse(name, section[name])
+            except ConfigurationError as exc:
+                problems.append(str(exc))
+    if problems:  # every problem at once, so one edit fixes the file
+        raise ConfigurationError("; ".join(problems))
     insecure = _boolean("allow_insecure_base_url", section.get("allow_insecure_base_url", False))
     if "base_url" in section:
         if not insecure:

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import attrs
 
+from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import (
     ConnectorStatus,
     ProvisionRequest,
@@ -19,17 +20,26 @@ from coupa_plugin.host.model import (
 from coupa_plugin.host.runner import Host
 from coupa_plugin.host.snapshot import SnapshotStore
 
-__all__ = ["ProgressSink", "SyncOutcome", "provision_one", "sync_tenant"]
+__all__ = ["ProgressSink", "SyncOutcome", "UnknownTypeError", "provision_one", "sync_tenant"]
 
 log = logging.getLogger("coupa_plugin.host")
 
 
-class ProgressSink(Protocol):
-    """Receives progress while a sync streams (``phase`` is ``resources`` or ``grants``)."""
+class UnknownTypeError(ConfigurationError):
+    """A sync asked for resource types the plugin does not offer for this tenant."""
 
-    def begin(self, tenant_id: str, expected_items: int | None) -> None: ...
+
+class ProgressSink(Protocol):
+    """Receives progress while a sync streams (``phase`` is ``resources`` or ``grants``).
+
+    ``expected_users`` is the number of users of the previous comparable complete run.
+    """
+
+    def begin(self, tenant_id: str, expected_users: int | None) -> None: ...
 
     def advance(self, tenant_id: str, phase: str, item_type: str) -> None: ...
+
+    def finish(self, tenant_id: str, state: str) -> None: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -45,6 +55,7 @@ class SyncOutcome:
     grants: int
     elapsed_s: float
     error: str | None = None
+    missing_users: tuple[str, ...] = ()
 
 
 def sync_tenant(
@@ -57,7 +68,10 @@ def sync_tenant(
 ) -> SyncOutcome:
     """configure, discover_resources and sync_grants for one plugin, streamed into ``store``.
 
-    Exceptions from the plugin propagate after the run was recorded as failed.
+    Resource types the plugin does not offer for the tenant are refused before a run is
+    recorded (:class:`UnknownTypeError`). Exceptions from the plugin propagate after the run was
+    recorded as failed (or interrupted). Users asked for by id that the plugin did not list are
+    named in ``missing_users``.
     """
     request = request or SyncRequest()
     started = time.monotonic()
@@ -74,21 +88,40 @@ def sync_tenant(
             grants=0,
             elapsed_s=0.0,
         )
+    if request.resource_types is not None:
+        unknown = sorted(request.resource_types - status.resource_types)
+        if unknown:
+            raise UnknownTypeError(
+                f"{tenant.id}/{plugin}: unknown or disabled resource type(s) {unknown}; "
+                f"this tenant offers {sorted(status.resource_types)}; nothing was synced"
+            )
     log.info("sync started", extra={"tenant": tenant.id, "plugin": plugin, "mode": status.mode})
     if progress:
         previous = store.last_complete(tenant.id, plugin, request)
-        progress.begin(tenant.id, previous.resources + previous.grants if previous else None)
+        progress.begin(tenant.id, store.count_users(previous.run_id) if previous else None)
     per_type: Counter[str] = Counter()
-    with store.run(tenant.id, plugin, request, status) as writer:
-        for resource in hooks.discover_resources(request) or ():
-            writer.add_resource(resource)
-            per_type[resource.type] += 1
-            if progress:
-                progress.advance(tenant.id, "resources", resource.type)
-        for grant in hooks.sync_grants(request) or ():
-            writer.add_grant(grant)
-            if progress:
-                progress.advance(tenant.id, "grants", grant.entitlement_id.split(":", 1)[0])
+    wanted_users = set(request.principal_ids or ())
+    try:
+        with store.run(tenant.id, plugin, request, status) as writer:
+            for resource in hooks.discover_resources(request) or ():
+                writer.add_resource(resource)
+                per_type[resource.type] += 1
+                if resource.type == "user":
+                    wanted_users.discard(resource.id)
+                if progress:
+                    progress.advance(tenant.id, "resources", resource.type)
+            for grant in hooks.sync_grants(request) or ():
+                writer.add_grant(grant)
+                if progress:
+                    progress.advance(tenant.id, "grants", grant.entitlement_id.split(":", 1)[0])
+    except BaseException as exc:
+        if progress:
+            progress.finish(
+                tenant.id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            )
+        raise
+    if progress:
+        progress.finish(tenant.id, "complete")
     elapsed = time.monotonic() - started
     log.info(
         "sync complete",
@@ -110,6 +143,7 @@ def sync_tenant(
         resources=per_type,
         grants=writer.grants,
         elapsed_s=elapsed,
+        missing_users=tuple(sorted(wanted_users)),
     )
 
 

@@ -4,14 +4,18 @@ A run is inserted as ``running`` before the first row arrives. Its rows are writ
 transaction that commits only when the plugin's streams ended normally; then the run becomes
 ``complete``. When anything fails the rows are rolled back and the run is recorded as
 ``failed`` with the error, so a partial stream is never stored as a complete snapshot.
-A ``running`` run that never finished (the process died) is incomplete as well.
+A run stopped by Ctrl-C or SIGTERM (:class:`Interrupted`) is recorded as ``interrupted``. A
+``running`` run that never finished (the process was killed) is incomplete as well.
+
+A run narrowed by resource type, user or ``since`` is *partial*: it is complete in itself but
+does not describe the whole tenant, so reports never pick it unless asked to.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +23,19 @@ from typing import Any
 
 import attrs
 
+from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import ConnectorStatus, Grant, Resource, SyncRequest
 
-__all__ = ["RunRecord", "RunWriter", "SnapshotStore"]
+__all__ = ["Interrupted", "RunRecord", "RunWriter", "SnapshotStore", "run_scope"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop (SIGINT or SIGTERM) while a run was streaming."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -32,7 +46,7 @@ CREATE TABLE IF NOT EXISTS runs (
     request       TEXT NOT NULL,
     started_at    TEXT NOT NULL,
     ended_at      TEXT,
-    outcome       TEXT NOT NULL CHECK (outcome IN ('running', 'complete', 'failed')),
+    outcome       TEXT NOT NULL CHECK (outcome IN ('running', 'complete', 'failed', 'interrupted')),
     error         TEXT,
     mode          TEXT,
     warnings      TEXT,
@@ -70,6 +84,7 @@ CREATE TABLE IF NOT EXISTS grants (
 ) WITHOUT ROWID;
 """
 _BATCH = 2_000
+_Args = tuple[Any, ...] | Mapping[str, Any]
 
 
 def _now() -> str:
@@ -84,6 +99,23 @@ def _request_json(request: SyncRequest) -> str:
             "principal_ids": sorted(request.principal_ids) if request.principal_ids else None,
         }
     )
+
+
+def run_scope(request_json: str) -> str:
+    """What narrowed a run (``types=role``, ``since=…``, ``users=3``), or ``""`` for a run over
+    the whole tenant."""
+    try:
+        request = json.loads(request_json)
+    except ValueError:
+        return "unknown"
+    parts = []
+    if request.get("resource_types") is not None:
+        parts.append("types=" + ",".join(request["resource_types"]))
+    if request.get("since") is not None:
+        parts.append(f"since={request['since']}")
+    if request.get("principal_ids") is not None:
+        parts.append(f"users={len(request['principal_ids'])}")
+    return " ".join(parts)
 
 
 def _kind(request: SyncRequest) -> str:
@@ -110,6 +142,12 @@ class RunRecord:
     resources: int
     entitlements: int
     grants: int
+    scope: str = ""
+
+    @property
+    def partial(self) -> bool:
+        """Narrowed by type, user or ``since``: not a picture of the whole tenant."""
+        return bool(self.scope)
 
 
 class RunWriter:
@@ -184,9 +222,36 @@ class SnapshotStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(_SCHEMA)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise ConfigurationError(
+                f"{self.path} is not a snapshot file (SQLite said: {exc})"
+            ) from None
+
+    def _migrate(self) -> None:
+        """Files written before runs could be ``interrupted`` get the wider CHECK."""
+        [sql] = self._conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+        ).fetchone()
+        if "'interrupted'" in sql:
+            return
+        new_sql = sql.replace("'failed')", "'failed', 'interrupted')").replace(
+            "TABLE runs", "TABLE runs_new", 1
+        )
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute(new_sql)
+        self._conn.execute("INSERT INTO runs_new SELECT * FROM runs")
+        self._conn.execute("DROP TABLE runs")
+        self._conn.execute("ALTER TABLE runs_new RENAME TO runs")
+        self._conn.execute(
+            "CREATE INDEX IF NOT EXISTS runs_by_tenant ON runs (tenant_id, plugin, run_id)"
+        )
+        self._conn.execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
@@ -223,9 +288,10 @@ class SnapshotStore:
             writer.flush()
         except BaseException as exc:
             self._conn.execute("ROLLBACK")
+            outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             self._conn.execute(
-                "UPDATE runs SET outcome = 'failed', ended_at = ?, error = ? WHERE run_id = ?",
-                (_now(), f"{type(exc).__name__}: {exc}", run_id),
+                "UPDATE runs SET outcome = ?, ended_at = ?, error = ? WHERE run_id = ?",
+                (outcome, _now(), f"{type(exc).__name__}: {exc}", run_id),
             )
             raise
         self._conn.execute(
@@ -239,21 +305,27 @@ class SnapshotStore:
         """Runs, oldest first, optionally of one tenant."""
         sql = (
             "SELECT run_id, tenant_id, plugin, kind, started_at, ended_at, outcome, error, mode,"
-            " resources, entitlements, grants FROM runs"
+            " resources, entitlements, grants, request FROM runs"
         )
         args: tuple[Any, ...] = ()
         if tenant_id is not None:
             sql += " WHERE tenant_id = ?"
             args = (tenant_id,)
         rows = self._conn.execute(sql + " ORDER BY run_id", args).fetchall()
-        names = [f.name for f in attrs.fields(RunRecord)]
-        return [RunRecord(**dict(zip(names, row, strict=True))) for row in rows]
+        names = [f.name for f in attrs.fields(RunRecord)][:-1]
+        return [
+            RunRecord(**dict(zip(names, row[:-1], strict=True)), scope=run_scope(row[-1]))
+            for row in rows
+        ]
 
-    def query(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def run_record(self, run_id: int) -> RunRecord | None:
+        return next((r for r in self.runs() if r.run_id == run_id), None)
+
+    def query(self, sql: str, args: _Args = ()) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts."""
         return list(self.stream(sql, args))
 
-    def stream(self, sql: str, args: tuple[Any, ...] = ()) -> Iterator[dict[str, Any]]:
+    def stream(self, sql: str, args: _Args = ()) -> Iterator[dict[str, Any]]:
         """Rows of a read-only query as dicts, one at a time."""
         cursor = self._conn.execute(sql, args)
         names = [d[0] for d in cursor.description]
@@ -263,12 +335,25 @@ class SnapshotStore:
     def last_complete(
         self, tenant_id: str, plugin: str, request: SyncRequest | None = None
     ) -> RunRecord | None:
-        """The newest complete run of a tenant and plugin (of the same kind as ``request``)."""
-        kind = _kind(request) if request is not None else None
+        """The newest complete run of a tenant and plugin: of the same kind and scope as
+        ``request``, or (without one) the newest complete run over the whole tenant."""
+        kind = _kind(request) if request is not None else "full"
+        scope = run_scope(_request_json(request)) if request is not None else ""
         for run in reversed(self.runs(tenant_id)):
-            if run.plugin == plugin and run.outcome == "complete" and kind in (None, run.kind):
+            if (
+                run.plugin == plugin
+                and run.outcome == "complete"
+                and run.kind == kind
+                and run.scope == scope
+            ):
                 return run
         return None
+
+    def count_users(self, run_id: int) -> int:
+        [count] = self._conn.execute(
+            "SELECT count(*) FROM resources WHERE run_id = ? AND type = 'user'", (run_id,)
+        ).fetchone()
+        return int(count)
 
     def grants(self, run_id: int) -> set[tuple[str, str]]:
         rows = self._conn.execute(

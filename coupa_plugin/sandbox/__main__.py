@@ -37,7 +37,12 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
                 raise click.BadParameter(f"{name}: expected true or false", param_hint="--quirk")
             value = raw.lower() == "true"
         elif isinstance(current, int):
-            value = int(raw)
+            try:
+                value = int(raw)
+            except ValueError:
+                raise click.BadParameter(
+                    f"{name}: expected an integer, got {raw!r}", param_hint="--quirk"
+                ) from None
         elif isinstance(current, frozenset):
             value = frozenset(v for v in raw.split(",") if v)
         else:
@@ -96,7 +101,14 @@ def main(
             seed=seed,
         ),
     )
-    server = SandboxServer(sandbox, host=host, port=port)
+    try:
+        server = SandboxServer(sandbox, host=host, port=port)
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot listen on {host}:{port}: {exc.strerror} (another process may hold the "
+            "port; --port 0 picks a free one)",
+            param_hint="--port",
+        ) from None
     click.echo(
         json.dumps(
             {

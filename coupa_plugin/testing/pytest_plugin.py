@@ -47,6 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def coupa_sandbox(request: pytest.FixtureRequest) -> CoupaSandbox:
+    """An in-memory Coupa sandbox with a generated tenant (50 users, seed 0, no rate limit);
+    tune it with ``@pytest.mark.coupa_sandbox(users=…, seed=…, quirks={…}, operations={…})``."""
     marker = request.node.get_closest_marker("coupa_sandbox")
     options = dict(marker.kwargs) if marker else {}
     operations = {"rate_limit": False, **options.get("operations", {})}
@@ -59,12 +61,15 @@ def coupa_sandbox(request: pytest.FixtureRequest) -> CoupaSandbox:
 
 @pytest.fixture
 def coupa_sandbox_server(coupa_sandbox: CoupaSandbox) -> Iterator[SandboxServer]:
+    """``coupa_sandbox`` served over HTTP on a free loopback port for the test's duration."""
     with SandboxServer(coupa_sandbox) as server:
         yield server
 
 
 @pytest.fixture
 def coupa_tenant(coupa_sandbox_server: SandboxServer, tmp_path: Path) -> Tenant:
+    """A ``Tenant`` whose ``coupa`` section points at ``coupa_sandbox_server`` (sandbox
+    credentials, a per-test ``state_dir``), ready for a host loading the plugin."""
     return Tenant(
         id="coupa-sandbox",
         plugins={

@@ -23,7 +23,11 @@ _ITEM_PATHS: Final = {
 
 
 class Refused(ProvisioningError):
-    """A rule refused the change before anything was written."""
+    """A rule refused the change (protected login, the API user, the last admin) before
+    anything was written. ``refused`` lets a host tell it from a failed write without importing
+    this class."""
+
+    refused: Final = True
 
 
 class Guards:
