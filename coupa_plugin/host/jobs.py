@@ -9,6 +9,7 @@ from typing import Protocol
 
 import attrs
 
+from coupa_plugin.host.facts import run_facts
 from coupa_plugin.host.model import (
     ConnectorStatus,
     ProvisionRequest,
@@ -89,6 +90,7 @@ def sync_tenant(
             writer.add_grant(grant)
             if progress:
                 progress.advance(tenant.id, "grants", grant.entitlement_id.split(":", 1)[0])
+    store.record_facts(writer.run_id, run_facts(tenant, plugin))
     elapsed = time.monotonic() - started
     log.info(
         "sync complete",
