@@ -12,6 +12,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from click.testing import CliRunner
 
@@ -20,6 +21,7 @@ from coupa_plugin.host.cli import main
 from coupa_plugin.host.facts import service_instance
 from coupa_plugin.host.model import Entitlement, Grant, Resource, SyncRequest
 from coupa_plugin.host.review import gather_review
+from coupa_plugin.host.review_html import render_review
 from coupa_plugin.host.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, Operations, SandboxServer, generate_tenant
 from tests.access_changes import change_access
@@ -27,6 +29,7 @@ from tests.browser import chromium, run_headless
 from tests.kit import truth_grants
 
 ADMIN = "role:2:member"
+HOSTILE = '</script><script>alert("x")</script><!--'
 
 
 class Page(HTMLParser):
@@ -268,9 +271,22 @@ def test_never_signed_in_when_the_records_say(tmp_path: Path) -> None:
             for uid in ("1", "2", "3"):
                 writer.add_grant(Grant(entitlement_id="role:7:member", principal_id=uid))
         result = gather_review(store, "t", "p", now=datetime(2026, 1, 2, tzinfo=UTC))
+        since = SyncRequest(since=datetime(2026, 1, 1, tzinfo=UTC))
+        with store.run("t", "p", since, None) as writer:
+            writer.add_resource(attrs.evolve(role, display_name=HOSTILE))
+            writer.add_resource(attrs.evolve(user("1", True, None), display_name=HOSTILE))
+            writer.add_grant(Grant(entitlement_id="role:7:member", principal_id="1"))
+        later = gather_review(store, "t", "p", now=datetime(2026, 1, 3, tzinfo=UTC), run_id=2)
     assert result.never_logged_in is not None
     assert [h.user.login for h in result.never_logged_in] == ["u1"]  # active, holds access
     assert result.facts == {} and result.against is None and result.changes is None
+    assert "Active accounts that never signed in: 1" in Page(render_review(result)).headings
+    # an incremental run is compared with the full run before it, and says what it covers
+    assert later.against is not None and later.against.run_id == 1
+    html = render_review(later)
+    assert "Run 2 is not a full run (incremental)" in html
+    assert HOSTILE not in html and "<script>alert" not in html  # names are text, never markup
+    assert Page(html).data["users"][0][2] == HOSTILE
 
 
 @pytest.mark.parametrize(

@@ -728,8 +728,8 @@ def render_review(review: Review) -> str:
     run = review.run
     title = f"Access review: {run.tenant_id}, run {run.run_id}"
     warning = (
-        f'<p class="warn">Run {run.run_id} is a {_e(run.kind)} run: it holds only the accounts '
-        "that run read, so counts and lists cover those accounts only.</p>"
+        f'<p class="warn">Run {run.run_id} is not a full run ({_e(run.kind)}): it holds only the '
+        "accounts that run read, so counts and lists cover those accounts only.</p>"
         if run.kind != "full"
         else ""
     )

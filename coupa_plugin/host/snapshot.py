@@ -313,7 +313,11 @@ class SnapshotStore:
 
     def facts(self, run_id: int) -> dict[str, str]:
         """The facts recorded with a run (empty for runs recorded before facts were kept)."""
-        self._facts_table()
+        kept = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run_facts'"
+        ).fetchone()
+        if kept is None:  # a snapshot written before facts were kept; read it as it is
+            return {}
         rows = self._conn.execute("SELECT key, value FROM run_facts WHERE run_id = ?", (run_id,))
         return dict(rows.fetchall())
 
