@@ -851,3 +851,43 @@ def doctor(tenants_file: Path, tenant_id: str, plugin_name: str, fmt: str) -> No
         sys.exit(_exit_code(exc))
     click.echo(f"{tenant_id}/{plugin_name}: ok", err=True)
     _write_mapping(report if isinstance(report, dict) else {"report": report}, fmt)
+
+
+@main.command()
+@SNAPSHOT_OPTION
+@click.option("--tenant", "tenant_id", required=True)
+@PLUGIN_OPTION
+@click.option("--run", "run_id", type=int, help="Run id (default: the last complete full run).")
+@click.option("--against", type=int, help="Compare with this run (default: the full run before).")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+def report(
+    snapshot: Path,
+    tenant_id: str,
+    plugin_name: str,
+    run_id: int | None,
+    against: int | None,
+    output: Path,
+) -> None:
+    """The access review of a run as one self-contained HTML file: facts, exceptions first,
+    changes since the previous full run, charts and a table per entitlement."""
+    from coupa_plugin.host.review import gather_review
+    from coupa_plugin.host.review_html import render_review
+
+    try:
+        with _open_store(snapshot) as store:
+            review = gather_review(
+                store,
+                tenant_id,
+                plugin_name,
+                now=datetime.now(UTC),
+                run_id=run_id,
+                against=against,
+            )
+        output.write_text(render_review(review), encoding="utf-8")
+    except ConfigurationError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(ConfigurationError(f"cannot write {output}: {exc.strerror}"))
+    click.echo(
+        f"wrote {output} ({output.stat().st_size:,} bytes) for run {review.run.run_id}", err=True
+    )

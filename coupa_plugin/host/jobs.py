@@ -10,6 +10,7 @@ from typing import Protocol
 import attrs
 
 from coupa_plugin.host.errors import ConfigurationError
+from coupa_plugin.host.facts import run_facts
 from coupa_plugin.host.model import (
     ConnectorStatus,
     ProvisionRequest,
@@ -120,6 +121,7 @@ def sync_tenant(
                 tenant.id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "FAILED"
             )
         raise
+    store.record_facts(writer.run_id, run_facts(tenant, plugin))
     if progress:
         progress.finish(tenant.id, "complete")
     elapsed = time.monotonic() - started

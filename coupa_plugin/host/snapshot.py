@@ -378,3 +378,43 @@ class SnapshotStore:
             }
             for t, i, d, desc, s, p in rows
         ]
+
+    # -- facts recorded with a run, and run look-ups for the access-review report ---------------
+
+    def _facts_table(self) -> None:
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS run_facts (run_id INTEGER NOT NULL REFERENCES runs"
+            " (run_id), key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (run_id, key))"
+            " WITHOUT ROWID"
+        )
+
+    def record_facts(self, run_id: int, facts: dict[str, str]) -> None:
+        """Keep facts about a run that its rows do not carry (instance, plugin version, …)."""
+        self._facts_table()
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO run_facts VALUES (?, ?, ?)",
+            [(run_id, key, value) for key, value in sorted(facts.items())],
+        )
+
+    def facts(self, run_id: int) -> dict[str, str]:
+        """The facts recorded with a run (empty for runs recorded before facts were kept)."""
+        kept = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run_facts'"
+        ).fetchone()
+        if kept is None:  # a snapshot written before facts were kept; read it as it is
+            return {}
+        rows = self._conn.execute("SELECT key, value FROM run_facts WHERE run_id = ?", (run_id,))
+        return dict(rows.fetchall())
+
+    def complete_before(
+        self, tenant_id: str, plugin: str, run_id: int, kind: str = "full"
+    ) -> list[RunRecord]:
+        """Complete runs of ``kind`` of a tenant and plugin older than ``run_id``, oldest first."""
+        return [
+            run
+            for run in self.runs(tenant_id)
+            if run.plugin == plugin
+            and run.outcome == "complete"
+            and run.kind == kind
+            and run.run_id < run_id
+        ]
