@@ -54,9 +54,10 @@ class CountingTransport(httpx.BaseTransport):
         self.statuses: Counter[int] = Counter()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
+        # counted when sent: a request still in flight when the sync ends counts too
         route = re.sub(r"/\d+", "/:id", request.url.path)
         self.routes[f"{request.method} {route}"] += 1
+        response = self.inner.handle_request(request)
         self.statuses[response.status_code] += 1
         return response
 
@@ -85,7 +86,7 @@ def plugin_worker(url: str, start_at: float, extra: dict[str, Any]) -> dict[str,
     fewest = 1 + sum(
         pages(kinds[k]) for k in ("user", "group", "role", "content_group", "account_group")
     )
-    requests = sum(transport.statuses.values())
+    requests = sum(transport.routes.values())
     return {
         "started": started,
         "ended": ended,
