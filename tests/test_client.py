@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -487,17 +489,127 @@ def test_limiter_allows_a_burst_then_paces() -> None:
     assert max(sum(1 for s in sent if a <= s < a + 1) for a in sent) <= 25
 
 
-def test_limiter_adapts_to_429_and_recovers() -> None:
+class Caller:
+    """A thread of its own running the actions it is given, one at a time (the pacer tells
+    requests apart by the thread that sent them, as the transport reports from that thread)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], threading.Event, list[Any]] | None]
+        self._jobs = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            action, done, box = job
+            box.append(action())
+            done.set()
+
+    def do(self, action: Callable[[], Any]) -> Any:
+        done, box = threading.Event(), []  # type: ignore[var-annotated]
+        self._jobs.put((action, done, box))
+        assert done.wait(10), "the action did not finish"
+        return box[0]
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def test_limiter_cuts_the_rate_once_for_the_429s_of_requests_in_flight() -> None:
     t = FakeTime()
-    limiter = RateLimiter(20.0, burst=1, clock=t.clock, sleep=t.sleep, recover_after=5)
+    limiter = RateLimiter(20.0, burst=1, clock=t.clock, sleep=t.sleep)
+    a, b, c, d = (Caller() for _ in range(4))
+    for caller in (a, b, c):  # three requests leave before any answer comes back
+        caller.do(limiter.acquire)
+    t.now = 0.2
+    for caller in (a, b, c):  # and all three come back 429
+        caller.do(lambda: limiter.throttled_by_server(1.0))
+    assert limiter.throttled == 3
+    assert limiter.rate_at(limiter._state, 1.2) == pytest.approx(14.0), "cut once, not thrice"
+    d.do(limiter.acquire)
+    assert t.now >= 1.2, "the next request waits out the one hold window"
+    # a request sent after the window that still meets a 429 is a new event
+    t.now = 1.3
+    d.do(lambda: limiter.throttled_by_server(1.0))
+    assert limiter.rate_at(limiter._state, 2.3) == pytest.approx((14.0 + 0.1 * 2.0) * 0.7)
+    for caller in (a, b, c, d):
+        caller.close()
+
+
+def test_limiter_recovers_in_proportion_to_time_not_to_successes() -> None:
+    t = FakeTime()
+    limiter = RateLimiter(20.0, burst=1, clock=t.clock, sleep=t.sleep, recover_per_s=0.1)
     limiter.acquire()
-    limiter.throttled_by_server(2.0)
-    assert limiter.rate == pytest.approx(14.0)
-    limiter.acquire()
-    assert t.now >= 2.0
-    for _ in range(30):
+    limiter.throttled_by_server(1.0)  # window until 1.0, rate 14
+    for _ in range(1_000):
         limiter.succeeded()
+    assert limiter.rate == pytest.approx(14.0), "successes alone change nothing"
+    t.now = 2.0
+    assert limiter.rate == pytest.approx(16.0)  # +10 % of the target per second
+    t.now = 2.5
+    assert limiter.rate == pytest.approx(17.0)
+    t.now = 60.0
     assert limiter.rate == 20.0
+
+
+def test_limiter_callers_already_waiting_respect_a_window_opened_meanwhile() -> None:
+    t = FakeTime()
+    first, second = Caller(), Caller()
+
+    def sleep(seconds: float) -> None:
+        t.now += seconds / 2
+        if not limiter.throttled:  # the first request's 429 arrives while the second waits
+            first.do(lambda: limiter.throttled_by_server(1.0))
+        t.now += seconds / 2
+
+    limiter = RateLimiter(20.0, burst=1, clock=t.clock, sleep=sleep)
+    first.do(limiter.acquire)
+    second.do(limiter.acquire)
+    assert t.now >= 0.025 + 1.0, "the waiting request did not go out during the window"
+    first.close()
+    second.close()
+
+
+def test_limiter_bursts_only_at_the_full_rate() -> None:
+    t = FakeTime()
+    limiter = RateLimiter(20.0, burst=5, clock=t.clock, sleep=t.sleep, recover_per_s=0.5)
+    limiter.throttled_by_server(0.0)
+    sent = []
+    for _ in range(5):
+        limiter.acquire()
+        sent.append(t.now)
+    assert all(b > a for a, b in itertools.pairwise(sent)), "no burst below the full rate"
+    t.now = 100.0  # long since recovered
+    sent = []
+    for _ in range(5):
+        limiter.acquire()
+        sent.append(t.now)
+    assert sent == [100.0] * 5
+
+
+def test_shared_limiter_reacts_once_to_an_event_seen_by_two_processes(tmp_path: Any) -> None:
+    from coupa_plugin.coupa.ratelimit import SharedRateLimiter
+
+    t = FakeTime()
+    t.now = 1_000.0
+    path = str(tmp_path / "pace.sqlite")
+    one, two = (
+        SharedRateLimiter(path, "https://acme.coupahost.com", 20.0, burst=1, clock=t.clock,
+                          sleep=t.sleep)
+        for _ in range(2)
+    )
+    one.acquire()
+    two.acquire()
+    t.now += 0.2
+    one.throttled_by_server(1.0)
+    two.throttled_by_server(1.0)  # sent before the window opened: the same event
+    assert one.throttled == two.throttled == 2
+    assert two.rate == pytest.approx(14.0)
+    t.now += 2.0  # one second after the window: +10 % of the target
+    assert one.rate == pytest.approx(16.0)
+    one.close()
+    two.close()
 
 
 def test_graphql_errors_and_role_fallback() -> None:
@@ -589,8 +701,7 @@ def test_shared_limiter_paces_several_workers_as_one(tmp_path: Any) -> None:
     started = time.time()
     other.acquire()
     assert time.time() - started < 0.5, "another instance has a budget of its own"
-    other.throttled_by_server(0.0)
+    other.throttled_by_server(60.0)
     assert other.rate == pytest.approx(rate * 0.7)
     again = SharedRateLimiter(path, "https://other.coupahost.com", rate, burst=1)
-    again.acquire()
     assert again.rate == pytest.approx(rate * 0.7), "a 429 slows every process down"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import attrs
@@ -139,8 +141,6 @@ class CoupaConnector:
                 f"tenant {self.tenant_id}: cannot reach Coupa at {self.settings.base_url}: {exc}"
             ) from None
         types, warnings = self._resource_types(grant)
-        if "role" in types:
-            warnings += self._check_role_catalog()
         if self.settings.requests_per_second > COUPA_REQUESTS_PER_SECOND:
             warnings.append(
                 f"requests_per_second {self.settings.requests_per_second:g} is above Coupa's "
@@ -199,17 +199,30 @@ class CoupaConnector:
                 f"account groups are off: the OAuth client lacks {ACCOUNT_GROUP_SCOPE}; grant it "
                 "to sync account groups"
             )
-        # Which scope each listing needs is undocumented: ask Coupa once.
-        for kind, path, scope, label in (
-            ("content_group", "/api/business_groups", CONTENT_GROUP_SCOPE, "content groups"),
-            ("account_group", "/api/account_groups", ACCOUNT_GROUP_SCOPE, "account groups"),
-        ):
-            if kind in types and (refusal := self._refused(path)):
+        # Which scope each listing needs is undocumented: ask Coupa once, every probe at once.
+        listings = [
+            (kind, path, scope, label)
+            for kind, path, scope, label in (
+                ("content_group", "/api/business_groups", CONTENT_GROUP_SCOPE, "content groups"),
+                ("account_group", "/api/account_groups", ACCOUNT_GROUP_SCOPE, "account groups"),
+            )
+            if kind in types
+        ]
+        probes: list[Callable[[], Any]] = [
+            functools.partial(self._refused, path) for _, path, _, _ in listings
+        ]
+        if "role" in types:
+            probes.append(self._check_role_catalog)
+        results = self._concurrently(probes)
+        for (kind, path, scope, label), refusal in zip(listings, results, strict=False):
+            if refusal:
                 types.discard(kind)
                 warnings.append(
                     f"{label} are off: Coupa answered GET {path} with {refusal}; "
                     f"grant {scope} to the OAuth client to sync them"
                 )
+        if "role" in types:
+            warnings += results[-1]
         if grant.mode == "read-only" and self.settings.mode == "auto":
             missing = ", ".join(sorted(WRITE_SCOPES - grant.scopes))
             warnings.append(
@@ -217,6 +230,16 @@ class CoupaConnector:
                 "provisioning is off"
             )
         return frozenset(types), warnings
+
+    @staticmethod
+    def _concurrently(calls: list[Callable[[], Any]]) -> list[Any]:
+        """The results of ``calls``, run at once (each is one request); the first failure is
+        raised after all have finished."""
+        if len(calls) < 2:
+            return [call() for call in calls]
+        with ThreadPoolExecutor(len(calls), thread_name_prefix="coupa-probe") as pool:
+            futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
 
     def _refused(self, path: str) -> str | None:
         """``HTTP <status>`` when Coupa refuses a listing (401, 403, 404), else None."""

@@ -3,16 +3,21 @@
 A full sync is one pass over the users (each record carries its roles, groups and license
 flags) plus one listing per catalog. ``discover_resources`` keeps the grants it saw in a
 compact spool, so a ``sync_grants`` for the same request that follows it replays them instead
-of reading every user again; the two hooks then describe the same moment.
+of reading every user again; the two hooks then describe the same moment. The catalog
+listings are read in the background while the users stream (from the moment the first user
+page has shown the server's page size), so the rate limit is never idle waiting for them; they
+stop when the host abandons the stream.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final, TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -34,7 +39,7 @@ from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Role, User, U
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
 
-__all__ = ["GrantSpool", "TenantSync", "guard"]
+__all__ = ["CatalogFetch", "GrantSpool", "TenantSync", "guard"]
 
 log = logging.getLogger("coupa_plugin.connector")
 T = TypeVar("T")
@@ -88,6 +93,56 @@ class GrantSpool:
         )
 
 
+class CatalogFetch:
+    """Catalog listings read in the background, each on a thread of its own, into lists.
+
+    ``start`` begins them (once); ``result`` waits for one and re-raises its failure;
+    ``cancel`` stops them: a listing stops before its next row (so before its next page)."""
+
+    def __init__(self, jobs: dict[str, Callable[[], Iterable[Any]]]) -> None:
+        self._jobs = jobs
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: dict[str, Future[list[Any]]] = {}
+
+    def start(self) -> None:
+        if self._pool is not None or not self._jobs or self._stop.is_set():
+            return
+        self._pool = ThreadPoolExecutor(len(self._jobs), thread_name_prefix="coupa-catalog")
+        self._futures = {
+            name: self._pool.submit(self._collect, job) for name, job in self._jobs.items()
+        }
+
+    def _collect(self, job: Callable[[], Iterable[Any]]) -> list[Any]:
+        rows: list[Any] = []
+        items = iter(job())
+        try:
+            for item in items:
+                if self._stop.is_set():
+                    break
+                rows.append(item)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a paged listing cancels the pages it has not started
+        return rows
+
+    def result(self, name: str) -> list[Any]:
+        self.start()
+        return self._futures[name].result()
+
+    def cancel(self) -> None:
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once every listing has finished (or was never started)."""
+        # a future cancelled by ``shutdown`` never notifies waiters: leave it out
+        running = [f for f in self._futures.values() if not f.cancelled()]
+        return not wait(running, timeout).not_done
+
+
 class TenantSync:
     """Reads one tenant for the sync hooks."""
 
@@ -103,6 +158,7 @@ class TenantSync:
         self.enabled_types = enabled_types
         self._clock = clock
         self._spool: GrantSpool | None = None
+        self.catalog_fetch: CatalogFetch | None = None  # the last discover pass's
 
     def forget_pass(self) -> None:
         """Drop the grants kept from the last discover pass (access is about to change)."""
@@ -136,38 +192,60 @@ class TenantSync:
     def discover(self, request: SyncRequest) -> Iterator[Resource]:
         return guard(self._discover(request), "discover_resources", self.tenant_id)
 
+    def _catalog_jobs(self, types: frozenset[str]) -> dict[str, Callable[[], Iterable[Any]]]:
+        client = self.client
+        jobs: dict[str, Callable[[], Iterable[Any]]] = {}
+        if "role" in types:
+            jobs["role"] = client.roles
+        if types & {"group", "approval_group"}:
+            jobs["group"] = client.user_groups
+        if "content_group" in types:
+            jobs["content_group"] = client.business_groups
+        if "account_group" in types:
+            jobs["account_group"] = client.account_groups
+        return jobs
+
     def _discover(self, request: SyncRequest) -> Iterator[Resource]:
         types = self.types_for(request)
-        flags: set[str] = set()
-        if types & {"user", "license"}:
-            flags |= self.client.discover_license_flags()
-        held: dict[str, dict[int, str | None]] = {kind: {} for _, kind in GRANT_SOURCES}
-        if "user" in types:
-            spool = GrantSpool(_request_key(request, types))
-            self._spool = None
-            for count, user in enumerate(self._users(request, flags), start=1):
-                yield user_resource(user)
-                flags.update(user.licenses)
-                for attribute, kind in GRANT_SOURCES:
-                    for ref in getattr(user, attribute):
-                        held[kind].setdefault(ref.id, ref.name)
-                spool.add(user.id, user_entitlements(user, types))
-                if count % 5000 == 0:
-                    log.info("users read", extra={"tenant": self.tenant_id, "users": count})
-            spool.complete_at = self._clock()
-            self._spool = spool
-        yield from self._catalogs(types, flags, held)
+        catalogs = self.catalog_fetch = CatalogFetch(self._catalog_jobs(types))
+        try:
+            flags: set[str] = set()
+            if types & {"user", "license"}:
+                flags |= self.client.discover_license_flags()
+            held: dict[str, dict[int, str | None]] = {kind: {} for _, kind in GRANT_SOURCES}
+            if "user" in types:
+                spool = GrantSpool(_request_key(request, types))
+                self._spool = None
+                for count, user in enumerate(self._users(request, flags), start=1):
+                    # the first page has shown the page size: the catalogs can go
+                    catalogs.start()
+                    yield user_resource(user)
+                    flags.update(user.licenses)
+                    for attribute, kind in GRANT_SOURCES:
+                        for ref in getattr(user, attribute):
+                            held[kind].setdefault(ref.id, ref.name)
+                    spool.add(user.id, user_entitlements(user, types))
+                    if count % 5000 == 0:
+                        log.info("users read", extra={"tenant": self.tenant_id, "users": count})
+                spool.complete_at = self._clock()
+                self._spool = spool
+            yield from self._catalogs(types, flags, held, catalogs)
+        finally:
+            catalogs.cancel()  # nothing left to do when complete; stops them when abandoned
         self.client.log_stats()
 
     def _catalogs(
-        self, types: frozenset[str], flags: set[str], held: dict[str, dict[int, str | None]]
+        self,
+        types: frozenset[str],
+        flags: set[str],
+        held: dict[str, dict[int, str | None]],
+        fetched: CatalogFetch,
     ) -> Iterator[Resource]:
-        client = self.client
         if "role" in types:
-            yield from self._roles(held["role"])
+            yield from self._roles(held["role"], fetched)
         groups: list[UserGroup] = []
         if types & {"group", "approval_group"}:
-            groups = list(client.user_groups())
+            groups = fetched.result("group")
         if "group" in types:
             listed = {g.id for g in groups}
             yield from (group_resource(g) for g in groups)
@@ -184,7 +262,7 @@ class TenantSync:
                 yield approval_group_resource(group)
         if "content_group" in types:
             listed_cg = set()
-            for cg in client.business_groups():
+            for cg in fetched.result("content_group"):
                 listed_cg.add(cg.id)
                 yield content_group_resource(cg)
             for cid, name in sorted(held["content_group"].items()):
@@ -192,7 +270,7 @@ class TenantSync:
                     yield content_group_resource(BusinessGroup(id=cid, name=name or str(cid)))
         if "account_group" in types:
             listed_ag = set()
-            for ag in client.account_groups():
+            for ag in fetched.result("account_group"):
                 listed_ag.add(ag.id)
                 yield account_group_resource(ag)
             for aid, name in sorted(held["account_group"].items()):
@@ -202,9 +280,10 @@ class TenantSync:
             for flag in sorted(flags):
                 yield license_resource(flag)
 
-    def _roles(self, held: dict[int, str | None]) -> Iterator[Resource]:
+    def _roles(self, held: dict[int, str | None], fetched: CatalogFetch) -> Iterator[Resource]:
+        roles: list[Role]
         try:
-            roles = list(self.client.roles())
+            roles = fetched.result("role")
         except (GraphQLError, CoupaError) as exc:
             if isinstance(exc, GraphQLError) or getattr(exc, "status", None) in {403, 404}:
                 log.warning(

@@ -41,7 +41,7 @@ from coupa_plugin.coupa.models import (
     is_license_flag,
     structure_user,
 )
-from coupa_plugin.coupa.paging import MAX_PAGE, read_all, read_keyset
+from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import RateLimiter, SharedRateLimiter
 from coupa_plugin.coupa.scopes import (
     OPTIONAL_SCOPES,
@@ -104,7 +104,7 @@ class ClientConfig:
     client_secret: Secret
     mode: Mode = "auto"
     requests_per_second: float = 24.0
-    burst: int = 5
+    burst: int = 16  # Coupa allows bursts of 20; the rest is margin for jitter
     max_in_flight: int = 8
     timeout_s: float = 30.0
     retry_attempts: int = 8
@@ -201,6 +201,7 @@ class CoupaClient:
             config.max_in_flight, thread_name_prefix=f"coupa-{config.tenant}"
         )
         self._grant: ScopeGrant | None = None
+        self._page_size = PageSize()
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
@@ -486,7 +487,13 @@ class CoupaClient:
             return page
 
         return read_all(
-            fetch, self._executor, limit=MAX_PAGE, in_flight=self.config.max_in_flight, what=what
+            fetch,
+            self._executor,
+            limit=MAX_PAGE,
+            in_flight=self.config.max_in_flight,
+            what=what,
+            page_size=self._page_size,
+            saturated=self.limiter.saturated,
         )
 
     def graphql(self, query: str) -> dict[str, Any]:

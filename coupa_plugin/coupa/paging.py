@@ -4,8 +4,10 @@ Coupa pages with ``limit`` (at most 50) and ``offset`` in ascending id order and
 users, so offsets are stable while a listing is read. The reader does not trust the page size:
 a short page is only the end when the next offset comes back empty, so a server that caps
 pages below the ``limit`` asked for is read completely (the stride adapts to the cap it
-observes). A server that ignores ``offset`` (the same ids again) is detected and reported
-instead of looping.
+observes). Once any listing of a client has been served a full page of the ``limit`` asked
+for (``PageSize``), a short page of another listing is its end too: Coupa's page limit is the
+same for every listing. A server that ignores ``offset`` (the same ids again) is detected and
+reported instead of looping.
 """
 
 from __future__ import annotations
@@ -15,12 +17,21 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, Final
 
+import attrs
+
 from coupa_plugin.coupa.errors import PagingError
 
-__all__ = ["MAX_PAGE", "read_all", "read_keyset"]
+__all__ = ["MAX_PAGE", "PageSize", "read_all", "read_keyset"]
 
 MAX_PAGE: Final = 50
 Page = list[dict[str, Any]]
+
+
+@attrs.define
+class PageSize:
+    """What one server has shown of its page size, shared by the listings of one client."""
+
+    served_in_full: int = 0  # the largest ``limit`` the server has served a full page of
 
 
 def read_all(
@@ -31,22 +42,28 @@ def read_all(
     in_flight: int = 4,
     what: str = "listing",
     max_rows: int = 50_000_000,
+    page_size: PageSize | None = None,
+    saturated: Callable[[], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield every row of an offset-paged listing, in order, exactly once.
 
     ``fetch(offset, limit)`` returns one page. The first page is read alone; once the server
     has shown how many rows it serves per page, pages are requested ahead of the one being
     consumed (with an ``executor``). The depth starts at one and grows, up to ``in_flight``,
-    each time the consumer has to wait for a page: deep enough to hide the network's latency,
-    no deeper, so a short listing costs few requests past its end and a fast server is not
-    flooded with threads competing for the interpreter.
+    each time the consumer has to wait for a page, unless ``saturated()`` says the pacer is
+    already sending at its full rate (then a deeper pipeline only queues pages that may lie
+    past the end): deep enough to hide the network's latency, no deeper, so a listing costs
+    few requests past its end and a fast server is not flooded with threads competing for the
+    interpreter. Pages not yet started when the end shows are cancelled.
 
-    A page shorter than the page size the server has already served in full is the last one.
-    Before that size is known, a short page is followed by a request at the next offset, and
-    the listing ends only when that comes back empty.
+    A page shorter than the page size the server has already served in full (in this listing
+    or, with a shared ``page_size``, in another) is the last one. Before that size is known, a
+    short page is followed by a request at the next offset, and the listing ends only when
+    that comes back empty.
     """
     stride = limit
-    proven = False  # the server has served a full page of ``stride`` rows
+    # the server has served a full page of ``stride`` rows
+    proven = page_size is not None and page_size.served_in_full >= limit
     consumed = 0  # rows yielded so far == the offset of the next row wanted
     seen: set[Any] = set()
     pending: deque[tuple[int, Future[Page] | Page]] = deque()
@@ -76,12 +93,18 @@ def read_all(
         while pending:
             offset, item = pending.popleft()
             if isinstance(item, Future):
-                if not item.done() and depth < in_flight:
+                if (
+                    not item.done()
+                    and depth < in_flight
+                    and (saturated is None or not saturated())
+                ):
                     # the consumer is waiting on the network: keep one more page in flight
                     depth += 1
                 page = item.result()
             else:
                 page = item
+            if page_size is not None and len(page) == limit == stride:
+                page_size.served_in_full = limit  # other listings may trust short pages now
             for row in page:
                 key = row.get("id")
                 if key is None:

@@ -2,9 +2,13 @@
 
 Coupa allows 25 requests per second with a burst of 20 (a leaky bucket). The pacer spaces
 requests with the generic cell rate algorithm: at most ``rate`` per second on average and at
-most ``burst`` at once. When Coupa answers 429 anyway (another integration shares the
-instance, or the clock drifts) the rate drops multiplicatively and every caller waits out a
-cool-down; it creeps back towards the configured rate after a run of successes.
+most ``burst`` at once. When Coupa answers 429 anyway (another worker or integration shares
+the instance, or the clock drifts) the pacer reacts once per event: the rate drops by 30 %
+and every caller waits out one hold window (``Retry-After``, or a second). The 429s of the
+other requests that were already on their way when the window opened belong to the same event
+and change nothing. After the window the rate climbs back towards the configured one in
+proportion to the time elapsed (``recover_per_s`` of it each second), and bursts resume only
+at the full rate, so a pacer that has just been told to slow down does not spend a burst.
 
 Fixed-window limiters let a whole window's quota through at a boundary, which overflows a
 20-request bucket; that is why this small pacer is written here rather than taken from a
@@ -16,8 +20,20 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
-__all__ = ["RateLimiter", "SharedRateLimiter"]
+__all__ = ["PaceState", "RateLimiter", "SharedRateLimiter"]
+
+CUT: float = 0.7  # the share of the rate kept after a 429 event
+
+
+class PaceState(NamedTuple):
+    """What a pacer remembers; the shared pacer keeps it in SQLite."""
+
+    tat: float  # theoretical arrival time of the next request
+    hold_until: float  # no request leaves before this (the last 429 event's window)
+    floor: float  # the rate set by the last 429 event; it grows back after the window
+    throttled: int  # 429s seen
 
 
 class RateLimiter:
@@ -29,58 +45,105 @@ class RateLimiter:
         burst: int = 5,
         *,
         min_rate: float = 1.0,
-        recover_after: int = 50,
+        recover_per_s: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be positive and burst at least 1")
+        if rate <= 0 or burst < 1 or recover_per_s <= 0:
+            raise ValueError("rate and recover_per_s must be positive and burst at least 1")
         self.target = rate
-        self.rate = rate
         self.burst = burst
         self.min_rate = min(min_rate, rate)
-        self._recover_after = recover_after
+        self.recover_per_s = recover_per_s
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._tat = clock()  # theoretical arrival time of the next request
-        self._hold_until = 0.0
-        self._successes = 0
+        self._local = threading.local()
+        self._state = PaceState(tat=clock(), hold_until=0.0, floor=rate, throttled=0)
         self.waited_s = 0.0
-        self.throttled = 0
+
+    # -- the pacing rules, on a state (the shared pacer applies them to the row in SQLite) ---
+
+    def rate_at(self, state: PaceState, now: float) -> float:
+        """The rate in force at ``now``: the floor during the hold window, then growing by
+        ``recover_per_s`` of the target each second until it is back at the target."""
+        if state.floor >= self.target or now <= state.hold_until:
+            return min(state.floor, self.target)
+        grown = state.floor + (now - state.hold_until) * self.recover_per_s * self.target
+        return min(self.target, grown)
+
+    def _take(self, state: PaceState, now: float) -> tuple[PaceState, float]:
+        """Reserve the next slot: the new state and the time the request may leave."""
+        rate = self.rate_at(state, now)
+        interval = 1.0 / rate
+        burst = self.burst if rate >= self.target else 1
+        start = max(state.tat, now, state.hold_until)
+        send_at = max(now, state.hold_until, start - (burst - 1) * interval)
+        return state._replace(tat=start + interval), send_at
+
+    def _throttle(
+        self, state: PaceState, now: float, sent_at: float | None, retry_after: float | None
+    ) -> PaceState:
+        state = state._replace(throttled=state.throttled + 1)
+        if sent_at is not None and sent_at < state.hold_until:
+            return state  # sent before the current window opened: the same event
+        hold = now + (retry_after if retry_after is not None else 1.0)
+        floor = max(self.min_rate, self.rate_at(state, now) * CUT)
+        return state._replace(hold_until=max(hold, state.hold_until), floor=floor, tat=hold)
+
+    # -- the in-process pacer -------------------------------------------------------------
+
+    def _current(self) -> PaceState:
+        return self._state
+
+    @property
+    def rate(self) -> float:
+        """The rate in force now."""
+        return self.rate_at(self._current(), self._clock())
+
+    @property
+    def throttled(self) -> int:
+        """429s seen (by every process sharing the state, for the shared pacer)."""
+        return self._current().throttled
+
+    def saturated(self) -> bool:
+        """True when requests already leave at the full rate: one more would only queue."""
+        state, now = self._current(), self._clock()
+        return state.tat - now > 1.0 / self.rate_at(state, now)
+
+    def _update_take(self, now: float) -> float:
+        with self._lock:
+            self._state, send_at = self._take(self._state, now)
+        return send_at
 
     def acquire(self) -> float:
-        """Block until a request may be sent; returns the seconds waited."""
-        with self._lock:
+        """Block until a request may be sent; returns the seconds waited.
+
+        A caller already waiting when a 429 opens a hold window waits for the window too.
+        """
+        waited = 0.0
+        while True:
             now = self._clock()
-            interval = 1.0 / self.rate
-            start = max(self._tat, now, self._hold_until)
-            send_at = max(now, self._hold_until, start - (self.burst - 1) * interval)
-            self._tat = start + interval
-        wait = send_at - now
-        if wait > 0:
+            wait = self._update_take(now) - now
+            if wait <= 0:
+                break
             self._sleep(wait)
+            waited += wait
+            if self._clock() >= self._current().hold_until:
+                break
+        self._local.sent_at = self._clock()
+        if waited:
             with self._lock:
-                self.waited_s += wait
-        return max(wait, 0.0)
+                self.waited_s += waited
+        return waited
 
     def throttled_by_server(self, retry_after: float | None) -> None:
-        """Coupa said 429: slow down and let every caller wait before the next request."""
+        """Coupa said 429 to the request this thread sent last."""
+        sent_at = getattr(self._local, "sent_at", None)
         with self._lock:
-            self.throttled += 1
-            self._successes = 0
-            self.rate = max(self.min_rate, self.rate * 0.7)
-            pause = retry_after if retry_after is not None else 1.0
-            self._hold_until = max(self._hold_until, self._clock() + pause)
+            self._state = self._throttle(self._state, self._clock(), sent_at, retry_after)
 
     def succeeded(self) -> None:
-        """A request went through; after enough in a row, speed back up towards the target."""
-        with self._lock:
-            if self.rate >= self.target:
-                return
-            self._successes += 1
-            if self._successes >= self._recover_after:
-                self._successes = 0
-                self.rate = min(self.target, self.rate * 1.1)
+        """A request went through. Recovery depends on time, not on counts: nothing to do."""
 
 
 _SHARED_SCHEMA = """
@@ -99,9 +162,10 @@ class SharedRateLimiter(RateLimiter):
     """The same pacer, with its state in a SQLite file that several processes share.
 
     Coupa's limit is per instance, so workers that sync one instance in parallel must share
-    one budget: point them at the same file and each request takes its turn from it. State is
-    kept per ``instance`` (the base URL), in wall-clock time; ``rate`` should be the budget of
-    the instance as a whole.
+    one budget: point them at the same file and each request takes its turn from it; a 429
+    seen by one worker opens the hold window for all of them, once. State is kept per
+    ``instance`` (the base URL), in wall-clock time; ``rate`` should be the budget of the
+    instance as a whole.
     """
 
     def __init__(
@@ -112,15 +176,16 @@ class SharedRateLimiter(RateLimiter):
         burst: int = 5,
         *,
         min_rate: float = 1.0,
-        recover_after: int = 50,
+        recover_per_s: float = 0.1,
+        clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(
             rate,
             burst,
             min_rate=min_rate,
-            recover_after=recover_after,
-            clock=time.time,
+            recover_per_s=recover_per_s,
+            clock=clock,
             sleep=sleep,
         )
         import sqlite3
@@ -149,21 +214,21 @@ class SharedRateLimiter(RateLimiter):
     def close(self) -> None:
         self._db.close()
 
-    def _update(
-        self,
-        change: Callable[[float, float, float, int, int], tuple[float, float, float, int, int]],
-    ) -> tuple[float, float, float, int, int]:
+    def _read(self) -> PaceState:
+        # the ``rate`` column holds the floor; ``successes`` is no longer used
+        tat, hold, floor, throttled = self._db.execute(
+            "SELECT tat, hold_until, rate, throttled FROM pacing WHERE instance = ?",
+            (self.instance,),
+        ).fetchone()
+        return PaceState(tat, hold, floor, throttled)
+
+    def _update(self, change: Callable[[PaceState], PaceState]) -> PaceState:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row = self._db.execute(
-                    "SELECT tat, hold_until, rate, successes, throttled FROM pacing"
-                    " WHERE instance = ?",
-                    (self.instance,),
-                ).fetchone()
-                new = change(*row)
+                new = change(self._read())
                 self._db.execute(
-                    "UPDATE pacing SET tat = ?, hold_until = ?, rate = ?, successes = ?,"
+                    "UPDATE pacing SET tat = ?, hold_until = ?, rate = ?, successes = 0,"
                     " throttled = ? WHERE instance = ?",
                     (*new, self.instance),
                 )
@@ -171,52 +236,26 @@ class SharedRateLimiter(RateLimiter):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self.rate, self.throttled = new[2], new[4]
+            self._state = new
             return new
 
-    def acquire(self) -> float:
-        now = self._clock()
+    def _update_take(self, now: float) -> float:
         send_at = now
 
-        def take(
-            tat: float, hold: float, rate: float, ok: int, thr: int
-        ) -> tuple[float, float, float, int, int]:
+        def take(state: PaceState) -> PaceState:
             nonlocal send_at
-            interval = 1.0 / rate
-            start = max(tat, now, hold)
-            send_at = max(now, hold, start - (self.burst - 1) * interval)
-            return start + interval, hold, rate, ok, thr
+            state, send_at = self._take(state, now)
+            return state
 
         self._update(take)
-        wait = send_at - now
-        if wait > 0:
-            self._sleep(wait)
-            self.waited_s += wait
-        return max(wait, 0.0)
+        return send_at
+
+    def _current(self) -> PaceState:
+        with self._lock:
+            self._state = self._read()
+        return self._state
 
     def throttled_by_server(self, retry_after: float | None) -> None:
-        pause = retry_after if retry_after is not None else 1.0
+        sent_at = getattr(self._local, "sent_at", None)
         now = self._clock()
-        self._update(
-            lambda tat, hold, rate, ok, thr: (
-                tat,
-                max(hold, now + pause),
-                max(self.min_rate, rate * 0.7),
-                0,
-                thr + 1,
-            )
-        )
-
-    def succeeded(self) -> None:
-        def recover(
-            tat: float, hold: float, rate: float, ok: int, thr: int
-        ) -> tuple[float, float, float, int, int]:
-            if rate >= self.target:
-                return tat, hold, rate, ok, thr
-            ok += 1
-            if ok >= self._recover_after:
-                return tat, hold, min(self.target, rate * 1.1), 0, thr
-            return tat, hold, rate, ok, thr
-
-        if self.rate < self.target:
-            self._update(recover)
+        self._update(lambda state: self._throttle(state, now, sent_at, retry_after))
