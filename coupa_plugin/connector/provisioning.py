@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any, Final, Literal
 
 from coupa_plugin.connector.journal import Journal, JournalEntry
-from coupa_plugin.connector.mapping import parse_entitlement_id, user_grants
+from coupa_plugin.connector.mapping import check_grantable, parse_entitlement_id, user_grants
 from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError, CoupaTransportError
 from coupa_plugin.coupa.client import GraphQLError
 from coupa_plugin.coupa.models import User, structure_user
@@ -63,6 +63,8 @@ _ATTRIBUTES: Final = {
     "manager": "manager",
 }
 _REQUIRED: Final = ("login", "email", "firstname", "lastname")
+# read with the sync's fields, plus the attributes update_account compares
+_READ_EXTRA: Final = tuple(key for key in _ATTRIBUTES.values() if key != "manager")
 _REPLANS: Final = 3
 
 
@@ -137,7 +139,7 @@ class Provisioner:
     def read(self, user_id: int) -> tuple[User, dict[str, Any]]:
         """The user as Coupa has it now (a full record, read fresh)."""
         try:
-            raw = self.client.get(f"/api/users/{user_id}")
+            raw = self.client.user_raw(user_id, _READ_EXTRA)
         except CoupaHTTPError as exc:
             if exc.status == 404:
                 raise NotFoundError(f"Coupa has no user {user_id}") from None
@@ -236,6 +238,7 @@ class Provisioner:
                 f"entitlement {request.entitlement_id!r}: resource type {kind!r} "
                 "is not enabled for this tenant"
             )
+        check_grantable(kind, ident)
         user, raw = self.read(user_id)
         if kind == "license":
             return self._license(user, raw, ident, granting, request.dry_run)
@@ -804,6 +807,7 @@ class Provisioner:
             if parsed is None or parsed[0] not in self._grant_types():
                 raise NotFoundError(f"unknown entitlement {entitlement!r}; nothing was written")
             kind, ident, _ = parsed
+            check_grantable(kind, ident)
             if kind == "role":
                 self._require_exists("role", int(ident))
                 roles.add(int(ident))
