@@ -315,6 +315,19 @@ def test_an_expired_graphql_token_is_replaced() -> None:
     assert sandbox.tokens_issued == 4
 
 
+def test_a_flag_the_plugin_does_not_know_is_provisioned_by_a_fresh_process(
+    tmp_path: Path,
+) -> None:
+    sandbox = make("lenient", users=30)
+    plugin, t = plugin_for(sandbox), tenant(state_dir=str(tmp_path))
+    uid = next(u for u, r in sandbox.state.users.items() if u > 2 and not r["navi-agent-user"])
+    entitlement = "license:navi-agent-user:assigned"
+    provision(plugin, t, action="grant", entitlement_id=entitlement, principal_id=str(uid))
+    assert sandbox.state.users[uid]["navi-agent-user"] is True
+    reads = [e.query for e in sandbox.log if (e.method, e.route) == ("GET", "/api/users/:id")]
+    assert reads and all("navi_agent_user" in q for q in reads), "named in every read"
+
+
 def test_an_unknown_flag_is_refused_with_not_found(tmp_path: Path) -> None:
     sandbox = make("unknown_fields_refused", users=30)
     plugin, t = plugin_for(sandbox), tenant(state_dir=str(tmp_path))

@@ -233,7 +233,8 @@ class CoupaClient:
         self._graphql_auth = CoupaAuth(self.read_tokens)
         self._graphql_http = api_client(self._graphql_auth)
         self.fields = TenantFields()
-        self._license_flags: frozenset[str] = frozenset()
+        self._license_flags: frozenset[str] = frozenset()  # seen on this tenant
+        self._flags_discovered = False
         self._executor = ThreadPoolExecutor(
             config.max_in_flight, thread_name_prefix=f"coupa-{config.tenant}"
         )
@@ -621,6 +622,7 @@ class CoupaClient:
         )
         with self._lock:
             self._license_flags |= found
+            self._flags_discovered = True
         return found
 
     def users_raw(
@@ -698,6 +700,8 @@ class CoupaClient:
     def user_raw(self, user_id: int, extra: Iterable[str] = ()) -> dict[str, Any]:
         """One user's payload, read with the sync's fields (:meth:`user_fields`) plus ``extra``
         top-level names: never unfiltered, so newer flags are there too."""
+        if not self._flags_discovered:  # flags this plugin does not know are named too
+            self.discover_license_flags()
         payload = self.get_fields(f"/api/users/{user_id}", self.user_fields().plus(extra))
         if not isinstance(payload, dict):
             raise CoupaResponseError(f"GET /api/users/{user_id}: expected a JSON object")
