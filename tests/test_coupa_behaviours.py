@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from coupa_plugin.coupa.errors import CoupaHTTPError
 from coupa_plugin.coupa.fields import FieldSpec, FieldsRefusedError, TenantFields
@@ -431,3 +433,42 @@ def test_a_throttled_token_request_mid_run_is_retried() -> None:
     resources, _ = sync(plugin_for(sandbox), tenant())
     assert ("role", "10102") in {(r.type, r.id) for r in resources}
     assert tokens[0] == 3
+
+
+OPTIONAL_FIELDS = (
+    "users.intake-user",
+    "users.fullname",
+    "users.sso-identifier",
+    "users.employee-number",
+    "users.msp-user",
+    "account_groups.description",
+    "account_groups.active",
+    "user_groups.description",
+    "user_groups.can-approve",
+    "business_groups.description",
+)
+
+
+@given(lacks=st.frozensets(st.sampled_from(OPTIONAL_FIELDS)), refuse=st.booleans())
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_missing_optional_field_never_fails_a_sync(lacks: frozenset[str], refuse: bool) -> None:
+    sandbox = CoupaSandbox(
+        generate_tenant(users=60, seed=5),
+        quirks=Quirks(refuse_unknown_fields=refuse, schema_lacks=lacks),
+        operations=Operations(rate_limit=False),
+    )
+    plugin, t = plugin_for(sandbox), tenant()
+    resources, grants = sync(plugin, t)
+    want_resources, want_grants = expected(sandbox)
+    if "user_groups.can-approve" in lacks:  # approval groups then come from users alone
+        want_resources = {
+            (k, i)
+            for k, i in want_resources
+            if k != "approval_group"
+            or any(int(i) in u["approval-groups"] for u in sandbox.state.users.values())
+        }
+    assert {(r.type, r.id) for r in resources} == want_resources
+    assert grants == want_grants
+    refusals = len(_refusals(sandbox))
+    sync(plugin, t)
+    assert len(_refusals(sandbox)) == refusals, "nothing is refused twice"

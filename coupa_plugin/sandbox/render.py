@@ -126,7 +126,7 @@ class Renderer:
     def user_group(
         self, group: Mapping[str, Any], fields: list[Any] | None = None
     ) -> dict[str, Any]:
-        out = dict(group)
+        out = self.strip("user_groups", group)
         out["users"] = [
             self.user_simple(uid) for uid in sorted(self.state.members_of.get(group["id"], {}))
         ]
