@@ -5,13 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Ref, Role, User, UserGroup
+from coupa_plugin.coupa.models import (
+    READ_ONLY_LICENSE_FLAGS,
+    AccountGroup,
+    BusinessGroup,
+    Ref,
+    Role,
+    User,
+    UserGroup,
+)
+from coupa_plugin.host.errors import ProvisioningError
 from coupa_plugin.host.model import Entitlement, Grant, Resource
 
 __all__ = [
     "GRANT_SOURCES",
     "account_group_resource",
     "approval_group_resource",
+    "check_grantable",
     "content_group_resource",
     "entitlement_id",
     "group_resource",
@@ -86,7 +96,26 @@ def license_name(flag: str) -> str:
     return " ".join(w.upper() if len(w) <= 3 else w.capitalize() for w in words)
 
 
-def _entitlement(kind: str, ident: object, display: str, description: str | None) -> Entitlement:
+def check_grantable(kind: str, ident: str) -> None:
+    """Refuse, before anything is written, an entitlement Coupa does not let anyone change.
+
+    :raises ProvisioningError: ``ident`` is a license flag Coupa marks read-only.
+    """
+    if kind == "license" and ident in READ_ONLY_LICENSE_FLAGS:
+        raise ProvisioningError(
+            f"refused: license flag {ident} is read-only in Coupa (its API schema marks it "
+            "readOnly and Coupa ignores writes to it); change it in Coupa itself; "
+            "nothing was written"
+        )
+
+
+def _entitlement(
+    kind: str,
+    ident: object,
+    display: str,
+    description: str | None,
+    grantable_to: frozenset[str] = frozenset({"user"}),
+) -> Entitlement:
     return Entitlement(
         id=entitlement_id(kind, ident),
         resource_type=kind,
@@ -94,6 +123,7 @@ def _entitlement(kind: str, ident: object, display: str, description: str | None
         slug=SLUGS[kind],
         display_name=display,
         description=description,
+        grantable_to=grantable_to,
     )
 
 
@@ -228,16 +258,24 @@ def account_group_resource(group: AccountGroup) -> Resource:
 
 
 def license_resource(flag: str) -> Resource:
+    """A license; a flag Coupa marks read-only is listed (people hold it) but its
+    entitlement is grantable to nobody (``grantable_to`` empty)."""
     name = license_name(flag)
+    read_only = flag in READ_ONLY_LICENSE_FLAGS
+    note = " (read-only in Coupa: not grantable here)" if read_only else ""
     return Resource(
         type="license",
         id=flag,
         display_name=f"{name} license",
-        description=f"Coupa {name} license (user flag {flag})",
-        profile={"flag": flag},
+        description=f"Coupa {name} license (user flag {flag}){note}",
+        profile={"flag": flag, "read_only": read_only},
         entitlements=(
             _entitlement(
-                "license", flag, f"{name} license assigned", f"The user's {flag} flag is true"
+                "license",
+                flag,
+                f"{name} license assigned",
+                f"The user's {flag} flag is true{note}",
+                frozenset() if read_only else frozenset({"user"}),
             ),
         ),
     )

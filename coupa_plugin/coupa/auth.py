@@ -20,8 +20,9 @@ from coupa_plugin.coupa.errors import (
     ScopeError,
     excerpt,
 )
+from coupa_plugin.coupa.transport import retry_after_seconds
 
-__all__ = ["AccessToken", "CoupaAuth", "TokenSource"]
+__all__ = ["AccessToken", "CoupaAuth", "TokenSource", "TokenThrottled"]
 
 log = logging.getLogger("coupa_plugin.coupa.auth")
 # Coupa recommends a new token every 20 hours although tokens live 24; refresh well before.
@@ -43,6 +44,14 @@ class AccessToken:
 
     def __repr__(self) -> str:
         return f"AccessToken(scopes={sorted(self.scopes)}, value=***)"
+
+
+class TokenThrottled(CoupaTransportError):
+    """The token endpoint answered 429; ``wait`` is its ``Retry-After`` in seconds, if any."""
+
+    def __init__(self, wait: float | None) -> None:
+        super().__init__("POST /oauth2/token -> HTTP 429 (rate limited)")
+        self.wait = wait
 
 
 class TokenSource:
@@ -87,6 +96,8 @@ class TokenSource:
         except httpx.HTTPError as exc:
             raise CoupaTransportError(f"POST /oauth2/token failed: {type(exc).__name__}") from None
         self.minted += 1
+        if response.status_code == 429:
+            raise TokenThrottled(retry_after_seconds(response))
         try:
             payload = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):

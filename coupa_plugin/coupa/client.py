@@ -19,7 +19,7 @@ import orjson
 import stamina
 
 from coupa_plugin.coupa._secret import Secret
-from coupa_plugin.coupa.auth import CoupaAuth, TokenSource
+from coupa_plugin.coupa.auth import CoupaAuth, TokenSource, TokenThrottled
 from coupa_plugin.coupa.errors import (
     CoupaError,
     CoupaHTTPError,
@@ -29,6 +29,7 @@ from coupa_plugin.coupa.errors import (
     ScopeError,
     excerpt,
 )
+from coupa_plugin.coupa.fields import FieldSpec, TenantFields
 from coupa_plugin.coupa.models import (
     KNOWN_LICENSE_FLAGS,
     AccountGroup,
@@ -52,12 +53,18 @@ from coupa_plugin.coupa.scopes import (
 )
 from coupa_plugin.coupa.transport import PacedTransport, retry_after_seconds
 
-__all__ = ["USER_FIELDS", "ClientConfig", "CoupaClient", "GraphQLError", "ScopeGrant"]
+__all__ = [
+    "USER_FIELDS",
+    "USER_REQUIRED_FIELDS",
+    "ClientConfig",
+    "CoupaClient",
+    "GraphQLError",
+    "ScopeGrant",
+]
 
 log = logging.getLogger("coupa_plugin.coupa")
 Mode = Literal["auto", "read-only", "provisioning"]
 _RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
-_GRAPHQL_PATH: Final = "/api/graphql"
 _NEVER_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _STATS_EVERY: Final = 50
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
@@ -85,6 +92,22 @@ USER_FIELDS: Final[tuple[Any, ...]] = (
     {"account_groups": ["id", "name"]},
     {"approval_groups": ["id", "name"]},
 )
+# Without these a user record cannot be mapped: a refusal of one is an error, not a drop.
+USER_REQUIRED_FIELDS: Final = frozenset(
+    {"id", "login", "roles", "user_groups", "content_groups", "account_groups", "approval_groups"}
+)
+_CATALOG_REQUIRED: Final = frozenset({"id", "name"})
+_USER_GROUP_FIELDS: Final = FieldSpec(
+    "user_groups", ("id", "name", "description", "active", "can_approve"), _CATALOG_REQUIRED
+)
+_BUSINESS_GROUP_FIELDS: Final = FieldSpec(
+    "business_groups", ("id", "name", "description"), _CATALOG_REQUIRED
+)
+# R39's AccountGroup has neither description nor active; newer releases may: ask, learn.
+_ACCOUNT_GROUP_FIELDS: Final = FieldSpec(
+    "account_groups", ("id", "name", "description", "active"), _CATALOG_REQUIRED
+)
+GRAPHQL_PATH: Final = "/api/graphql"
 
 
 class GraphQLError(CoupaError):
@@ -182,21 +205,36 @@ class CoupaClient:
         self._token_http = httpx.Client(
             transport=self._transport, timeout=timeout, base_url=config.base_url
         )
-        self.tokens = TokenSource(
-            f"{config.base_url}/oauth2/token",
-            config.client_id,
-            config.client_secret,
-            self._token_http,
-            clock=clock,
-        )
-        self._http = httpx.Client(
-            transport=self._transport,
-            timeout=timeout,
-            limits=limits,
-            base_url=config.base_url,
-            auth=CoupaAuth(self.tokens),
-            headers={"Accept": "application/json", "User-Agent": "coupa-plugin"},
-        )
+
+        def token_source() -> TokenSource:
+            return TokenSource(
+                f"{config.base_url}/oauth2/token",
+                config.client_id,
+                config.client_secret,
+                self._token_http,
+                clock=clock,
+            )
+
+        def api_client(auth: CoupaAuth) -> httpx.Client:
+            return httpx.Client(
+                transport=self._transport,
+                timeout=timeout,
+                limits=limits,
+                base_url=config.base_url,
+                auth=auth,
+                headers={"Accept": "application/json", "User-Agent": "coupa-plugin"},
+            )
+
+        self.tokens = token_source()
+        self._http = api_client(CoupaAuth(self.tokens))
+        # GraphQL takes read scopes only: its own token, with the granted scopes minus the
+        # write ones (in read-only mode that is the main token itself)
+        self.read_tokens = token_source()
+        self._graphql_auth = CoupaAuth(self.read_tokens)
+        self._graphql_http = api_client(self._graphql_auth)
+        self.fields = TenantFields()
+        self._license_flags: frozenset[str] = frozenset()  # seen on this tenant
+        self._flags_discovered = False
         self._executor = ThreadPoolExecutor(
             config.max_in_flight, thread_name_prefix=f"coupa-{config.tenant}"
         )
@@ -211,6 +249,7 @@ class CoupaClient:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._http.close()
+        self._graphql_http.close()
         self._token_http.close()
         if isinstance(self.limiter, SharedRateLimiter):
             self.limiter.close()
@@ -234,7 +273,24 @@ class CoupaClient:
         with self._lock:
             if self._grant is None or refresh:
                 self._grant = self._negotiate()
+                self._use_read_tokens()
             return self._grant
+
+    def _use_read_tokens(self) -> None:
+        """Point GraphQL at a token without write scopes (minted on first use, refreshed like
+        the other one)."""
+        scopes = self.tokens.scopes
+        read = (
+            None
+            if scopes is None
+            else frozenset(s for s in scopes if not s.endswith(".write")) - {"offline_access"}
+        )
+        if read is None or read == scopes:
+            self._graphql_auth.source = self.tokens
+            return
+        if self.read_tokens.scopes != read:  # keep a valid token across re-negotiations
+            self.read_tokens.use(read)
+        self._graphql_auth.source = self.read_tokens
 
     def _negotiate(self) -> ScopeGrant:
         mode = self.config.mode
@@ -329,7 +385,7 @@ class CoupaClient:
         Reads are retried freely. A write is retried only when ``idempotent`` (sending it twice
         leaves the same state) or when it provably never left (connection refused, 429).
         """
-        read = method == "GET" or (method == "POST" and path == _GRAPHQL_PATH)
+        read = method == "GET" or (method == "POST" and path == GRAPHQL_PATH)
         grant = self.grant  # authenticate (once) before the first request
         if not read and grant.mode != "provisioning":
             raise ReadOnlyClientError(
@@ -376,10 +432,14 @@ class CoupaClient:
             report = self.requests % _STATS_EVERY == 0
         if report:
             self.log_stats()
+        http = self._graphql_http if path == GRAPHQL_PATH else self._http
         try:
-            response = self._http.request(
+            response = http.request(
                 method, self._url(path, params), content=content, headers=headers
             )
+        except TokenThrottled as exc:
+            # a token minted mid-run (refresh, GraphQL's first use) met Coupa's rate limit
+            raise _Retryable("token endpoint HTTP 429", wait=exc.wait) from None
         except httpx.TransportError as exc:
             reason = type(exc).__name__
             log.info(
@@ -417,7 +477,7 @@ class CoupaClient:
         # a 500 on a read is as transient as a 502-504; a write answered 500 is reported (the
         # caller's read-back tells what Coupa holds)
         if (status in _RETRY_STATUSES and (safe or status == 429)) or (
-            status == 500 and (method == "GET" or path == _GRAPHQL_PATH)
+            status == 500 and (method == "GET" or path == GRAPHQL_PATH)
         ):
             log.info(
                 "retrying",
@@ -479,9 +539,42 @@ class CoupaClient:
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
 
-    def _list(self, path: str, params: Mapping[str, Any], what: str) -> Iterator[dict[str, Any]]:
+    def get_fields(
+        self, path: str, spec: FieldSpec, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """GET with ``fields=`` from ``spec``, less what this tenant refused. When Coupa answers
+        400 naming fields, those are dropped, remembered for the tenant, and the read retried.
+
+        :raises FieldsRefusedError: Coupa refused a field ``spec`` cannot do without.
+        """
+        while True:
+            try:
+                return self.get(path, {**(params or {}), "fields": self.fields.render(spec)})
+            except CoupaHTTPError as exc:
+                if exc.status != 400:
+                    raise
+                dropped = self.fields.learn(spec, exc)
+                if not dropped:
+                    raise
+                log.warning(
+                    "Coupa refused fields; reading without them",
+                    extra={
+                        "tenant": self.config.tenant,
+                        "path": path,
+                        "fields": ",".join(sorted(dropped)),
+                    },
+                )
+
+    def _list(
+        self, path: str, params: Mapping[str, Any], what: str, spec: FieldSpec | None = None
+    ) -> Iterator[dict[str, Any]]:
         def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
-            page = self.get(path, {**params, "limit": limit, "offset": offset})
+            page_params = {**params, "limit": limit, "offset": offset}
+            page = (
+                self.get(path, page_params)
+                if spec is None
+                else self.get_fields(path, spec, page_params)
+            )
             if not isinstance(page, list) or not all(isinstance(r, dict) for r in page):
                 raise CoupaResponseError(f"GET {path}: expected a JSON array of records")
             return page
@@ -497,7 +590,7 @@ class CoupaClient:
         )
 
     def graphql(self, query: str) -> dict[str, Any]:
-        payload = self.request("POST", "/api/graphql", body={"query": query})
+        payload = self.request("POST", GRAPHQL_PATH, body={"query": query})
         if not isinstance(payload, dict):
             raise CoupaResponseError("POST /api/graphql: expected a JSON object")
         if payload.get("errors"):
@@ -514,29 +607,39 @@ class CoupaClient:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def user_fields(self, license_flags: Iterable[str]) -> str:
-        flags = sorted(set(KNOWN_LICENSE_FLAGS) | set(license_flags))
-        return json.dumps(
-            [*USER_FIELDS, *(f.replace("-", "_") for f in flags)], separators=(",", ":")
-        )
+    def user_fields(self, license_flags: Iterable[str] = ()) -> FieldSpec:
+        """What a sync (and every provisioning read) asks of a user: :data:`USER_FIELDS` and
+        every license flag known here, seen on this tenant, or given."""
+        flags = sorted(set(KNOWN_LICENSE_FLAGS) | self._license_flags | set(license_flags))
+        return FieldSpec("users", USER_FIELDS, USER_REQUIRED_FIELDS).plus(flags)
 
     def discover_license_flags(self) -> frozenset[str]:
-        """License flags present in this tenant's user payloads (one full record is read)."""
-        page = self.get("/api/users", {"limit": 1})
-        if not isinstance(page, list):
+        """License flags this tenant has: one record read naming every flag known here (Coupa
+        shows newer fields only when named) and one read unfiltered (flags not known here)."""
+        named = FieldSpec("users", ("id",)).plus(
+            sorted(set(KNOWN_LICENSE_FLAGS) | self._license_flags)
+        )
+        pages = [self.get_fields("/api/users", named, {"limit": 1})]
+        pages.append(self.get("/api/users", {"limit": 1}))
+        if not all(isinstance(page, list) for page in pages):
             raise CoupaResponseError("GET /api/users: expected a JSON array of records")
-        return frozenset(
+        found = frozenset(
             k
+            for page in pages
             for row in page
             if isinstance(row, dict)
             for k, v in row.items()
             if is_license_flag(k, v)
         )
+        with self._lock:
+            self._license_flags |= found
+            self._flags_discovered = True
+        return found
 
     def users_raw(
         self,
         *,
-        fields: str,
+        fields: FieldSpec | None = None,
         since: datetime | None = None,
         ids: Iterable[int] | None = None,
     ) -> Iterator[dict[str, Any]]:
@@ -546,26 +649,33 @@ class CoupaClient:
         is left out, and when a server ignores ``id[in]`` the remaining users are read one by
         one instead of scanning the tenant.
         """
-        params: dict[str, Any] = {"fields": fields}
+        spec = fields or self.user_fields()
+        params: dict[str, Any] = {}
         moment = None
         if since is not None:
             moment = since if since.tzinfo else since.replace(tzinfo=UTC)
-            params["updated_at[gt]"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            # an explicit offset, as Coupa's examples do (they warn about time-zone effects)
+            params["updated_at[gt]"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
         rows = (
-            self._list("/api/users", params, "users")
+            self._list("/api/users", params, "users", spec)
             if ids is None
-            else self._users_by_id(sorted(set(ids)), params)
+            else self._users_by_id(sorted(set(ids)), params, spec)
         )
         for row in rows:
             if moment is not None and _updated_at_or_before(row, moment):
                 continue
             yield row
 
-    def _users_by_id(self, wanted: list[int], params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _users_by_id(
+        self, wanted: list[int], params: dict[str, Any], spec: FieldSpec
+    ) -> Iterator[dict[str, Any]]:
         for start in range(0, len(wanted), MAX_PAGE):
             chunk = set(wanted[start : start + MAX_PAGE])
             listing = self._list(
-                "/api/users", {**params, "id[in]": ",".join(map(str, sorted(chunk)))}, "users"
+                "/api/users",
+                {**params, "id[in]": ",".join(map(str, sorted(chunk)))},
+                "users",
+                spec,
             )
             seen: set[int] = set()
             honoured = True
@@ -583,7 +693,7 @@ class CoupaClient:
             )
             for user_id in sorted(chunk - seen):
                 try:
-                    row = self.get(f"/api/users/{user_id}", {"fields": params["fields"]})
+                    row = self.get_fields(f"/api/users/{user_id}", spec)
                 except CoupaHTTPError as exc:
                     if exc.status == 404:
                         continue
@@ -598,29 +708,39 @@ class CoupaClient:
             except ValueError as exc:
                 raise CoupaResponseError(f"GET /api/users: {exc}") from None
 
-    def user(self, user_id: int, fields: str | None = None) -> User:
-        payload = self.get(f"/api/users/{user_id}", {"fields": fields} if fields else None)
+    def user_raw(
+        self,
+        user_id: int,
+        extra: Iterable[str] = (),
+        nested: Mapping[str, tuple[str, ...]] = {},
+    ) -> dict[str, Any]:
+        """One user's payload, read with the sync's fields (:meth:`user_fields`) plus ``extra``
+        top-level names and ``nested`` associations: never unfiltered, so newer flags are there
+        too."""
+        if not self._flags_discovered:  # flags this plugin does not know are named too
+            self.discover_license_flags()
+        payload = self.get_fields(f"/api/users/{user_id}", self.user_fields().plus(extra, nested))
         if not isinstance(payload, dict):
             raise CoupaResponseError(f"GET /api/users/{user_id}: expected a JSON object")
+        return payload
+
+    def user(self, user_id: int, extra: Iterable[str] = ()) -> User:
+        payload = self.user_raw(user_id, extra)
         try:
             return structure_user(payload)
         except ValueError as exc:
             raise CoupaResponseError(f"GET /api/users/{user_id}: {exc}") from None
 
     def user_groups(self) -> Iterator[UserGroup]:
-        fields = '["id","name","description","active","can_approve"]'
-        for row in self._list("/api/user_groups", {"fields": fields}, "user groups"):
+        for row in self._list("/api/user_groups", {}, "user groups", _USER_GROUP_FIELDS):
             yield converter.structure(row, UserGroup)
 
     def business_groups(self) -> Iterator[BusinessGroup]:
-        for row in self._list(
-            "/api/business_groups", {"fields": '["id","name","description"]'}, "content groups"
-        ):
+        for row in self._list("/api/business_groups", {}, "content groups", _BUSINESS_GROUP_FIELDS):
             yield converter.structure(row, BusinessGroup)
 
     def account_groups(self) -> Iterator[AccountGroup]:
-        fields = '["id","name","description","active"]'
-        for row in self._list("/api/account_groups", {"fields": fields}, "account groups"):
+        for row in self._list("/api/account_groups", {}, "account groups", _ACCOUNT_GROUP_FIELDS):
             yield converter.structure(row, AccountGroup)
 
     def memberships(

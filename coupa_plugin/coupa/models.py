@@ -18,6 +18,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 __all__ = [
     "ACCOUNT_TYPE_FLAGS",
     "KNOWN_LICENSE_FLAGS",
+    "READ_ONLY_LICENSE_FLAGS",
     "AccountGroup",
     "BusinessGroup",
     "Membership",
@@ -53,6 +54,9 @@ KNOWN_LICENSE_FLAGS: Final = (
     "category-planner-user",
     "intake-user",
 )
+# Flags Coupa's R39 schema marks readOnly: Coupa ignores writes to them, so they are not
+# grantable.
+READ_ONLY_LICENSE_FLAGS: Final = frozenset({"category-planner-user"})
 
 
 def is_license_flag(key: str, value: object) -> bool:

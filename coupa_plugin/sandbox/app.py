@@ -30,7 +30,7 @@ from coupa_plugin.sandbox.query import (
     parse_fields,
     select,
 )
-from coupa_plugin.sandbox.render import Renderer, select_plain, to_xml
+from coupa_plugin.sandbox.render import USER_SIMPLE_KEYS, Renderer, select_plain, to_xml
 from coupa_plugin.sandbox.state import (
     ASSOCIATIONS,
     LICENSE_FLAGS,
@@ -80,7 +80,8 @@ _USER_WRITABLE_SCALARS: Final = frozenset(
         "salesforce-id",
         "custom-fields",
     }
-) | (frozenset(LICENSE_FLAGS) - {"category-planner-user"})
+) | frozenset(LICENSE_FLAGS)
+_USER_REFS: Final = frozenset({"manager", "created-by", "updated-by"})
 _AUTH_METHODS: Final = frozenset({"coupa_credentials", "ldap", "saml"})
 _SCOPE_FOR: Final = {
     ("users", False): "core.user.read",
@@ -165,7 +166,13 @@ class CoupaSandbox:
         self.tokens_issued = 0
         self.calls: Counter[tuple[str, str]] = Counter()
         self.log: deque[RequestLogEntry] = deque(maxlen=100_000)
-        self.renderer = Renderer(state, self.quirks.hide_new_fields)
+        lacks: dict[str, set[str]] = {}
+        for entry in self.quirks.schema_lacks:
+            table, _, key = entry.partition(".")
+            lacks.setdefault(table, set()).add(key)
+        self.renderer = Renderer(
+            state, self.quirks.hide_new_fields, {t: frozenset(k) for t, k in lacks.items()}
+        )
         from coupa_plugin.sandbox.graphql_api import GraphQLApi
 
         self.graphql = GraphQLApi(self)
@@ -414,6 +421,12 @@ class CoupaSandbox:
         method = request.method
         params = parse_qsl(request.query, keep_blank_values=True)
         if parts == ["graphql"] and method == "POST":
+            writes = sorted(s for s in scopes if s.endswith(".write"))
+            if self.quirks.graphql_read_scopes_only and writes:
+                message = "GraphQL supports read scopes only; the access token carries " + " ".join(
+                    writes
+                )
+                return 200, "data", {"data": None, "errors": [{"message": message}]}
             return 200, "data", self.graphql.execute(request.body, scopes)
         resource = parts[0] if parts else ""
         table = {
@@ -445,6 +458,11 @@ class CoupaSandbox:
         ident = _int(rest[0]) if rest else None
         if rest and ident is None:
             raise _errors(404, "base", "Not found")
+        fields = _fields(params)
+        if fields is not None and self.quirks.refuse_unknown_fields:
+            unknown = self._unknown_fields(table, fields)
+            if unknown:
+                raise _errors(400, "fields", "Unknown field(s): " + ", ".join(unknown))
         if table == "users":
             if len(rest) >= 2 and rest[1] == "business_groups":
                 return self._user_business_groups(ident, rest[2:], method)
@@ -512,7 +530,36 @@ class CoupaSandbox:
             return self.renderer.user(record, fields)
         if table == "user_groups":
             return self.renderer.user_group(record, fields)
-        return select_plain(dict(record), fields)
+        return select_plain(self.renderer.strip(table, record), fields)
+
+    def _schema(self, table: str) -> frozenset[str]:
+        """The keys (kebab-case) the tenant's schema has for ``table``."""
+        if table in _USER_REFS:
+            return frozenset(USER_SIMPLE_KEYS)
+        if table == "memberships":
+            first = next(iter(self.state.memberships), None)
+            keys = set(self.renderer.membership(first)) if first is not None else set()
+        else:
+            keys = set(next(iter(self._records(table).values()), {}))
+        if table == "users":
+            keys |= set(ASSOCIATIONS) | _USER_REFS
+        elif table == "user_groups":
+            keys |= {"users", "content-groups"}
+        return frozenset(keys) - self.renderer.lacks.get(table, frozenset())
+
+    def _unknown_fields(self, table: str, fields: list[Any]) -> list[str]:
+        """The names in a ``fields`` selection that the tenant's schema lacks, as sent."""
+        known = self._schema(table)
+        unknown = []
+        for item in fields:
+            for name, sub in item.items() if isinstance(item, dict) else [(item, [])]:
+                if kebab(name) not in known:
+                    unknown.append(name)
+                    continue
+                if sub and table == "users":
+                    inner = self._schema(ASSOCIATIONS.get(kebab(name), kebab(name)))
+                    unknown += [s for s in sub if isinstance(s, str) and kebab(s) not in inner]
+        return unknown
 
     def _show(self, table: str, ident: int | None, params: list[tuple[str, str]]) -> Any:
         record = self._records(table).get(ident or -1)
@@ -629,7 +676,10 @@ class CoupaSandbox:
         problems = self._validate_scalars(None if creating else record["id"], changes)
         if problems:
             raise _errors(400, "user", *problems)
+        ignored = self.quirks.read_only_flags | self.renderer.lacks.get("users", frozenset())
         for key, value in changes.items():
+            if key in ignored:
+                continue  # read-only or not in this release: Coupa ignores the write
             if key in _USER_WRITABLE_SCALARS:
                 if value is False and key in self.quirks.sticky_licenses and not creating:
                     continue

@@ -6,10 +6,26 @@ from typing import Final, Literal
 
 import attrs
 
-__all__ = ["CRASH_POINTS", "WRITE_FAILURES", "Operations", "Quirks", "SimulatedCrash"]
+__all__ = [
+    "CRASH_POINTS",
+    "R39_READ_ONLY_FLAGS",
+    "R39_SCHEMA_LACKS",
+    "WRITE_FAILURES",
+    "Operations",
+    "Quirks",
+    "SimulatedCrash",
+]
 
 WRITE_FAILURES: Final = frozenset({"error", "drop_before_apply", "drop_after_apply"})
 CRASH_POINTS: Final = frozenset({"before", "after"})
+# Fields the sandbox's records carry that Coupa's R39 schema does not have ("table.key"):
+# intake-user first appears in a later release, R39's AccountGroup has neither a description
+# nor an active flag.
+R39_SCHEMA_LACKS: Final = frozenset(
+    {"users.intake-user", "account_groups.description", "account_groups.active"}
+)
+# License flags R39 marks readOnly on User.
+R39_READ_ONLY_FLAGS: Final = frozenset({"category-planner-user"})
 
 
 class SimulatedCrash(BaseException):
@@ -31,8 +47,16 @@ class Quirks:
       returns (Coupa documents 50 for REST; GraphQL is undocumented).
     * ``sticky_licenses``: license flags whose ``false`` is silently ignored on PUT (reported
       by third parties for Contracts and Purchasing).
-    * ``hide_new_fields``: fields newer than the client's release appear only when named in
-      ``fields`` (as Coupa documents for newer fields).
+    * ``hide_new_fields``: newer fields (``category-planner-user``, ``intake-user`` and the
+      flag no client knows yet) appear only when named in ``fields`` (as Coupa documents).
+    * ``schema_lacks``: ``"table.key"`` fields this tenant's release does not have
+      (:data:`R39_SCHEMA_LACKS` for an R39 tenant): never rendered, writes to them ignored.
+    * ``refuse_unknown_fields``: a ``fields=`` name the tenant's schema lacks is answered with
+      400 naming it (Coupa does not document whether it drops or refuses one).
+    * ``graphql_read_scopes_only``: GraphQL refuses a token that carries any write scope
+      (Coupa documents read scopes only for GraphQL).
+    * ``read_only_flags``: license flags whose writes are silently ignored
+      (:data:`R39_READ_ONLY_FLAGS`: R39 marks them readOnly).
     * ``empty_roles_become_user``: a user whose roles are cleared gets the ``User`` role.
     * ``membership_delete``: whether ``DELETE /api/user_group_memberships/:id`` is enabled.
     * ``business_group_routes``: whether the per-user business-group add/remove routes exist.
@@ -47,6 +71,10 @@ class Quirks:
     graphql_page_cap: int = 50
     sticky_licenses: frozenset[str] = frozenset()
     hide_new_fields: bool = False
+    schema_lacks: frozenset[str] = frozenset()
+    refuse_unknown_fields: bool = False
+    graphql_read_scopes_only: bool = False
+    read_only_flags: frozenset[str] = frozenset()
     empty_roles_become_user: bool = False
     membership_delete: bool = True
     business_group_routes: bool = True

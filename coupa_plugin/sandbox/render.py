@@ -9,7 +9,7 @@ from xml.sax.saxutils import escape
 from coupa_plugin.sandbox.query import kebab
 from coupa_plugin.sandbox.state import ASSOCIATIONS, NEW_FLAGS, TenantState
 
-__all__ = ["Renderer", "to_xml"]
+__all__ = ["USER_SIMPLE_KEYS", "Renderer", "to_xml"]
 
 _GROUP_SUMMARY: Final = (
     "id",
@@ -23,7 +23,7 @@ _GROUP_SUMMARY: Final = (
     "created-at",
     "updated-at",
 )
-_USER_SIMPLE: Final = (
+USER_SIMPLE_KEYS: Final = (
     "id",
     "login",
     "email",
@@ -37,13 +37,25 @@ _USER_SIMPLE: Final = (
 class Renderer:
     """Turns stored records into Coupa-shaped dicts, honouring ``fields`` selections."""
 
-    def __init__(self, state: TenantState, hide_new_fields: bool) -> None:
+    def __init__(
+        self,
+        state: TenantState,
+        hide_new_fields: bool,
+        lacks: Mapping[str, frozenset[str]] | None = None,
+    ) -> None:
         self.state = state
         self.hide_new_fields = hide_new_fields
+        # table -> keys the tenant's schema does not have (never rendered)
+        self.lacks: Mapping[str, frozenset[str]] = lacks or {}
+
+    def strip(self, table: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """``record`` without the keys the tenant's schema lacks for ``table``."""
+        lacking = self.lacks.get(table, frozenset())
+        return {k: v for k, v in record.items() if k not in lacking}
 
     def user_simple(self, user_id: int | None) -> dict[str, Any] | None:
         user = self.state.users.get(user_id) if user_id is not None else None
-        return None if user is None else {k: user.get(k) for k in _USER_SIMPLE}
+        return None if user is None else {k: user.get(k) for k in USER_SIMPLE_KEYS}
 
     def group_summary(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {k: group.get(k) for k in _GROUP_SUMMARY}
@@ -59,8 +71,13 @@ class Renderer:
         return [table[i] for i in ids if i in table]
 
     def user(self, user: Mapping[str, Any], fields: list[Any] | None = None) -> dict[str, Any]:
+        lacking = self.lacks.get("users", frozenset())
         if fields is None:
-            out = {k: v for k, v in user.items() if k not in ASSOCIATIONS and k != "manager"}
+            out = {
+                k: v
+                for k, v in user.items()
+                if k not in ASSOCIATIONS and k != "manager" and k not in lacking
+            }
             if self.hide_new_fields:
                 for flag in NEW_FLAGS:
                     out.pop(flag, None)
@@ -77,7 +94,7 @@ class Renderer:
                     out[key] = self._association(user, key, None)
                 elif key in ("manager", "created-by", "updated-by"):
                     out[key] = self.user_simple(user.get(key))
-                elif key in user:
+                elif key in user and key not in lacking:
                     out[key] = user[key]
             else:
                 for name, sub in item.items():
@@ -98,17 +115,18 @@ class Renderer:
     def _association(
         self, user: Mapping[str, Any], association: str, keys: list[str] | None
     ) -> list[dict[str, Any]]:
-        records = self.related(user, association)
+        table = ASSOCIATIONS[association]
+        records = [self.strip(table, r) for r in self.related(user, association)]
         if keys is not None:
             return [{k: r.get(k) for k in keys if k in r} for r in records]
-        if ASSOCIATIONS[association] == "user_groups":
+        if table == "user_groups":
             return [self.group_summary(r) for r in records]
-        return [dict(r) for r in records]
+        return records
 
     def user_group(
         self, group: Mapping[str, Any], fields: list[Any] | None = None
     ) -> dict[str, Any]:
-        out = dict(group)
+        out = self.strip("user_groups", group)
         out["users"] = [
             self.user_simple(uid) for uid in sorted(self.state.members_of.get(group["id"], {}))
         ]

@@ -47,7 +47,8 @@ LICENSE_FLAGS: Final = (
     "intake-user",
     "navi-agent-user",
 )
-NEW_FLAGS: Final = frozenset({"navi-agent-user"})
+# Flags newer than R38: shown only when named in ``fields`` under ``Quirks.hide_new_fields``.
+NEW_FLAGS: Final = frozenset({"category-planner-user", "intake-user", "navi-agent-user"})
 ACCOUNT_TYPE_FLAGS: Final = ("api-user", "supplier-user", "support-user", "msp-user")
 # user key -> (catalog name, rendered fields)
 ASSOCIATIONS: Final = {

@@ -5,31 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from coupa_plugin.connector.mapping import parse_entitlement_id
+from coupa_plugin.connector.mapping import check_grantable, parse_entitlement_id
 from coupa_plugin.connector.provisioning.guards import Guards
-from coupa_plugin.connector.provisioning.session import UserSession, ids_of
+from coupa_plugin.connector.provisioning.session import ATTRIBUTES, UserSession, ids_of
 from coupa_plugin.coupa import CoupaClient, CoupaError
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
 
 __all__ = ["ATTRIBUTES", "Accounts"]
 
-# update_account / create_account attributes (snake_case) -> Coupa's keys
-ATTRIBUTES: Final = {
-    "login": "login",
-    "email": "email",
-    "firstname": "firstname",
-    "lastname": "lastname",
-    "middlename": "middlename",
-    "employee_number": "employee-number",
-    "sso_identifier": "sso-identifier",
-    "authentication_method": "authentication-method",
-    "default_locale": "default-locale",
-    "mention_name": "mention-name",
-    "business_group_security_type": "business-group-security-type",
-    "account_security_type": "account-security-type",
-    "manager": "manager",
-}
 _REQUIRED: Final = ("login", "email", "firstname", "lastname")
 
 Result = Callable[[str, UserSession, str], ProvisionResult]
@@ -235,6 +219,7 @@ class Accounts:
             if parsed is None or parsed[0] not in self._grant_types():
                 raise NotFoundError(f"unknown entitlement {entitlement!r}; nothing was written")
             kind, ident, _ = parsed
+            check_grantable(kind, ident)
             if kind == "role":
                 self.guards.require_exists("role", int(ident))
                 roles.add(int(ident))

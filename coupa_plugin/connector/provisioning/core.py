@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from coupa_plugin.connector.mapping import parse_entitlement_id, user_grants
+from coupa_plugin.connector.mapping import check_grantable, parse_entitlement_id, user_grants
 from coupa_plugin.connector.provisioning.accounts import Accounts
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.guards import Guards
@@ -226,6 +226,7 @@ class Provisioner:
                 f"entitlement {request.entitlement_id!r}: resource type {kind!r} "
                 "is not enabled for this tenant"
             )
+        check_grantable(kind, ident)
         user = s.user()
         if kind == "license":
             return self._license(s, user, ident, granting, request.dry_run)

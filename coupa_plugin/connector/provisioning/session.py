@@ -15,7 +15,7 @@ from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
 from coupa_plugin.coupa.models import User, structure_user
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 
-__all__ = ["LIST_KEYS", "UserSession", "describe", "holdings"]
+__all__ = ["ATTRIBUTES", "LIST_KEYS", "UserSession", "describe", "holdings"]
 
 # entitlement type -> (key of the list on PUT /api/users/:id, attribute of the User model)
 LIST_KEYS: Final = {
@@ -25,7 +25,27 @@ LIST_KEYS: Final = {
     "account_group": ("account-groups", "account_groups"),
     "approval_group": ("approval-groups", "approval_groups"),
 }
+# update_account / create_account attributes (snake_case) -> Coupa's keys
+ATTRIBUTES: Final[dict[str, str]] = {
+    "login": "login",
+    "email": "email",
+    "firstname": "firstname",
+    "lastname": "lastname",
+    "middlename": "middlename",
+    "employee_number": "employee-number",
+    "sso_identifier": "sso-identifier",
+    "authentication_method": "authentication-method",
+    "default_locale": "default-locale",
+    "mention_name": "mention-name",
+    "business_group_security_type": "business-group-security-type",
+    "account_security_type": "account-security-type",
+    "manager": "manager",
+}
 ATTRIBUTE_OF: Final = dict(LIST_KEYS.values())
+# every read of a user: the sync's fields, the attributes update_account compares, and the
+# stamp of the last change (recovery tells our writes from anyone else's by it)
+_READ_EXTRA: Final = tuple(key for key in ATTRIBUTES.values() if key != "manager")
+_READ_NESTED: Final = {"updated_by": ("id", "login")}
 _ECHO_FIELDS: Final = '["id","updated-at",{"updated_by":["id","login"]}]'
 
 
@@ -67,7 +87,7 @@ class UserSession:
         """The user as Coupa has it now (a full record, read fresh)."""
         uid = self.user_id
         try:
-            raw = self.client.get(f"/api/users/{uid}")
+            raw = self.client.user_raw(uid, _READ_EXTRA, _READ_NESTED)
         except CoupaHTTPError as exc:
             if exc.status == 404 and not self.changes:
                 raise NotFoundError(f"Coupa has no user {uid}") from None
@@ -127,12 +147,12 @@ class UserSession:
         """What the user holds now, read fresh; or, when that fails, the last state seen and
         every write this call sent."""
         try:
-            raw = self.client.get(f"/api/users/{self.user_id}")
-            user = structure_user(raw) if isinstance(raw, dict) else None
+            raw = self.client.user_raw(self.user_id, _READ_EXTRA, _READ_NESTED)
+            user = structure_user(raw)
         except (CoupaError, ValueError) as exc:
             problem = str(exc)[:160]
         else:
-            if user is not None and user.id == self.user_id:
+            if user.id == self.user_id:
                 self.last_seen = user
                 return f"User {self.user_id} now holds {holdings(user)}."
             problem = "the answer was not this user's record"
