@@ -355,3 +355,20 @@ def test_integration_login_protects_the_api_user_before_any_write() -> None:
     with pytest.raises(ProvisioningError, match="integration_login"):
         _disable(plugin_for(sandbox), named, 2)()
     assert sandbox.writes == writes
+
+
+def test_a_fact_learnt_by_another_process_is_seen_at_once() -> None:
+    sandbox, t, _ = world()
+    other = plugin_for(sandbox)
+    planned = call(
+        other,
+        t,
+        action="grant",
+        entitlement_id="license:sourcing-user:assigned",
+        principal_id="2",
+        dry_run=True,
+    )
+    assert planned.status == "planned", "nothing known yet: user 2 looks like anyone"
+    unrelated(plugin_for(sandbox), t)  # this process writes and learns it writes as user 2
+    with pytest.raises(ProvisioningError, match="API user this integration writes as"):
+        _disable(other, t, 2)()

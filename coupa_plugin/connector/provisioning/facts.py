@@ -31,15 +31,22 @@ class TenantFacts:
         self._name = state_key(tenant_id, instance) + ".json"
         self._tenant, self._instance = tenant_id, instance
         self._lock = threading.Lock()
-        self._loaded = False
+        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
         self._semantics: dict[str, Semantics] = {}
         self._own_user_id: int | None = None
 
     def _load(self) -> None:
-        if self._loaded:
+        """Read the file when it changed since the last read (another process of this tenant
+        may have learnt something meanwhile)."""
+        path = self._state_dir / "facts" / self._name
+        try:
+            info = path.lstat()
+        except OSError:
             return
-        self._loaded = True
-        data = read_private(self._state_dir / "facts" / self._name)
+        if (info.st_mtime_ns, info.st_size) == self._seen:
+            return
+        self._seen = (info.st_mtime_ns, info.st_size)
+        data = read_private(path)
         try:
             raw = self._seal.open(data) if data else {}
         except ValueError:

@@ -162,6 +162,7 @@ class ListWriter:
         desired = set(entry.desired)
         current = set(entry.last.items)
         clears: list[Any] = [[], None]  # an empty list, then null, clear a list
+        sent: set[str] = set()
         for _ in range(_STEPS):
             if current == desired:
                 self.journal.done(entry)
@@ -177,6 +178,9 @@ class ListWriter:
                 )
             else:
                 break
+            if line in sent:
+                break  # Coupa ignored this very write once already
+            sent.add(line)
             entry = attrs.evolve(
                 entry,
                 pending=tuple(sorted(leaves)),
