@@ -231,7 +231,13 @@ def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str
 
 
 def bench_workers(
-    workers: int, users: int, latency: float, runs: int, shared: bool, redis: bool = False
+    workers: int,
+    users: int,
+    latency: float,
+    runs: int,
+    shared: bool,
+    redis: bool = False,
+    rate: float | None = None,
 ) -> dict[str, Any]:
     from coupa_plugin.testing.redis_server import redis_server
 
@@ -248,6 +254,8 @@ def bench_workers(
             if store is not None:
                 store_client(store).flushall()  # every run starts from an empty bucket
                 extra = {"shared_state": store.url}
+            if rate is not None:
+                extra["requests_per_second"] = rate
             start_at = time.time() + 1.0  # every process imported and ready
             rs = collect([
                 spawn("plugin", url, start_at, {**extra, "state_dir": f"{tmp}/worker{i}"})
@@ -269,6 +277,7 @@ def bench_workers(
     return {
         "workers": workers,
         "shared": "redis" if redis else shared,
+        "requests_per_second": rate or "default",
         "users": users,
         "latency_s": latency,
         "load_before": load(),
@@ -302,6 +311,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shared", action="store_true")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="requests_per_second of every worker (default: the plugin's)")
     parser.add_argument("--redis", action="store_true",
                         help="workers share a Redis (shared_state), each its own state_dir")
     parser.add_argument("--no-rival", action="store_true",
@@ -311,7 +322,8 @@ def main() -> None:
         report = bench_single(args.users, args.latency, args.runs, not args.no_rival)
     else:
         report = bench_workers(
-            args.workers, args.users, args.latency, args.runs, args.shared, args.redis
+            args.workers, args.users, args.latency, args.runs, args.shared, args.redis,
+            args.rate,
         )
     print(json.dumps(report, indent=1), flush=True)
 
