@@ -351,11 +351,20 @@ def test_redis_down_is_a_typed_error_before_any_write(
     assert "shared pacing unavailable" in caplog.text
 
 
-def test_a_wrong_password_is_a_configuration_error(server: RedisServer) -> None:
-    t, _ = worker_tenant(server.url.replace(server.password, "wrong"))
+@pytest.mark.parametrize("password", ["wrong", None])
+def test_a_wrong_or_missing_password_is_a_configuration_error(
+    server: RedisServer, password: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("COUPA_SHARED_STATE_PASSWORD", raising=False)
+    t, _ = worker_tenant(
+        server.bare_url if password is None else server.url.replace(server.password, password)
+    )
+    sandbox = merging_sandbox()
+    writes = sandbox.writes
     with pytest.raises(ConfigurationError, match="refused the credentials") as caught:
-        revoke(plugin_for(merging_sandbox()), t, 4)
+        revoke(plugin_for(sandbox), t, 4)
     assert "wrong" not in str(caught.value)
+    assert sandbox.writes == writes
 
 
 class KillsRedis(httpx.BaseTransport):
