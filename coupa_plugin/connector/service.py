@@ -20,7 +20,9 @@ from coupa_plugin.connector.provisioning import (
     Recovery,
     default_state_dir,
 )
+from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.settings import CoupaSettings
+from coupa_plugin.connector.shared_state import RedisStore, connect, pace_key
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.connector.sync import TenantSync
 from coupa_plugin.coupa import (
@@ -32,6 +34,8 @@ from coupa_plugin.coupa import (
     ScopeError,
 )
 from coupa_plugin.coupa.client import GraphQLError, ScopeGrant
+from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
 from coupa_plugin.coupa.scopes import (
     ACCOUNT_GROUP_SCOPE,
     CONTENT_GROUP_SCOPE,
@@ -73,20 +77,20 @@ class CoupaConnector:
     ) -> None:
         self.tenant_id = tenant_id
         self.settings = settings
-        self.client = CoupaClient(
-            ClientConfig(
-                base_url=settings.base_url,
-                client_id=settings.client_id,
-                client_secret=settings.client_secret,
-                mode=settings.mode,
-                requests_per_second=settings.requests_per_second,
-                max_in_flight=settings.max_in_flight,
-                timeout_s=settings.timeout_s,
-                tenant=tenant_id,
-                shared_rate_limit_file=settings.shared_rate_limit_file,
-            ),
-            transport,
+        config = ClientConfig(
+            base_url=settings.base_url,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            mode=settings.mode,
+            requests_per_second=settings.requests_per_second,
+            max_in_flight=settings.max_in_flight,
+            timeout_s=settings.timeout_s,
+            tenant=tenant_id,
+            shared_rate_limit_file=settings.shared_rate_limit_file,
         )
+        redis_client, store, limiter = self._shared_state(tenant_id, settings, config)
+        self._redis = redis_client
+        self.client = CoupaClient(config, transport, limiter=limiter)
         self._lock = threading.Lock()
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
@@ -101,15 +105,36 @@ class CoupaConnector:
                 integration_login=settings.integration_login,
                 journal_max_age_s=settings.journal_max_age_s,
                 wall_clock=wall_clock,
+                store=store,
             ),
             self._grant_types,
         )
+
+    @staticmethod
+    def _shared_state(
+        tenant_id: str, settings: CoupaSettings, config: ClientConfig
+    ) -> tuple[Any, StateStore | None, RateLimiter | None]:
+        """With ``shared_state``: the Redis client, the provisioning store and the pacer every
+        worker of the tenant shares (no connection is opened until first use)."""
+        if settings.shared_state is None:
+            return None, None, None
+        client = connect(settings.shared_state)
+        store = RedisStore(client, settings.shared_state, tenant_id, settings.base_url)
+        limiter = RedisRateLimiter(
+            client,
+            pace_key(settings.base_url),
+            settings.requests_per_second,
+            burst=config.burst,
+        )
+        return client, store, limiter
 
     def _grant_types(self) -> frozenset[str]:
         return self.configure().resource_types - {"user"}
 
     def close(self) -> None:
         self.client.close()
+        if self._redis is not None:
+            self._redis.close()
 
     # -- configure -------------------------------------------------------------------------
 
@@ -172,7 +197,12 @@ class CoupaConnector:
         """Recover every rewrite a dead process left half-done; summarise in the warnings."""
         if self.settings.mode == "read-only":
             return status
-        outcomes = self.recover()
+        try:
+            outcomes = self.recover()
+        except PluginError as exc:  # the shared state is down: syncs still work
+            return attrs.evolve(
+                status, warnings=(*status.warnings, f"journal recovery did not run: {exc}")
+            )
         if not outcomes:
             return status
         warnings = [f"journal recovery: {o.outcome}: {o.detail}" for o in outcomes[:20]]

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from coupa_plugin.connector.shared_state import SharedStateURL, parse_shared_state
 from coupa_plugin.coupa import Secret
 from coupa_plugin.host.errors import ConfigurationError
 
@@ -112,6 +113,16 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
         "SQLite file through which several processes share one instance's rate limit",
     ),
     SettingSpec(
+        "shared_state",
+        "string",
+        None,
+        False,
+        True,  # the URL may carry the password
+        "redis:// or rediss:// URL of the Redis that every worker of this tenant shares (journal, "
+        "per-user locks, learnt facts, pacing); password from the URL or "
+        "COUPA_SHARED_STATE_PASSWORD",
+    ),
+    SettingSpec(
         "state_dir",
         "string",
         None,
@@ -156,6 +167,7 @@ class CoupaSettings:
     protected_logins: frozenset[str] = frozenset()
     state_dir: Path | None = None
     shared_rate_limit_file: str | None = None
+    shared_state: SharedStateURL | None = None
     integration_login: str | None = None
     journal_max_age_s: float = 86_400.0
     enabled: bool = True
@@ -301,6 +313,7 @@ _FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
     "protected_logins": lambda k, v: frozenset(s.strip().lower() for s in _string_list(k, v)),
     "state_dir": lambda k, v: Path(_nonempty(k, v)).expanduser(),
     "shared_rate_limit_file": lambda k, v: str(Path(_nonempty(k, v)).expanduser()),
+    "shared_state": parse_shared_state,
     "integration_login": lambda k, v: _nonempty(k, v).lower(),
     "journal_max_age_s": lambda k, v: _number(k, v, 0.0, 90 * 86_400.0),
     "enabled": _boolean,
@@ -330,6 +343,11 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:
                 values[name] = parse(name, section[name])
             except ConfigurationError as exc:
                 problems.append(str(exc))
+    if "shared_state" in values and "shared_rate_limit_file" in values:
+        problems.append(
+            "shared_state: paces through Redis; remove shared_rate_limit_file (only one "
+            "shared pacer can hold an instance's budget)"
+        )
     if problems:  # every problem at once, so one edit fixes the file
         raise ConfigurationError("; ".join(problems))
     insecure = _boolean("allow_insecure_base_url", section.get("allow_insecure_base_url", False))

@@ -183,9 +183,10 @@ class CoupaClient:
         transport: httpx.BaseTransport | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.config = config
-        self.limiter: RateLimiter = (
+        self.limiter: RateLimiter = limiter or (
             SharedRateLimiter(
                 config.shared_rate_limit_file,
                 config.base_url,

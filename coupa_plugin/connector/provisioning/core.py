@@ -14,7 +14,7 @@ from coupa_plugin.connector.mapping import check_grantable, parse_entitlement_id
 from coupa_plugin.connector.provisioning.accounts import Accounts
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.guards import Guards
-from coupa_plugin.connector.provisioning.journal import Journal, Rejected
+from coupa_plugin.connector.provisioning.journal import Journal, Rejected, state_key
 from coupa_plugin.connector.provisioning.lists import ListWriter, Recovery
 from coupa_plugin.connector.provisioning.per_item import PerItem
 from coupa_plugin.connector.provisioning.session import (
@@ -22,6 +22,7 @@ from coupa_plugin.connector.provisioning.session import (
     UserSession,
     ids_of,
 )
+from coupa_plugin.connector.provisioning.store import LocalStore, StateStore, StoreUnavailable
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.coupa import CoupaClient
 from coupa_plugin.coupa.models import User
@@ -50,6 +51,7 @@ class ProvisionerConfig:
         integration_login: str | None = None,
         journal_max_age_s: float = DEFAULT_JOURNAL_MAX_AGE_S,
         wall_clock: Callable[[], float] = time.time,
+        store: StateStore | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.instance = instance
@@ -59,6 +61,8 @@ class ProvisionerConfig:
         self.integration_login = integration_login.lower() if integration_login else None
         self.journal_max_age_s = journal_max_age_s
         self.wall_clock = wall_clock
+        # where the journal, the learnt facts and the per-user locks live (default: state_dir)
+        self.store = store or LocalStore(state_dir, state_key(tenant_id, instance))
 
 
 def parse_user_id(principal_id: object) -> int:
@@ -87,8 +91,8 @@ class Provisioner:
         self.client = client
         self.config = config
         self._grant_types = grant_types
-        self.journal = Journal(config.state_dir, config.tenant_id, config.instance, config.seal)
-        self.facts = TenantFacts(config.state_dir, config.tenant_id, config.instance, config.seal)
+        self.journal = Journal(config.store, config.tenant_id, config.instance, config.seal)
+        self.facts = TenantFacts(config.store, config.tenant_id, config.instance, config.seal)
         self.guards = Guards(client, self.facts, config.protected_logins, config.integration_login)
         self.lists = ListWriter(
             self.journal,
@@ -115,18 +119,27 @@ class Provisioner:
             )
         if not request.dry_run:
             self.journal.ensure()
+        self.facts.refresh()
         if request.action == "create_account":
             return self.accounts.create(request, self.provision)
         user_id = parse_user_id(request.principal_id)
-        with self._locked(user_id):
-            s = self._session(user_id)
-            notes = self._recover_user(s) if not request.dry_run else self._pending_note(user_id)
-            if request.action in ("grant", "revoke"):
-                result = self._grant_or_revoke(s, request)
-            elif request.action == "update_account":
-                result = self.accounts.update(s, request)
-            else:
-                result = self.accounts.set_active(s, request)
+        s: UserSession | None = None
+        try:
+            with self._locked(user_id):
+                s = self._session(user_id)
+                notes = (
+                    self._recover_user(s) if not request.dry_run else self._pending_note(user_id)
+                )
+                if request.action in ("grant", "revoke"):
+                    result = self._grant_or_revoke(s, request)
+                elif request.action == "update_account":
+                    result = self.accounts.update(s, request)
+                else:
+                    result = self.accounts.set_active(s, request)
+        except StoreUnavailable as exc:
+            if s is None:
+                raise ProvisioningError(f"{exc}; nothing was written") from None
+            raise s.failure(str(exc)) from None
         if not notes:
             return result
         message = "; ".join([*notes, result.message] if result.message else notes)
@@ -142,7 +155,7 @@ class Provisioner:
     def _locked(self, user_id: int) -> Iterator[None]:
         with self._guard:
             lock = self._user_locks.setdefault(user_id, threading.Lock())
-        with lock:
+        with lock, self.config.store.user_lock(user_id):
             yield
 
     def _result(self, status: str, s: UserSession, message: str) -> ProvisionResult:
@@ -185,17 +198,25 @@ class Provisioner:
         runs in provisioning mode). A repair that fails is reported, not raised."""
         rejected: list[Rejected] = []
         outcomes = []
-        user_ids = sorted({entry.user_id for entry in self.journal.pending(None, rejected)})
+        try:
+            user_ids = sorted({entry.user_id for entry in self.journal.pending(None, rejected)})
+        except StoreUnavailable as exc:
+            raise ProvisioningError(f"{exc}; nothing was written") from None
         for user_id in user_ids:
-            with self._locked(user_id):
-                s = self._session(user_id)
-                for entry in list(self.journal.pending(user_id, rejected)):
-                    try:
-                        outcome = self.lists.recover(s, entry)
-                    except PluginError as exc:
-                        outcome = Recovery(user_id, "refused", f"recovery failed: {exc}")
-                    self._log(outcome)
-                    outcomes.append(outcome)
+            try:
+                with self._locked(user_id):
+                    s = self._session(user_id)
+                    for entry in list(self.journal.pending(user_id, rejected)):
+                        try:
+                            outcome = self.lists.recover(s, entry)
+                        except PluginError as exc:
+                            outcome = Recovery(user_id, "refused", f"recovery failed: {exc}")
+                        self._log(outcome)
+                        outcomes.append(outcome)
+            except StoreUnavailable as exc:
+                outcome = Recovery(user_id, "refused", f"recovery failed: {exc}")
+                self._log(outcome)
+                outcomes.append(outcome)
         outcomes += [
             Recovery(None, "rejected", f"journal file {r.name} was set aside: {r.reason}")
             for r in rejected

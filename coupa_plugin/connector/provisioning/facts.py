@@ -4,17 +4,18 @@
   (undocumented; learnt from the first revoke's read-back).
 * The id of the API user this integration writes as (Coupa records it as ``updated-by`` on
   every change we make). Provisioning refuses to change that user, so a fresh process must know
-  it before its first write: it is remembered in ``state_dir``.
+  it before its first write: it is remembered in ``state_dir`` (or the shared state, where
+  every worker of the tenant learns it at once).
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Final, Literal
 
-from coupa_plugin.connector.provisioning.journal import JOURNALED_KEYS, state_key
-from coupa_plugin.connector.statefiles import Seal, private_dir, read_private, write_private
+from coupa_plugin.connector.provisioning.journal import JOURNALED_KEYS
+from coupa_plugin.connector.provisioning.store import StateStore
+from coupa_plugin.connector.statefiles import Seal
 
 __all__ = ["Semantics", "TenantFacts"]
 
@@ -23,30 +24,28 @@ _SEMANTICS: Final = ("replace", "merge")
 
 
 class TenantFacts:
-    """Learnt facts of one tenant on one Coupa instance, persisted as a small 0600 file."""
+    """Learnt facts of one tenant on one Coupa instance, persisted as one small sealed record
+    in ``store`` (a 0600 file, or a key of the shared state)."""
 
-    def __init__(self, state_dir: Path, tenant_id: str, instance: str, seal: Seal) -> None:
-        self._state_dir = state_dir
+    def __init__(self, store: StateStore, tenant_id: str, instance: str, seal: Seal) -> None:
+        self._store = store
         self._seal = seal
-        self._name = state_key(tenant_id, instance) + ".json"
         self._tenant, self._instance = tenant_id, instance
         self._lock = threading.Lock()
-        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) of the file last read
+        self._loaded = False
         self._semantics: dict[str, Semantics] = {}
         self._own_user_id: int | None = None
 
-    def _load(self) -> None:
-        """Read the file when it changed since the last read (another process of this tenant
-        may have learnt something meanwhile)."""
-        path = self._state_dir / "facts" / self._name
-        try:
-            info = path.lstat()
-        except OSError:
+    def refresh(self) -> None:
+        """Read the record again on next use (another worker may have learnt since)."""
+        with self._lock:
+            self._loaded = False
+
+    def _load(self, fresh: bool = False) -> None:
+        if self._loaded and not fresh:
             return
-        if (info.st_mtime_ns, info.st_size) == self._seen:
-            return
-        self._seen = (info.st_mtime_ns, info.st_size)
-        data = read_private(path)
+        self._loaded = True
+        data = self._store.read_facts()
         try:
             raw = self._seal.open(data) if data else {}
         except ValueError:
@@ -66,9 +65,7 @@ class TenantFacts:
             self._own_user_id = own
 
     def _save(self) -> None:
-        folder = private_dir(self._state_dir, "facts")
-        write_private(
-            folder / self._name,
+        self._store.write_facts(
             self._seal.seal(
                 {
                     "tenant": self._tenant,
@@ -76,7 +73,7 @@ class TenantFacts:
                     "semantics": self._semantics,
                     "own_user_id": self._own_user_id,
                 }
-            ),
+            )
         )
 
     def semantics(self, key: str) -> Semantics | None:
@@ -86,7 +83,7 @@ class TenantFacts:
 
     def learn_semantics(self, key: str, value: Semantics) -> None:
         with self._lock:
-            self._load()
+            self._load(fresh=True)  # keep what other workers learnt meanwhile
             if self._semantics.get(key) != value:
                 self._semantics[key] = value
                 self._save()
@@ -99,7 +96,7 @@ class TenantFacts:
 
     def learn_own_user(self, user_id: int) -> None:
         with self._lock:
-            self._load()
+            self._load(fresh=True)
             if self._own_user_id != user_id:
                 self._own_user_id = user_id
                 self._save()

@@ -25,13 +25,8 @@ from typing import Any, Final
 
 import attrs
 
-from coupa_plugin.connector.statefiles import (
-    Seal,
-    private_dir,
-    read_private,
-    remove_private,
-    write_private,
-)
+from coupa_plugin.connector.provisioning.store import StateStore
+from coupa_plugin.connector.statefiles import Seal
 
 __all__ = [
     "JOURNALED_KEYS",
@@ -199,61 +194,52 @@ class Rejected:
 
 
 class Journal:
-    """Pending list rewrites of one tenant on one Coupa instance, under ``state_dir``."""
+    """Pending list rewrites of one tenant on one Coupa instance, kept in ``store`` (files
+    under ``state_dir`` or the shared Redis): sealed and validated the same way in both."""
 
-    def __init__(self, state_dir: Path, tenant_id: str, instance: str, seal: Seal) -> None:
-        self.state_dir = state_dir
+    def __init__(self, store: StateStore, tenant_id: str, instance: str, seal: Seal) -> None:
+        self.store = store
         self._seal = seal
         self.tenant_id = tenant_id
         self.instance = instance
-        self._folder = state_key(tenant_id, instance)
-
-    @property
-    def directory(self) -> Path:
-        return self.state_dir / "journal" / self._folder
-
-    def _open(self) -> Path:
-        return private_dir(self.state_dir, "journal", self._folder)
 
     def ensure(self) -> None:
-        """Create (or tighten) the journal's folder; ConfigurationError when it is unusable
-        (a symlink, not a directory, not creatable). Called before any write."""
-        self._open()
+        """Check the journal can be written: ConfigurationError when ``state_dir`` is unusable
+        (a symlink, not a directory, not creatable), a PluginError naming the shared state
+        when it cannot be reached. Called before any write."""
+        self.store.ensure()
 
-    def _path(self, entry: JournalEntry) -> Path:
-        return self.directory / f"{entry.user_id}-{entry.entry_id}.json"
+    @staticmethod
+    def _name(entry: JournalEntry) -> str:
+        return f"{entry.user_id}-{entry.entry_id}.json"
 
     def save(self, entry: JournalEntry) -> None:
         """Durably record ``entry`` (first before anything is written, then at every step)."""
-        self._open()
-        write_private(self._path(entry), self._seal.seal(entry.to_dict()))
+        self.store.put_entry(self._name(entry), self._seal.seal(entry.to_dict()))
 
     def done(self, entry: JournalEntry) -> None:
         """Forget ``entry``."""
-        remove_private(self._path(entry))
+        self.store.remove_entry(self._name(entry))
 
     def pending(
         self, user_id: int | None = None, rejected: list[Rejected] | None = None
     ) -> Iterator[JournalEntry]:
-        """Valid entries (all, or one user's), oldest first. Files that fail validation are
-        renamed ``*.rejected`` (kept for inspection, never applied) and listed in ``rejected``."""
-        if not self.directory.exists():
-            return
-        directory = self._open()
+        """Valid entries (all, or one user's), oldest first. Entries that fail validation are
+        set aside (kept for inspection, never applied: files are renamed ``*.rejected``) and
+        listed in ``rejected``."""
         found: list[tuple[float, JournalEntry]] = []
         prefix = "" if user_id is None else f"{user_id}-"
-        for path in sorted(directory.glob(f"{prefix}*.json")):
-            data = read_private(path)
+        for name, data in list(self.store.entries(prefix)):
             try:
                 if data is None:
                     raise InvalidEntry("not a regular file of sane size")
                 entry = parse_entry(self._seal.open(data), self.tenant_id, self.instance)
-                if path.name != self._path(entry).name:
+                if name != self._name(entry):
                     raise InvalidEntry("file name does not match its content")
             except ValueError as exc:
                 if rejected is not None:
-                    rejected.append(Rejected(path.name, str(exc)))
-                os.replace(path, path.with_name(path.name + ".rejected"))
+                    rejected.append(Rejected(name, str(exc)))
+                self.store.set_aside(name)
                 continue
             found.append((entry.created_at, entry))
         for _, entry in sorted(found, key=lambda pair: pair[0]):
