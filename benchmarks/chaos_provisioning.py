@@ -223,7 +223,10 @@ class Chaos:
         return self.sandbox.state.access_of(uid)
 
     def journaled(self, uid: int) -> bool:
-        return any((self.state_dir / "journal").rglob(f"{uid}-*.json"))
+        return any(
+            not p.name.endswith(".done.json")
+            for p in (self.state_dir / "journal").rglob(f"{uid}-*.json")
+        )
 
     def problem(self, kind: str, detail: str) -> None:
         self.counts[kind] += 1

@@ -448,6 +448,36 @@ class ProvisioningMachine(RuleBasedStateMachine):
         """The process dies at the k-th request from now (before or after it is applied)."""
         self.sandbox.ops.crash_at = {self.sandbox.api_requests + k: point}
 
+    @rule(k=st.integers(1, 3), point=st.sampled_from(sorted(CRASH_POINTS)))
+    def crash_at_a_write(self, k: int, point: str) -> None:
+        """The process dies at the k-th write from now: in a two-step rewrite, k = 2 is the
+        clear and k = 3 the put-back (after the one-write probe)."""
+        self.sandbox.ops.crash_at_write = {self.sandbox.writes + k: point}
+
+    @rule(data=st.data())
+    def revoke_and_die_mid_rewrite(self, data: st.DataObject) -> None:
+        """A role revoke whose process dies right after the clear (under merge semantics,
+        once known: the probe is the first write otherwise, so the clear may be the second)."""
+        self.sandbox.ops.crash_at_write = {
+            self.sandbox.writes + data.draw(st.integers(1, 2)): "after"
+        }
+        uid = data.draw(st.sampled_from(self.users))
+        target = data.draw(st.sampled_from([3, 4, 5]))
+        result = self._run(
+            {
+                "action": "revoke",
+                "entitlement_id": entitlement_id("role", target),
+                "principal_id": str(uid),
+            },
+            uid,
+            "role",
+            target,
+        )
+        self.sandbox.ops.crash_at_write = {}
+        if result is not None:
+            self.uncertain.discard((uid, "role", target))
+            self.model[uid]["role"].discard(target)
+
     @rule()
     def restart(self) -> None:
         self._restart()
@@ -587,9 +617,13 @@ class ProvisioningMachine(RuleBasedStateMachine):
         remaining uncertain outcomes are adopted."""
         self.sandbox.ops.fail_writes = {}
         self.sandbox.ops.crash_at = {}
+        self.sandbox.ops.crash_at_write = {}
         self._restart()
         status = self.plugin.configure(tenant=self.tenant)
         assert status is not None
+        for warning in status.warnings:
+            if warning.startswith("journal recovery: "):
+                event(warning.split(":")[1].strip() + " at configure")
         actual = holdings(self.sandbox)
         for uid, field, item in sorted(self.uncertain, key=repr):
             self._adopt(uid, field, item, actual[uid])
@@ -633,8 +667,8 @@ class ProvisioningMachine(RuleBasedStateMachine):
 
 TestProvisioningMachine = ProvisioningMachine.TestCase
 TestProvisioningMachine.settings = settings(
-    max_examples=60,
-    stateful_step_count=12,
+    max_examples=80,
+    stateful_step_count=16,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )

@@ -113,8 +113,9 @@ JOURNAL_KEY = f"{PREFIX}:{state_key('acme', 'http://sandbox')}:journal"
 
 
 def journal(server: RedisServer) -> dict[bytes, bytes]:
+    """Pending entries in Redis (not the tombstones finished rewrites leave)."""
     found: dict[bytes, bytes] = raw_client(server).hgetall(JOURNAL_KEY)
-    return found
+    return {k: v for k, v in found.items() if not k.endswith(b".done.json")}
 
 
 # -- settings -----------------------------------------------------------------------------------

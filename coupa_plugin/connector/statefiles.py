@@ -76,7 +76,8 @@ def read_private(path: Path) -> bytes | None:
     """The bytes of ``path``; None when it is missing, a symlink, not a regular file, or too
     large. A file readable by others is tightened to 0600 first."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted under the name must not block the reader
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
     try:

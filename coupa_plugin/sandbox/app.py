@@ -297,16 +297,21 @@ class CoupaSandbox:
                 request.method in {"POST", "PUT", "PATCH", "DELETE"}
                 and request.path != "/api/graphql"
             )
-            failure = None
+            failure = crash = None
             if write:
                 with self._meta:
                     self.writes += 1
                     failure = self.ops.fail_writes.get(self.writes)
+                    crash = self.ops.crash_at_write.get(self.writes)
+                if crash == "before":
+                    raise SimulatedCrash(f"client died before write {self.writes}")
                 if failure == "error":
                     raise _errors(500, "base", "Internal server error (injected)")
                 if failure == "drop_before_apply":
                     return SandboxResponse(0, {}, b"", drop=True), client_id
             status, root, payload = self._dispatch(request, scopes)
+            if write and crash == "after":
+                raise SimulatedCrash(f"client died after write {self.writes} was applied")
             if failure == "drop_after_apply":
                 return SandboxResponse(0, {}, b"", drop=True), client_id
         except _HttpError as exc:

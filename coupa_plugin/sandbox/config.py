@@ -101,6 +101,7 @@ class Operations:
     malformed_rate: float = 0.0
     fail_writes: dict[int, str] = attrs.field(factory=dict)
     crash_at: dict[int, str] = attrs.field(factory=dict)
+    crash_at_write: dict[int, str] = attrs.field(factory=dict)
     user_reads_fail_after_write: int | None = None
     seed: int = 0
     token_ttl_s: float = 86_399.0

@@ -91,7 +91,14 @@ class Provisioner:
         self.client = client
         self.config = config
         self._grant_types = grant_types
-        self.journal = Journal(config.store, config.tenant_id, config.instance, config.seal)
+        self.journal = Journal(
+            config.store,
+            config.tenant_id,
+            config.instance,
+            config.seal,
+            max_age_s=config.journal_max_age_s,
+            wall_clock=config.wall_clock,
+        )
         self.facts = TenantFacts(config.store, config.tenant_id, config.instance, config.seal)
         self.guards = Guards(client, self.facts, config.protected_logins, config.integration_login)
         self.lists = ListWriter(
@@ -130,12 +137,13 @@ class Provisioner:
                 notes = (
                     self._recover_user(s) if not request.dry_run else self._pending_note(user_id)
                 )
-                if request.action in ("grant", "revoke"):
-                    result = self._grant_or_revoke(s, request)
-                elif request.action == "update_account":
-                    result = self.accounts.update(s, request)
-                else:
-                    result = self.accounts.set_active(s, request)
+                recovered = len(s.changes)
+                try:
+                    result = self._handle(s, request)
+                except PluginError as exc:
+                    if not recovered:
+                        raise
+                    raise self._after_recovery(s, exc, recovered) from None
         except StoreUnavailable as exc:
             if s is None:
                 raise ProvisioningError(f"{exc}; nothing was written") from None
@@ -150,6 +158,26 @@ class Provisioner:
             message=message,
             principal_id=result.principal_id,
         )
+
+    def _handle(self, s: UserSession, request: ProvisionRequest) -> ProvisionResult:
+        if request.action in ("grant", "revoke"):
+            return self._grant_or_revoke(s, request)
+        if request.action == "update_account":
+            return self.accounts.update(s, request)
+        return self.accounts.set_active(s, request)
+
+    @staticmethod
+    def _after_recovery(s: UserSession, exc: PluginError, recovered: int) -> PluginError:
+        """``exc``, raised by the request after recovery wrote: the same error type, saying
+        what recovery wrote and what the user holds now."""
+        message = str(exc).replace("; nothing was written", "").rstrip(".")
+        if len(s.changes) == recovered:
+            message += " (this request itself wrote nothing)"
+        written = "; ".join(s.changes[:recovered])
+        text = f"{message}. Recovery of an interrupted rewrite had written: {written}."
+        if "now holds" not in message and "could not be read" not in message:
+            text += f" {s.statement()}"
+        return type(exc)(text)
 
     @contextmanager
     def _locked(self, user_id: int) -> Iterator[None]:

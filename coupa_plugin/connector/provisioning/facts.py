@@ -10,17 +10,20 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Final, Literal
 
 from coupa_plugin.connector.provisioning.journal import JOURNALED_KEYS
 from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.statefiles import Seal
+from coupa_plugin.host.errors import PluginError
 
 __all__ = ["Semantics", "TenantFacts"]
 
 Semantics = Literal["replace", "merge"]
 _SEMANTICS: Final = ("replace", "merge")
+log = logging.getLogger("coupa_plugin.connector.provisioning")
 
 
 class TenantFacts:
@@ -65,6 +68,14 @@ class TenantFacts:
             self._own_user_id = own
 
     def _save(self) -> None:
+        """Persist what was learnt. A failure is logged, never raised: it comes right after a
+        write to Coupa, and what was learnt is learnt again by the next write."""
+        try:
+            self._write()
+        except (OSError, PluginError) as exc:
+            log.warning("could not keep what was learnt", extra={"error": str(exc)[:200]})
+
+    def _write(self) -> None:
         self._store.write_facts(
             self._seal.seal(
                 {

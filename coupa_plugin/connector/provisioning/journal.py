@@ -18,8 +18,9 @@ import hashlib
 import math
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,6 +47,7 @@ _MAX_ITEMS: Final = 10_000
 _MAX_ID: Final = 10**18 - 1
 _ENTRY_ID: Final = re.compile(r"[0-9a-f]{32}")
 _MAX_STAMP_CHARS: Final = 64
+_TOMBSTONE: Final = ".done.json"
 
 
 def default_state_dir() -> Path:
@@ -197,11 +199,22 @@ class Journal:
     """Pending list rewrites of one tenant on one Coupa instance, kept in ``store`` (files
     under ``state_dir`` or the shared Redis): sealed and validated the same way in both."""
 
-    def __init__(self, store: StateStore, tenant_id: str, instance: str, seal: Seal) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        tenant_id: str,
+        instance: str,
+        seal: Seal,
+        *,
+        max_age_s: float = 86_400.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self._seal = seal
         self.tenant_id = tenant_id
         self.instance = instance
+        self._max_age_s = max_age_s
+        self._wall = wall_clock
 
     def ensure(self) -> None:
         """Check the journal can be written: ConfigurationError when ``state_dir`` is unusable
@@ -213,12 +226,25 @@ class Journal:
     def _name(entry: JournalEntry) -> str:
         return f"{entry.user_id}-{entry.entry_id}.json"
 
+    @staticmethod
+    def _tombstone(entry: JournalEntry) -> str:
+        return f"{entry.user_id}-{entry.entry_id}{_TOMBSTONE}"
+
     def save(self, entry: JournalEntry) -> None:
         """Durably record ``entry`` (first before anything is written, then at every step)."""
         self.store.put_entry(self._name(entry), self._seal.seal(entry.to_dict()))
 
     def done(self, entry: JournalEntry) -> None:
-        """Forget ``entry``."""
+        """Forget ``entry``, leaving a sealed tombstone for as long as the entry could still
+        be applied (``max_age_s``): a copy of it put back later is refused as a replay."""
+        stone = {
+            "version": _VERSION,
+            "tenant": self.tenant_id,
+            "instance": self.instance,
+            "finished": entry.entry_id,
+            "created_at": entry.created_at,
+        }
+        self.store.put_entry(self._tombstone(entry), self._seal.seal(stone))
         self.store.remove_entry(self._name(entry))
 
     def pending(
@@ -229,13 +255,19 @@ class Journal:
         listed in ``rejected``."""
         found: list[tuple[float, JournalEntry]] = []
         prefix = "" if user_id is None else f"{user_id}-"
-        for name, data in list(self.store.entries(prefix)):
+        listed = list(self.store.entries(prefix))
+        finished = self._finished([(n, d) for n, d in listed if n.endswith(_TOMBSTONE)])
+        for name, data in listed:
+            if name.endswith(_TOMBSTONE):
+                continue
             try:
                 if data is None:
                     raise InvalidEntry("not a regular file of sane size")
                 entry = parse_entry(self._seal.open(data), self.tenant_id, self.instance)
                 if name != self._name(entry):
                     raise InvalidEntry("file name does not match its content")
+                if entry.entry_id in finished:
+                    raise InvalidEntry("replayed: this rewrite was already finished")
             except ValueError as exc:
                 if rejected is not None:
                     rejected.append(Rejected(name, str(exc)))
@@ -244,3 +276,27 @@ class Journal:
             found.append((entry.created_at, entry))
         for _, entry in sorted(found, key=lambda pair: pair[0]):
             yield entry
+
+    def _finished(self, stones: list[tuple[str, bytes | None]]) -> set[str]:
+        """Entry ids of finished rewrites; tombstones past ``max_age_s`` are removed (an entry
+        that old is never applied anyway)."""
+        ids = set()
+        now = self._wall()
+        for name, data in stones:
+            try:
+                raw = self._seal.open(data or b"")
+            except ValueError:
+                continue  # an unsealed tombstone proves nothing; a sealed entry still needs one
+            if not isinstance(raw, dict) or (raw.get("tenant"), raw.get("instance")) != (
+                self.tenant_id,
+                self.instance,
+            ):
+                continue
+            created, entry_id = raw.get("created_at"), raw.get("finished")
+            if not isinstance(entry_id, str) or not isinstance(created, int | float):
+                continue
+            if now - created > self._max_age_s:
+                self.store.remove_entry(name)
+                continue
+            ids.add(entry_id)
+        return ids

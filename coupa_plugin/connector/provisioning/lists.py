@@ -157,25 +157,29 @@ class ListWriter:
     def _drive(self, s: UserSession, entry: JournalEntry) -> set[int]:
         """Take the list from ``entry.last`` to ``entry.desired``, journaling every step (the
         list each write leaves, then the list and stamp read back). Drops the entry when the
-        list is exactly ``desired``."""
+        list is exactly ``desired``.
+
+        Items the user did not hold before the rewrite are never cleared away: they are
+        someone else's change made meanwhile, or Coupa's own doing (some tenants give an
+        emptied user the User role). What the rewrite took away is put back regardless."""
         key, uid = entry.association, s.user_id
-        desired = set(entry.desired)
+        before, desired = set(entry.before), set(entry.desired)
         current = set(entry.last.items)
         clears: list[Any] = [[], None]  # an empty list, then null, clear a list
         sent: set[str] = set()
         for _ in range(_STEPS):
-            if current == desired:
-                self.journal.done(entry)
-                return current
-            if current <= desired:
-                body, leaves = _body(key, desired), desired
-                line = f"put back {key} {describe(desired)} for user {uid} (step 2 of 2)"
-            elif clears:
+            foreign = current - before
+            if current - foreign == desired:
+                break
+            if current - desired - foreign and clears and not foreign:
                 clear = clears.pop(0)
-                body, leaves = {key: clear}, set()
+                body, leaves = {key: clear}, set[int]()
                 line = f"cleared {key} of user {uid}" + (
                     " (step 1 of 2)" if clear == [] else " with null (step 1 of 2, again)"
                 )
+            elif desired - current:
+                body, leaves = _body(key, desired), desired | foreign
+                line = f"put back {key} {describe(desired)} for user {uid} (step 2 of 2)"
             else:
                 break
             if line in sent:
@@ -206,6 +210,15 @@ class ListWriter:
                     "rewritten; nothing further was written"
                 )
         self.journal.done(entry)
+        foreign = current - before
+        if current == desired:
+            return current
+        if current - foreign == desired:
+            raise s.failure(
+                f"{key} of user {uid} is as asked except for {describe(foreign)}, which this "
+                "call did not write (a change made meanwhile, or Coupa's own rule) and left "
+                "alone"
+            )
         raise s.failure(
             f"Coupa did not leave {key} of user {uid} at {describe(desired)} "
             f"(it holds {describe(current)}); nothing further was written"

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +25,7 @@ from coupa_plugin.connector.statefiles import (
     remove_private,
     write_private,
 )
+from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 
 __all__ = ["LocalStore", "StateStore", "StoreUnavailable"]
 
@@ -80,12 +83,22 @@ class StateStore(Protocol):
 
 class LocalStore:
     """Files under ``state_dir``: ``journal/<key>/<name>`` and ``facts/<key>.json``, private
-    (0700 folders, 0600 files, no symlinks), written atomically and fsynced. The per-user
-    lock is the provisioner's in-process lock: one process owns a ``state_dir``."""
+    (0700 folders, 0600 files, no symlinks), written atomically and fsynced; a lock file per
+    user under ``locks/<key>/`` serialises the processes that share the ``state_dir``."""
 
-    def __init__(self, state_dir: Path, key: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        key: str,
+        *,
+        lock_wait_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.state_dir = state_dir
         self._key = key
+        self._lock_wait_s = lock_wait_s
+        self._clock, self._sleep = clock, sleep
 
     @property
     def where(self) -> str:
@@ -100,6 +113,13 @@ class LocalStore:
 
     def ensure(self) -> None:
         self._open()
+        folder = private_dir(self.state_dir, "facts")
+        facts = folder / f"{self._key}.json"
+        if facts.is_symlink() or (facts.exists() and not facts.is_file()):
+            raise ConfigurationError(
+                f"state_dir: {facts} is not a regular file; refused (nothing was written)"
+            )
+        private_dir(self.state_dir, "locks", self._key)
 
     def entries(self, prefix: str) -> Iterator[tuple[str, bytes | None]]:
         if not self.directory.exists():
@@ -116,8 +136,10 @@ class LocalStore:
 
     def set_aside(self, name: str) -> None:
         path = self.directory / name
+        # a unique name: whatever already sits at "<name>.rejected" must not stop this
+        aside = path.with_name(f"{name}.{time.time_ns()}.rejected")
         with contextlib.suppress(FileNotFoundError):
-            os.replace(path, path.with_name(name + ".rejected"))
+            os.replace(path, aside)
 
     def read_facts(self) -> bytes | None:
         return read_private(self.state_dir / "facts" / f"{self._key}.json")
@@ -125,8 +147,28 @@ class LocalStore:
     def write_facts(self, data: bytes) -> None:
         write_private(private_dir(self.state_dir, "facts") / f"{self._key}.json", data)
 
-    def user_lock(self, user_id: int) -> AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def user_lock(self, user_id: int) -> Iterator[None]:
+        """An advisory lock file per user (``flock``): processes sharing ``state_dir`` change
+        one user at a time, and the kernel frees the lock of a process that dies."""
+        folder = private_dir(self.state_dir, "locks", self._key)
+        fd = os.open(folder / f"{user_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            deadline = self._clock() + self._lock_wait_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if self._clock() >= deadline:
+                        raise ProvisioningError(
+                            f"user {user_id} is being changed by another process for over "
+                            f"{self._lock_wait_s:g} s; nothing was written"
+                        ) from None
+                    self._sleep(0.02)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def close(self) -> None:
         """Nothing to release."""
