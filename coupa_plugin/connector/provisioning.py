@@ -26,10 +26,16 @@ from contextlib import contextmanager
 from typing import Any, Final, Literal
 
 from coupa_plugin.connector.journal import Journal, JournalEntry
-from coupa_plugin.connector.mapping import parse_entitlement_id, user_grants
-from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError, CoupaTransportError
+from coupa_plugin.connector.mapping import parse_entitlement_id, parse_id, user_grants
+from coupa_plugin.coupa import (
+    CoupaClient,
+    CoupaError,
+    CoupaHTTPError,
+    CoupaResponseError,
+    CoupaTransportError,
+)
 from coupa_plugin.coupa.client import GraphQLError
-from coupa_plugin.coupa.models import User, structure_user
+from coupa_plugin.coupa.models import RecordError, User, strict_id, structure_user
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
 
@@ -128,9 +134,10 @@ class Provisioner:
 
     @staticmethod
     def _user_id(principal_id: str | None) -> int:
-        if not principal_id or not principal_id.isdigit():
+        user_id = parse_id(principal_id)
+        if user_id is None:
             raise NotFoundError(f"unknown principal {principal_id!r}: Coupa user ids are numbers")
-        return int(principal_id)
+        return user_id
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -443,8 +450,8 @@ class Provisioner:
         if granting:
             try:
                 self.client.add_membership(user_id, group_id)
-            except CoupaTransportError:
-                pass  # may have been applied; the read-back decides
+            except (CoupaTransportError, CoupaResponseError):
+                pass  # may have been applied (an odd answer after the write); the read-back decides
             except CoupaHTTPError as exc:
                 if exc.status == 404 or group_id not in self._current(user_id, "user_groups"):
                     raise
@@ -765,7 +772,7 @@ class Provisioner:
             )
         try:
             created = self.client.create_user(body)
-            new_id = int(created["id"])
+            new_id = strict_id(created.get("id"), "POST /api/users: id")
         except CoupaTransportError:
             found = self._find_login(login)
             if found is None:
@@ -825,5 +832,8 @@ class Provisioner:
             raise ProvisioningError(f"looking up login {login} failed: {exc}") from None
         for row in rows if isinstance(rows, list) else []:
             if isinstance(row, dict) and row.get("login") == login:
-                return int(row["id"])
+                try:
+                    return strict_id(row.get("id"), "GET /api/users: id")
+                except RecordError as exc:
+                    raise ProvisioningError(f"looking up login {login} failed: {exc}") from None
         return None

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -24,21 +25,24 @@ from coupa_plugin.coupa.errors import (
     CoupaError,
     CoupaHTTPError,
     CoupaResponseError,
+    CoupaTimeoutError,
     CoupaTransportError,
     ReadOnlyClientError,
     ScopeError,
     excerpt,
+    plain,
 )
 from coupa_plugin.coupa.models import (
     KNOWN_LICENSE_FLAGS,
     AccountGroup,
     BusinessGroup,
     Membership,
+    RecordError,
     Role,
     User,
     UserGroup,
-    converter,
     is_license_flag,
+    structure,
     structure_user,
 )
 from coupa_plugin.coupa.paging import MAX_PAGE, read_all, read_keyset
@@ -50,15 +54,30 @@ from coupa_plugin.coupa.scopes import (
     REQUIRED_SCOPES,
     WRITE_SCOPES,
 )
-from coupa_plugin.coupa.transport import PacedTransport, retry_after_seconds
+from coupa_plugin.coupa.transport import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_BODY_BYTES,
+    DeadlineTransport,
+    PacedTransport,
+    deadline,
+    read_body,
+    retry_after_seconds,
+    seconds_left,
+)
 
 __all__ = ["USER_FIELDS", "ClientConfig", "CoupaClient", "GraphQLError", "ScopeGrant"]
 
 log = logging.getLogger("coupa_plugin.coupa")
 Mode = Literal["auto", "read-only", "provisioning"]
+T = TypeVar("T")
 _RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 _NEVER_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _STATS_EVERY: Final = 50
+# h11's words for an answer it cannot parse (as opposed to a connection closed early)
+_UNPARSEABLE: Final = ("illegal", "malformed", "invalid", "too long", "can't handle", "bad ")
+_WAIT_INITIAL_S: Final = 0.5
+_WAIT_MAX_S: Final = 30.0
+_WAIT_JITTER_S: Final = 1.0
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
 USER_FIELDS: Final[tuple[Any, ...]] = (
     "id",
@@ -108,6 +127,7 @@ class ClientConfig:
     timeout_s: float = 30.0
     retry_attempts: int = 8
     retry_timeout_s: float = 120.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     tenant: str = ""
     shared_rate_limit_file: str | None = None
 
@@ -123,14 +143,36 @@ class ScopeGrant:
     documented_missing: frozenset[str] = frozenset()
 
 
+Answer = tuple[int, httpx.Headers, bytes]
+
+
 class _Retryable(Exception):
     """Internal: a failed attempt worth another try."""
 
     def __init__(
-        self, reason: str, response: httpx.Response | None = None, wait: float | None = None
+        self,
+        reason: str,
+        answer: Answer | None = None,
+        wait: float | None = None,
+        *,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(reason)
-        self.reason, self.response, self.wait = reason, response, wait
+        self.reason, self.answer, self.wait, self.timed_out = reason, answer, wait, timed_out
+
+
+def _dropped(exc: httpx.RemoteProtocolError) -> bool:
+    """The server closed the connection early (worth a retry), as opposed to sending
+    something HTTP cannot parse, such as a header h11 rejects (the same next time)."""
+    text = str(exc).lower()
+    return not any(marker in text for marker in _UNPARSEABLE)
+
+
+def _record(row: Any, cls: type[T], what: str) -> T:
+    try:
+        return structure(row, cls)
+    except RecordError as exc:
+        raise CoupaResponseError(f"{what}: {exc}") from None
 
 
 def _updated_at_or_before(row: Mapping[str, Any], moment: datetime) -> bool:
@@ -142,12 +184,6 @@ def _updated_at_or_before(row: Mapping[str, Any], moment: datetime) -> bool:
     except ValueError:
         return False
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)) <= moment
-
-
-def _backoff(exc: Exception) -> bool | float:
-    if isinstance(exc, _Retryable):
-        return exc.wait if exc.wait is not None else True
-    return False
 
 
 class CoupaClient:
@@ -171,7 +207,8 @@ class CoupaClient:
             if config.shared_rate_limit_file
             else RateLimiter(config.requests_per_second, burst=config.burst)
         )
-        inner = transport or httpx.HTTPTransport(retries=0)
+        self._clock = clock
+        inner = transport or DeadlineTransport()
         self._transport = PacedTransport(inner, self.limiter)
         timeout = httpx.Timeout(config.timeout_s)
         limits = httpx.Limits(
@@ -187,6 +224,8 @@ class CoupaClient:
             config.client_secret,
             self._token_http,
             clock=clock,
+            budget_s=config.retry_timeout_s,
+            max_body_bytes=config.max_body_bytes,
         )
         self._http = httpx.Client(
             transport=self._transport,
@@ -194,7 +233,11 @@ class CoupaClient:
             limits=limits,
             base_url=config.base_url,
             auth=CoupaAuth(self.tokens),
-            headers={"Accept": "application/json", "User-Agent": "coupa-plugin"},
+            headers={
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+                "User-Agent": "coupa-plugin",
+            },
         )
         self._executor = ThreadPoolExecutor(
             config.max_in_flight, thread_name_prefix=f"coupa-{config.tenant}"
@@ -326,6 +369,9 @@ class CoupaClient:
 
         Reads are retried freely. A write is retried only when ``idempotent`` (sending it twice
         leaves the same state) or when it provably never left (connection refused, 429).
+        Answers that cannot change (a redirect, an HTML page, a body over the size limit) are
+        not retried. Each attempt must end within ``timeout_s`` (connect, send and the whole
+        body), and the call with its retries within ``retry_timeout_s``.
         """
         read = method == "GET" or (method == "POST" and path == "/api/graphql")
         grant = self.grant  # authenticate (once) before the first request
@@ -336,33 +382,72 @@ class CoupaClient:
         safe = read or bool(idempotent)
         content = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
+        url = self._url(path, params)
+        started = self._clock()
+        until = started + self.config.retry_timeout_s
+        made = 0
         try:
             for attempt in stamina.retry_context(
-                on=_backoff,
+                on=self._backoff_until(until),
                 attempts=self.config.retry_attempts,
-                timeout=self.config.retry_timeout_s,
-                wait_initial=0.5,
-                wait_max=30.0,
-                wait_jitter=1.0,
+                timeout=None,
             ):
                 with attempt:
+                    made = attempt.num
                     if attempt.num > 1:
                         with self._lock:
                             self.retries += 1
-                    return self._attempt(method, path, params, content, headers, safe, attempt.num)
+                    left = self._left(until)
+                    if left <= 0:
+                        raise _Retryable("the retry budget is spent")
+                    with deadline(min(self.config.timeout_s, left)):
+                        return self._attempt(method, path, url, content, headers, safe, made)
         except _Retryable as exc:
-            if exc.response is not None:
-                raise self._http_error(method, path, exc.response) from None
+            spent = self._clock() - started
+            tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
+            if exc.answer is not None:
+                raise self._http_error(method, path, *exc.answer, tries=tries) from None
+            if spent >= self.config.retry_timeout_s or exc.timed_out:
+                raise CoupaTimeoutError(
+                    f"{method} {path} did not complete within its time budget "
+                    f"(timeout_s={self.config.timeout_s:g} per attempt, "
+                    f"{self.config.retry_timeout_s:g} s per call); {tries}: {exc.reason}"
+                ) from None
             raise CoupaTransportError(
-                f"{method} {path} failed after {self.config.retry_attempts} attempts: {exc.reason}"
+                f"{method} {path} failed after {tries}: {exc.reason}"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _left(self, until: float) -> float:
+        """Seconds left before ``until`` (this client's clock) or the thread's outer deadline
+        (a hook's budget), whichever comes first."""
+        left = until - self._clock()
+        outer = seconds_left()
+        return left if outer is None else min(left, outer)
+
+    def _backoff_until(self, until: float) -> Callable[[Exception], bool | float]:
+        """stamina's retry predicate: how long to wait before the next attempt, or False when
+        the failure is final or the wait would not end before ``until``."""
+        failures = 0
+
+        def on(exc: Exception) -> bool | float:
+            nonlocal failures
+            if not isinstance(exc, _Retryable):
+                return False
+            failures += 1
+            wait = exc.wait
+            if wait is None:
+                wait = min(_WAIT_MAX_S, _WAIT_INITIAL_S * 2 ** (failures - 1))
+                wait += random.uniform(0, _WAIT_JITTER_S)
+            return wait if wait < self._left(until) else False
+
+        return on
 
     def _attempt(
         self,
         method: str,
         path: str,
-        params: Mapping[str, Any] | None,
+        url: httpx.URL,
         content: bytes | None,
         headers: dict[str, str] | None,
         safe: bool,
@@ -374,10 +459,13 @@ class CoupaClient:
             report = self.requests % _STATS_EVERY == 0
         if report:
             self.log_stats()
+        what = f"{method} {path}"
         try:
-            response = self._http.request(
-                method, self._url(path, params), content=content, headers=headers
+            response = self._http.send(
+                self._http.build_request(method, url, content=content, headers=headers),
+                stream=True,
             )
+            data = read_body(response, self.config.max_body_bytes, what)
         except httpx.TransportError as exc:
             reason = type(exc).__name__
             log.info(
@@ -390,10 +478,20 @@ class CoupaClient:
                     "attempt": attempt,
                 },
             )
+            if isinstance(exc, httpx.LocalProtocolError) or (
+                isinstance(exc, httpx.RemoteProtocolError) and not _dropped(exc)
+            ):
+                # a malformed request or answer is the same on the next try
+                raise CoupaResponseError(
+                    f"{what} failed ({reason}: {excerpt(str(exc), 120)})"
+                    + ("" if safe else "; Coupa may or may not have applied it")
+                ) from None
             if safe or isinstance(exc, _NEVER_SENT):
-                raise _Retryable(reason) from None
+                raise _Retryable(
+                    reason, timed_out=isinstance(exc, httpx.TimeoutException)
+                ) from None
             raise CoupaTransportError(
-                f"{method} {path} failed ({reason}); Coupa may or may not have applied it"
+                f"{what} failed ({reason}); Coupa may or may not have applied it"
             ) from None
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         status = response.status_code
@@ -408,10 +506,11 @@ class CoupaClient:
                 "elapsed_ms": elapsed_ms,
             },
         )
+        answer = (status, response.headers, data)
         if status == 401 and safe:
             # the auth flow already re-minted once; a token can still be revoked between the
             # mint and the retry, so safe requests get another round
-            raise _Retryable("HTTP 401", response)
+            raise _Retryable("HTTP 401", answer)
         if status in _RETRY_STATUSES and (safe or status == 429):
             log.info(
                 "retrying",
@@ -424,20 +523,21 @@ class CoupaClient:
                 },
             )
             wait = retry_after_seconds(response) if status == 429 else None
-            raise _Retryable(f"HTTP {status}", response, wait)
-        if status >= 400:
-            raise self._http_error(method, path, response)
-        if not response.content.strip():
+            raise _Retryable(f"HTTP {status}", answer, wait)
+        if status >= 300 or status < 200:
+            raise self._http_error(method, path, *answer)
+        if not data.strip():
             return None
         try:
-            return orjson.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            problem = (
-                f"{method} {path}: invalid JSON in the response ({excerpt(response.content, 80)})"
-            )
-            if safe:
-                raise _Retryable(problem) from None
-            raise CoupaResponseError(problem) from None
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            problem = f"{what}: invalid JSON in the response ({excerpt(data, 80)})"
+            kind = response.headers.get("content-type", "").split(";")[0].lower()
+            if safe and "html" not in kind and "xml" not in kind:
+                raise _Retryable(problem) from None  # a truncated body may come whole next time
+            raise CoupaResponseError(
+                problem + ("" if safe else "; Coupa may or may not have applied it")
+            ) from None
 
     def _url(self, path: str, params: Mapping[str, Any] | None) -> httpx.URL:
         """The absolute, percent-encoded URL, built once: httpx validates a URL character by
@@ -446,15 +546,29 @@ class CoupaClient:
         return httpx.URL(f"{self.config.base_url}{path}{'?' + query if query else ''}")
 
     @staticmethod
-    def _http_error(method: str, path: str, response: httpx.Response) -> CoupaHTTPError:
+    def _http_error(
+        method: str,
+        path: str,
+        status: int,
+        headers: httpx.Headers,
+        body: bytes,
+        *,
+        tries: str = "",
+    ) -> CoupaHTTPError:
         errors = None
         try:
-            payload = response.json()
+            payload = orjson.loads(body)
             if isinstance(payload, dict) and isinstance(payload.get("errors"), dict):
                 errors = payload["errors"]
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except orjson.JSONDecodeError:
             pass
-        return CoupaHTTPError(method, path, response.status_code, excerpt(response.content), errors)
+        detail = excerpt(body)
+        if 300 <= status < 400:
+            location = excerpt(headers.get("location", ""), 120)
+            detail = f"a redirect (to {location or 'nowhere'}) where an answer was expected"
+        if tries:
+            detail += f" ({tries})"
+        return CoupaHTTPError(method, path, status, detail, errors)
 
     def log_stats(self) -> None:
         """One INFO record with the request counters (``requests``, ``retries``,
@@ -488,12 +602,11 @@ class CoupaClient:
         payload = self.request("POST", "/api/graphql", body={"query": query})
         if not isinstance(payload, dict):
             raise CoupaResponseError("POST /api/graphql: expected a JSON object")
-        if payload.get("errors"):
+        errors = payload.get("errors")
+        if errors:
+            items = errors if isinstance(errors, list) else [errors]
             raise GraphQLError(
-                [
-                    str(e.get("message", e)) if isinstance(e, dict) else str(e)
-                    for e in payload["errors"]
-                ]
+                [plain(e.get("message") if isinstance(e, dict) else e) for e in items[:20]]
             )
         data = payload.get("data")
         if not isinstance(data, dict):
@@ -583,7 +696,7 @@ class CoupaClient:
         for payload in self.users_raw(**kwargs):
             try:
                 yield structure_user(payload)
-            except ValueError as exc:
+            except RecordError as exc:
                 raise CoupaResponseError(f"GET /api/users: {exc}") from None
 
     def user(self, user_id: int, fields: str | None = None) -> User:
@@ -592,24 +705,24 @@ class CoupaClient:
             raise CoupaResponseError(f"GET /api/users/{user_id}: expected a JSON object")
         try:
             return structure_user(payload)
-        except ValueError as exc:
+        except RecordError as exc:
             raise CoupaResponseError(f"GET /api/users/{user_id}: {exc}") from None
 
     def user_groups(self) -> Iterator[UserGroup]:
         fields = '["id","name","description","active","can_approve"]'
         for row in self._list("/api/user_groups", {"fields": fields}, "user groups"):
-            yield converter.structure(row, UserGroup)
+            yield _record(row, UserGroup, "GET /api/user_groups")
 
     def business_groups(self) -> Iterator[BusinessGroup]:
         for row in self._list(
             "/api/business_groups", {"fields": '["id","name","description"]'}, "content groups"
         ):
-            yield converter.structure(row, BusinessGroup)
+            yield _record(row, BusinessGroup, "GET /api/business_groups")
 
     def account_groups(self) -> Iterator[AccountGroup]:
         fields = '["id","name","description","active"]'
         for row in self._list("/api/account_groups", {"fields": fields}, "account groups"):
-            yield converter.structure(row, AccountGroup)
+            yield _record(row, AccountGroup, "GET /api/account_groups")
 
     def memberships(
         self, *, user_id: int | None = None, group_id: int | None = None
@@ -620,7 +733,7 @@ class CoupaClient:
         if group_id is not None:
             params["user_group_id"] = group_id
         for row in self._list("/api/user_group_memberships", params, "memberships"):
-            yield converter.structure(row, Membership)
+            yield _record(row, Membership, "GET /api/user_group_memberships")
 
     def roles(self) -> Iterator[Role]:
         """Every role, from GraphQL (Coupa has no REST list of roles), paged by id."""
@@ -644,7 +757,7 @@ class CoupaClient:
                 return [r for r in rows if isinstance(r, dict)]
 
         for row in read_keyset(fetch_after, what="roles"):
-            yield converter.structure(row, Role)
+            yield _record(row, Role, "GraphQL roles")
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -680,7 +793,7 @@ class CoupaClient:
             body={"user-id": user_id, "user-group-id": group_id},
             idempotent=False,
         )
-        return converter.structure(result, Membership)
+        return _record(result, Membership, "POST /api/user_group_memberships")
 
     def delete_membership(self, membership_id: int) -> None:
         self.request("DELETE", f"/api/user_group_memberships/{membership_id}", idempotent=True)
