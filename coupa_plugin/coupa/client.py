@@ -195,6 +195,7 @@ class CoupaClient:
         transport: httpx.BaseTransport | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.limiter: RateLimiter = (
@@ -203,9 +204,10 @@ class CoupaClient:
                 config.base_url,
                 config.requests_per_second,
                 burst=config.burst,
+                sleep=sleep,
             )
             if config.shared_rate_limit_file
-            else RateLimiter(config.requests_per_second, burst=config.burst)
+            else RateLimiter(config.requests_per_second, burst=config.burst, sleep=sleep)
         )
         self._clock = clock
         inner = transport or DeadlineTransport()
