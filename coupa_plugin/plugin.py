@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -57,12 +58,19 @@ def settings_section(tenant: Tenant) -> Mapping[str, Any] | None:
 class CoupaPlugin:
     """The Coupa connector plugin: per-tenant connectors behind the four hooks."""
 
-    def __init__(self, transport_factory: TransportFactory | None = None) -> None:
+    def __init__(
+        self,
+        transport_factory: TransportFactory | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
-        (for example into an in-process sandbox); by default requests go over the network."""
+        (for example into an in-process sandbox); by default requests go over the network.
+        ``sleep`` is how the tenants' clients wait (pacing, Retry-After, token warm-up)."""
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
+        self._sleep = sleep
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
         """The tenant's connector, (re)built when its settings changed; None when not enabled."""
@@ -78,7 +86,7 @@ class CoupaPlugin:
                 current.close()
             transport = self._transport_factory(settings) if self._transport_factory else None
             try:
-                connector = CoupaConnector(tenant.id, settings, transport)
+                connector = CoupaConnector(tenant.id, settings, transport, self._sleep)
             except (OSError, sqlite3.Error, ValueError) as exc:
                 raise ConfigurationError(
                     f"tenant {_tenant_id(tenant)}: the settings cannot be used: {describe(exc)}"

@@ -6,7 +6,7 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import httpx
@@ -67,6 +67,7 @@ class CoupaConnector:
         tenant_id: str,
         settings: CoupaSettings,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.tenant_id = tenant_id
         self.settings = settings
@@ -84,6 +85,7 @@ class CoupaConnector:
                 shared_rate_limit_file=settings.shared_rate_limit_file,
             ),
             transport,
+            sleep=sleep,
         )
         self._lock = threading.Lock()
         self._streams_lock = threading.Lock()

@@ -234,7 +234,7 @@ class CoupaClient:
             timeout=timeout,
             limits=limits,
             base_url=config.base_url,
-            auth=CoupaAuth(self.tokens),
+            auth=CoupaAuth(self.tokens, sleep),
             headers={
                 "Accept": "application/json",
                 "Accept-Encoding": ACCEPT_ENCODING,
