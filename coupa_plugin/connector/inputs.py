@@ -7,7 +7,7 @@ request sent, never in an ``AttributeError`` from deep inside.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
 
@@ -27,11 +27,7 @@ def _kind(value: object) -> str:
 
 
 def _strings(value: object) -> bool:
-    return (
-        isinstance(value, Collection)
-        and not isinstance(value, str | bytes | Mapping)
-        and all(isinstance(item, str) for item in value)
-    )
+    return isinstance(value, frozenset | set) and all(isinstance(item, str) for item in value)
 
 
 def check_sync_request(request: object, hook: str) -> None:

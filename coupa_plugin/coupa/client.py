@@ -76,6 +76,7 @@ _STATS_EVERY: Final = 50
 # h11's words for an answer it cannot parse (as opposed to a connection closed early)
 _UNPARSEABLE: Final = ("illegal", "malformed", "invalid", "too long", "can't handle", "bad ")
 _WAIT_INITIAL_S: Final = 0.5
+_MAX_ROLE_PAGES: Final = 10_000
 _WAIT_MAX_S: Final = 30.0
 _WAIT_JITTER_S: Final = 1.0
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
@@ -128,6 +129,8 @@ class ClientConfig:
     retry_attempts: int = 8
     retry_timeout_s: float = 120.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # the most rows one listing may have: far above any real tenant, far below "for ever"
+    max_listing_rows: int = 2_000_000
     tenant: str = ""
     shared_rate_limit_file: str | None = None
 
@@ -597,7 +600,12 @@ class CoupaClient:
             return page
 
         return read_all(
-            fetch, self._executor, limit=MAX_PAGE, in_flight=self.config.max_in_flight, what=what
+            fetch,
+            self._executor,
+            limit=MAX_PAGE,
+            in_flight=self.config.max_in_flight,
+            what=what,
+            max_rows=self.config.max_listing_rows,
         )
 
     def graphql(self, query: str) -> dict[str, Any]:
@@ -758,7 +766,7 @@ class CoupaClient:
                     raise CoupaResponseError("GraphQL roles: expected a list")
                 return [r for r in rows if isinstance(r, dict)]
 
-        for row in read_keyset(fetch_after, what="roles"):
+        for row in read_keyset(fetch_after, what="roles", max_pages=_MAX_ROLE_PAGES):
             yield _record(row, Role, "GraphQL roles")
 
     # -- writes --------------------------------------------------------------------------------
