@@ -158,6 +158,16 @@ def test_a_huge_body_stops_at_the_limit_without_being_held(
     assert len(api_requests(server)) == 1  # the same answer next time: not retried
 
 
+def test_a_huge_401_is_not_read_whole_by_the_auth_flow(make: Callable[..., CoupaClient]) -> None:
+    body = endless(b"a" * 65536, 64 * MB)
+    with serve(lambda *_: Reply(status=401, body=body)) as server:
+        client = make(server, max_body_bytes=1 * MB)
+        client.connect()
+        peak, error = peak_bytes(lambda: client.get("/api/users"))
+    assert isinstance(error, BodyTooLargeError), error
+    assert peak < 8 * MB, peak
+
+
 def test_a_gzip_bomb_stops_at_the_decompressed_limit(make: Callable[..., CoupaClient]) -> None:
     bomb = gzip_bomb(64 * MB)
     assert len(bomb) < MB
@@ -363,3 +373,42 @@ def test_discover_resources_ends_when_the_server_drips() -> None:
             assert time.monotonic() - started < 30.0
         finally:
             plugin.close()
+
+
+def test_configure_ends_within_its_budget_when_everything_drips() -> None:
+    drip = Reply(body=endless(b" "), drip_s=0.05)
+    plugin = CoupaPlugin(sleep=lambda _: None)
+    with HostileServer(lambda *_: drip) as server:
+        try:
+            started = time.monotonic()
+            with pytest.raises(PluginError, match="time budget"):
+                plugin.configure(tenant=hostile_tenant(server, timeout_s=0.5))
+            # 4 token attempts of 0.5 s; the drip would never end
+            assert time.monotonic() - started < 20.0
+        finally:
+            plugin.close()
+
+
+def test_a_huge_user_listing_costs_no_more_than_the_limit_in_a_hook() -> None:
+    huge = Reply(body=endless(b'[{"id": 1, "login": "' + b"a" * 65536, 64 * MB))
+
+    def api(method: str, target: str, body: bytes) -> Reply:
+        if target.startswith("/api/users"):
+            return huge
+        if target.startswith("/api/graphql"):
+            return json_reply({"data": {"roles": []}})
+        return json_reply([])
+
+    plugin = CoupaPlugin(sleep=lambda _: None)
+    with serve(api) as server:
+        tenant = hostile_tenant(server, max_response_mb=1, resource_types=["user"])
+        try:
+            plugin.configure(tenant=tenant)
+            peak, error = peak_bytes(
+                lambda: list(plugin.discover_resources(tenant=tenant, request=SyncRequest()) or [])
+            )
+        finally:
+            plugin.close()
+    assert isinstance(error, SyncError), error
+    assert "max_response_mb" in str(error)
+    assert peak < 10 * MB, peak  # the answer is 64 MB

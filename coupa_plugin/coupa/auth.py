@@ -106,6 +106,7 @@ class TokenSource:
         clock: Callable[[], float] = time.monotonic,
         before_request: Callable[[], object] | None = None,
         budget_s: float = 60.0,
+        attempt_s: float = 30.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         self._url = token_url
@@ -115,6 +116,7 @@ class TokenSource:
         self._clock = clock
         self._before = before_request
         self._budget_s = budget_s
+        self._attempt_s = attempt_s
         self._max_body_bytes = max_body_bytes
         self._lock = threading.Lock()
         self._token: AccessToken | None = None
@@ -153,7 +155,8 @@ class TokenSource:
             for attempt in stamina.retry_context(on=on, attempts=_MINT_ATTEMPTS, timeout=None):
                 with attempt:
                     made = attempt.num
-                    with deadline(max(until - self._clock(), 0.0)):
+                    left = max(until - self._clock(), 0.0)
+                    with deadline(min(self._attempt_s, left)):
                         return self._mint_once(form, asked, started)
         except _MintRetry as exc:
             raise exc.final(made) from None

@@ -214,7 +214,7 @@ class CoupaClient:
         )
         self._clock = clock
         inner = transport or DeadlineTransport()
-        self._transport = PacedTransport(inner, self.limiter)
+        self._transport = PacedTransport(inner, self.limiter, config.max_body_bytes)
         timeout = httpx.Timeout(config.timeout_s)
         limits = httpx.Limits(
             max_connections=config.max_in_flight + 2,
@@ -230,6 +230,7 @@ class CoupaClient:
             self._token_http,
             clock=clock,
             budget_s=config.retry_timeout_s,
+            attempt_s=config.timeout_s,
             max_body_bytes=config.max_body_bytes,
         )
         self._http = httpx.Client(

@@ -175,7 +175,7 @@ class BodyTooLargeError(CoupaResponseError):
         self.limit = limit
         super().__init__(
             f"{what}: the response body is larger than the limit of {limit:,} bytes "
-            "(max_response_bytes); reading it was stopped"
+            "(max_response_mb); reading it was stopped"
         )
 
 
@@ -231,9 +231,15 @@ def read_body(response: httpx.Response, limit: int, what: str) -> bytes:
 class PacedTransport(httpx.BaseTransport):
     """Waits for the rate limiter before each request and tells it about 429s."""
 
-    def __init__(self, inner: httpx.BaseTransport, limiter: RateLimiter) -> None:
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        limiter: RateLimiter,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
         self.inner = inner
         self.limiter = limiter
+        self.max_body_bytes = max_body_bytes
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.limiter.acquire()
@@ -242,6 +248,22 @@ class PacedTransport(httpx.BaseTransport):
             self.limiter.throttled_by_server(retry_after_seconds(response))
         else:
             self.limiter.succeeded()
+        if response.status_code == 401:
+            # httpx reads a 401's body in full before an auth flow tries again: read it here,
+            # within the limit, and hand on the decoded bytes
+            body = read_body(response, self.max_body_bytes, f"{request.method} (HTTP 401)")
+            headers = [
+                (k, v)
+                for k, v in response.headers.multi_items()
+                if k.lower() not in {"content-encoding", "content-length", "transfer-encoding"}
+            ]
+            return httpx.Response(
+                401,
+                headers=headers,
+                content=body,
+                request=request,
+                extensions=response.extensions,
+            )
         return response
 
     def close(self) -> None:
