@@ -405,7 +405,7 @@ class CoupaClient:
                             self.retries += 1
                     left = self._left(until)
                     if left <= 0:
-                        raise _Retryable("the retry budget is spent")
+                        raise _Retryable("the time budget is spent", timed_out=True)
                     with deadline(min(self.config.timeout_s, left)):
                         return self._attempt(method, path, url, content, headers, safe, made)
         except _Retryable as exc:
