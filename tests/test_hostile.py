@@ -8,12 +8,18 @@ runs on for the whole drip (minutes)."""
 
 from __future__ import annotations
 
+import gzip
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coupa_plugin.coupa import (
     ClientConfig,
@@ -25,7 +31,7 @@ from coupa_plugin.coupa import (
     Secret,
 )
 from coupa_plugin.coupa.errors import CoupaTimeoutError
-from coupa_plugin.coupa.transport import BodyTooLargeError
+from coupa_plugin.coupa.transport import BodyTooLargeError, read_body
 from coupa_plugin.host.errors import PluginError, SyncError
 from coupa_plugin.host.model import SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
@@ -181,10 +187,6 @@ def test_a_gzip_bomb_stops_at_the_decompressed_limit(make: Callable[..., CoupaCl
 
 
 def test_a_compressed_answer_within_the_limit_is_read(make: Callable[..., CoupaClient]) -> None:
-    import gzip
-
-    import orjson
-
     body = gzip.compress(orjson.dumps(USERS))
     headers = (("Content-Type", "application/json"), ("Content-Encoding", "gzip"))
     with serve(lambda *_: Reply(headers=headers, body=body)) as server:
@@ -412,3 +414,39 @@ def test_a_huge_user_listing_costs_no_more_than_the_limit_in_a_hook() -> None:
     assert isinstance(error, SyncError), error
     assert "max_response_mb" in str(error)
     assert peak < 10 * MB, peak  # the answer is 64 MB
+
+
+class Chunks(httpx.SyncByteStream):
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.sizes = data, sizes
+
+    def __iter__(self) -> Iterator[bytes]:
+        at, sizes = 0, iter(self.sizes)
+        while at < len(self.data):
+            step = next(sizes, 4096)
+            yield self.data[at : at + step]
+            at += step
+
+
+@settings(max_examples=150)
+@given(
+    data=st.binary(max_size=4096) | st.builds(bytes, st.integers(0, 300_000)),
+    encoding=st.sampled_from(["", "identity", "gzip", "deflate"]),
+    limit=st.integers(min_value=1, max_value=200_000),
+    sizes=st.lists(st.integers(min_value=1, max_value=70_000), max_size=8),
+)
+def test_read_body_returns_the_body_or_stops_at_the_limit(
+    data: bytes, encoding: str, limit: int, sizes: list[int]
+) -> None:
+    sent = data
+    if encoding == "gzip":
+        sent = gzip.compress(data)
+    elif encoding == "deflate":
+        sent = zlib.compress(data)
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    response = httpx.Response(200, headers=headers, stream=Chunks(sent, sizes))
+    if len(sent) > limit or len(data) > limit:
+        with pytest.raises(BodyTooLargeError, match=f"{limit:,} bytes"):
+            read_body(response, limit, "GET /x")
+    else:
+        assert read_body(response, limit, "GET /x") == data
