@@ -147,16 +147,12 @@ def bench_memory(runs: int, users: int) -> dict[str, Any]:
     results = []
     with sandbox_process(users, latency=0.0, rate_limit=False) as url:
         for _ in range(runs):
-            out = subprocess.run(
-                [sys.executable, "-c", code, url], capture_output=True, text=True, check=True
-            )
+            out = subprocess.run([sys.executable, "-c", code, url], capture_output=True,
+                                 text=True, check=True)
             results.append(json.loads(out.stdout))
     peaks = [r["peak_rss_mb"] for r in results]
-    return {
-        "runs": results,
-        "median_peak_rss_mb": statistics.median(peaks),
-        "max_peak_rss_mb": max(peaks),
-    }
+    return {"runs": results, "median_peak_rss_mb": statistics.median(peaks),
+            "max_peak_rss_mb": max(peaks)}
 
 
 def bench_cpu(runs: int, users: int) -> dict[str, Any]:
