@@ -7,6 +7,7 @@ state shared between tenants).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -14,8 +15,10 @@ from typing import Any
 
 import httpx
 
+from coupa_plugin.connector.boundary import boundary, describe
 from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
 from coupa_plugin.connector.settings import CoupaSettings, parse_settings
+from coupa_plugin.host.errors import ConfigurationError, ProvisioningError, SyncError
 from coupa_plugin.host.model import (
     ConnectorStatus,
     Grant,
@@ -32,9 +35,19 @@ __all__ = ["PLUGIN_NAME", "CoupaPlugin", "plugin"]
 TransportFactory = Callable[[CoupaSettings], httpx.BaseTransport]
 
 
+def _tenant_id(tenant: object) -> str:
+    ident = getattr(tenant, "id", None)
+    return ident[:80] if isinstance(ident, str) else "?"
+
+
 def settings_section(tenant: Tenant) -> Mapping[str, Any] | None:
     """The tenant's ``coupa`` section, or None when it is absent or says ``enabled = false``."""
-    section = tenant.plugins.get(PLUGIN_NAME)
+    plugins = tenant.plugins
+    if not isinstance(plugins, Mapping):
+        raise ConfigurationError(
+            f"tenant.plugins: expected a mapping, got {type(plugins).__name__}"
+        )
+    section = plugins.get(PLUGIN_NAME)
     if section is None:
         return None
     if isinstance(section, Mapping) and section.get("enabled", True) is False:
@@ -50,14 +63,17 @@ class CoupaPlugin:
         transport_factory: TransportFactory | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
         (for example into an in-process sandbox); by default requests go over the network.
-        ``wall_clock`` (seconds since the epoch) dates journal entries."""
+        ``wall_clock`` (seconds since the epoch) dates journal entries; ``sleep`` is how the
+        tenants' clients wait (pacing, Retry-After, token warm-up)."""
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
         self._wall_clock = wall_clock
+        self._sleep = sleep
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
         """The tenant's connector, (re)built when its settings changed; None when not enabled."""
@@ -72,7 +88,14 @@ class CoupaPlugin:
             if current is not None:
                 current.close()
             transport = self._transport_factory(settings) if self._transport_factory else None
-            connector = CoupaConnector(tenant.id, settings, transport, self._wall_clock)
+            try:
+                connector = CoupaConnector(
+                    tenant.id, settings, transport, wall_clock=self._wall_clock, sleep=self._sleep
+                )
+            except (OSError, sqlite3.Error, ValueError) as exc:
+                raise ConfigurationError(
+                    f"tenant {_tenant_id(tenant)}: the settings cannot be used: {describe(exc)}"
+                ) from exc
             self._connectors[tenant.id] = connector
             return connector
 
@@ -89,25 +112,31 @@ class CoupaPlugin:
         connector = self.connector(tenant)
         return None if connector is None else connector.diagnose()
 
+    # Each hook body runs inside :func:`boundary`: only PluginError subclasses leave a hook.
+
     @hookimpl
     def configure(self, tenant: Tenant) -> ConnectorStatus | None:
-        connector = self.connector(tenant)
-        return None if connector is None else connector.configure(refresh=True)
+        with boundary(_tenant_id(tenant), "configure", ConfigurationError):
+            connector = self.connector(tenant)
+            return None if connector is None else connector.configure(refresh=True)
 
     @hookimpl
     def discover_resources(self, tenant: Tenant, request: SyncRequest) -> Iterable[Resource] | None:
-        connector = self.connector(tenant)
-        return None if connector is None else connector.discover_resources(request)
+        with boundary(_tenant_id(tenant), "discover_resources", SyncError):
+            connector = self.connector(tenant)
+            return None if connector is None else connector.discover_resources(request)
 
     @hookimpl
     def sync_grants(self, tenant: Tenant, request: SyncRequest) -> Iterable[Grant] | None:
-        connector = self.connector(tenant)
-        return None if connector is None else connector.sync_grants(request)
+        with boundary(_tenant_id(tenant), "sync_grants", SyncError):
+            connector = self.connector(tenant)
+            return None if connector is None else connector.sync_grants(request)
 
     @hookimpl
     def provision(self, tenant: Tenant, request: ProvisionRequest) -> ProvisionResult | None:
-        connector = self.connector(tenant)
-        return None if connector is None else connector.provision(request)
+        with boundary(_tenant_id(tenant), "provision", ProvisioningError):
+            connector = self.connector(tenant)
+            return None if connector is None else connector.provision(request)
 
 
 plugin = CoupaPlugin()

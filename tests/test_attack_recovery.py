@@ -229,7 +229,7 @@ def test_a_facts_file_that_is_a_directory_gives_a_plugin_error_after_a_write() -
 
 @pytest.mark.parametrize(
     "entitlement",
-    ["role:999:member", "license:nosuch-user:assigned", "bogus"],
+    ["role:999:member", "license:nosuch-user:assigned"],
 )
 def test_an_error_after_recovery_wrote_states_the_holdings(entitlement: str) -> None:
     """After a crash, a call for user 7 with an unknown entitlement: recovery puts back roles

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from coupa_plugin.coupa.models import (
+    ACCOUNT_TYPE_FLAGS,
+    LICENSE_KEY_RE,
     READ_ONLY_LICENSE_FLAGS,
     AccountGroup,
     BusinessGroup,
@@ -28,6 +31,7 @@ __all__ = [
     "license_name",
     "license_resource",
     "parse_entitlement_id",
+    "parse_id",
     "role_resource",
     "user_entitlements",
     "user_grants",
@@ -42,6 +46,8 @@ GRANT_SOURCES: Final = (
     ("account_groups", "account_group"),
     ("approval_groups", "approval_group"),
 )
+_ID_RE: Final = re.compile(r"[1-9][0-9]{0,17}")
+_MAX_ENTITLEMENT_ID_CHARS: Final = 128
 SLUGS: Final = {
     "role": "member",
     "group": "member",
@@ -75,15 +81,31 @@ def entitlement_id(resource_type: str, resource_id: object) -> str:
     return f"{resource_type}:{resource_id}:{SLUGS[resource_type]}"
 
 
-def parse_entitlement_id(value: str) -> tuple[str, str, str] | None:
-    """``(type, id, slug)`` of a well-formed entitlement id of this plugin, else None."""
+def parse_id(value: object) -> int | None:
+    """A Coupa id given as text: canonical ASCII digits (no sign, no leading zero, no Unicode
+    digits, at most 18 of them), else None: ``"05"`` or an Arabic-Indic or full-width five is
+    not ``5``."""
+    if isinstance(value, str) and _ID_RE.fullmatch(value):
+        return int(value)
+    return None
+
+
+def parse_entitlement_id(value: object) -> tuple[str, str, str] | None:
+    """``(type, id, slug)`` of a well-formed entitlement id of this plugin, else None: a
+    canonical numeric id (:func:`parse_id`) or, for licenses, a flag key such as
+    ``expense-user`` (not an account-type marker)."""
+    if not isinstance(value, str) or len(value) > _MAX_ENTITLEMENT_ID_CHARS:
+        return None
     parts = value.split(":")
     if len(parts) != 3 or not all(parts):
         return None
     kind, ident, slug = parts
     if SLUGS.get(kind) != slug:
         return None
-    if kind != "license" and not ident.isdigit():
+    if kind == "license":
+        if not LICENSE_KEY_RE.fullmatch(ident) or ident in ACCOUNT_TYPE_FLAGS:
+            return None
+    elif parse_id(ident) is None:
         return None
     return kind, ident, slug
 

@@ -9,11 +9,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import httpx
 
+from coupa_plugin.connector.boundary import describe
+from coupa_plugin.connector.inputs import check_provision_request, check_sync_request
+from coupa_plugin.connector.mapping import parse_id
 from coupa_plugin.connector.provisioning import (
     Provisioner,
     ProvisionerConfig,
@@ -41,10 +44,12 @@ from coupa_plugin.coupa.scopes import (
     CONTENT_GROUP_SCOPE,
     WRITE_SCOPES,
 )
+from coupa_plugin.coupa.transport import deadline
 from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,
     PluginError,
+    ProvisioningError,
     ReadOnlyError,
 )
 from coupa_plugin.host.model import (
@@ -62,7 +67,9 @@ __all__ = ["PLUGIN_NAME", "CoupaConnector"]
 PLUGIN_NAME = "coupa"
 COUPA_RATE_LIMIT: Final = 25.0
 COUPA_REQUESTS_PER_SECOND: Final = 25
+MB: Final = 1024 * 1024
 log = logging.getLogger("coupa_plugin.connector")
+T = TypeVar("T")
 
 
 class CoupaConnector:
@@ -74,6 +81,7 @@ class CoupaConnector:
         settings: CoupaSettings,
         transport: httpx.BaseTransport | None = None,
         wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.tenant_id = tenant_id
         self.settings = settings
@@ -85,13 +93,17 @@ class CoupaConnector:
             requests_per_second=settings.requests_per_second,
             max_in_flight=settings.max_in_flight,
             timeout_s=settings.timeout_s,
+            max_body_bytes=int(settings.max_response_mb * MB),
             tenant=tenant_id,
             shared_rate_limit_file=settings.shared_rate_limit_file,
         )
         redis_client, store, limiter = self._shared_state(tenant_id, settings, config)
         self._redis = redis_client
-        self.client = CoupaClient(config, transport, limiter=limiter)
+        self.client = CoupaClient(config, transport, limiter=limiter, sleep=sleep)
         self._lock = threading.Lock()
+        self._streams_lock = threading.Lock()
+        self._streams = 0
+        self._closing = False
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
         self.provisioner = Provisioner(
@@ -132,9 +144,27 @@ class CoupaConnector:
         return self.configure().resource_types - {"user"}
 
     def close(self) -> None:
+        """Close the client, or, while a sync still streams from it, once the last one ends
+        (a tenant reconfigured mid-sync must not break the sync already running)."""
+        with self._streams_lock:
+            self._closing = True
+            if self._streams:
+                return
         self.client.close()
         if self._redis is not None:
             self._redis.close()
+
+    def _streaming(self, items: Iterator[T]) -> Iterator[T]:
+        with self._streams_lock:
+            self._streams += 1
+        try:
+            yield from items
+        finally:
+            with self._streams_lock:
+                self._streams -= 1
+                last = self._closing and not self._streams
+            if last:
+                self.client.close()
 
     # -- configure -------------------------------------------------------------------------
 
@@ -143,9 +173,11 @@ class CoupaConnector:
         ``refresh`` (what the ``configure`` hook asks for) checks again."""
         with self._lock:
             if self._status is None or refresh:
-                self._status = self._configure(refresh)
-                if refresh and self._status.mode == "provisioning":
-                    self._status = self._recover_pending(self._status)
+                # configure's budget: every request it makes, retries included, ends by then
+                with deadline(self.client.config.retry_timeout_s):
+                    self._status = self._configure(refresh)
+                    if refresh and self._status.mode == "provisioning":
+                        self._status = self._recover_pending(self._status)
                 if self._sync is None:
                     self._sync = TenantSync(
                         self.client, self.tenant_id, self._status.resource_types
@@ -165,7 +197,13 @@ class CoupaConnector:
             raise PluginError(
                 f"tenant {self.tenant_id}: cannot reach Coupa at {self.settings.base_url}: {exc}"
             ) from None
-        types, warnings = self._resource_types(grant)
+        try:
+            types, warnings = self._resource_types(grant)
+        except CoupaError as exc:
+            raise PluginError(
+                f"tenant {self.tenant_id}: configure could not check which resource types "
+                f"Coupa serves: {exc}"
+            ) from None
         if self.settings.requests_per_second > COUPA_REQUESTS_PER_SECOND:
             warnings.append(
                 f"requests_per_second {self.settings.requests_per_second:g} is above Coupa's "
@@ -367,12 +405,15 @@ class CoupaConnector:
     # -- hooks -----------------------------------------------------------------------------
 
     def discover_resources(self, request: SyncRequest) -> Iterator[Resource]:
-        return self.sync.discover(request)
+        check_sync_request(request, "discover_resources")
+        return self._streaming(self.sync.discover(request))
 
     def sync_grants(self, request: SyncRequest) -> Iterator[Grant]:
-        return self.sync.grants(request)
+        check_sync_request(request, "sync_grants")
+        return self._streaming(self.sync.grants(request))
 
     def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        check_provision_request(request)  # before anything is sent
         if self.settings.mode == "read-only":
             raise ReadOnlyError(
                 f"tenant {self.tenant_id} is configured read-only; nothing was sent"
@@ -384,4 +425,16 @@ class CoupaConnector:
                 "write scopes); nothing was sent"
             )
         self.sync.forget_pass()  # grants seen before this change must not be replayed
-        return self.provisioner.provision(request)
+        try:
+            return self.provisioner.provision(request)
+        except PluginError:
+            raise
+        except Exception as exc:
+            # the last guard: a failure nobody foresaw, possibly after a write; say what the
+            # user holds now
+            user_id = parse_id(request.principal_id)
+            state = "" if user_id is None else " " + self.provisioner.statement(user_id)
+            raise ProvisioningError(
+                f"tenant {self.tenant_id}: {request.action} could not complete: "
+                f"{describe(exc)}.{state}"
+            ) from exc

@@ -6,10 +6,12 @@ here touches the network: a refused setting never causes a request.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -97,7 +99,22 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
     SettingSpec(
         "max_in_flight", "integer", 8, False, False, "how many requests may be outstanding at once"
     ),
-    SettingSpec("timeout_s", "number", 30.0, False, False, "per-request timeout in seconds"),
+    SettingSpec(
+        "timeout_s",
+        "number",
+        30.0,
+        False,
+        False,
+        "wall-clock limit of one attempt of a request (connect, send, the whole answer)",
+    ),
+    SettingSpec(
+        "max_response_mb",
+        "number",
+        16.0,
+        False,
+        False,
+        "largest response body accepted, in MB, as sent and once decompressed",
+    ),
     SettingSpec(
         "resource_types", "array", list(RESOURCE_TYPES), False, False, "resource types to sync"
     ),
@@ -163,6 +180,7 @@ class CoupaSettings:
     requests_per_second: float = 24.0
     max_in_flight: int = 8
     timeout_s: float = 30.0
+    max_response_mb: float = 16.0
     resource_types: frozenset[str] = frozenset(RESOURCE_TYPES)
     protected_logins: frozenset[str] = frozenset()
     state_dir: Path | None = None
@@ -215,13 +233,23 @@ def parse_base_url(value: str, *, key: str = "base_url") -> str:
             f"{key}: expected http(s)://host[:port] with no path, user info, query or fragment"
         )
     hostport = match.group(2)
-    host, port = hostport, ""
-    if not hostport.endswith("]") and ":" in hostport:
-        host, _, port = hostport.rpartition(":")
-        if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigurationError(f"{key}: invalid port {port!r}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"{key}: invalid URL ({exc})") from None
+    if port is not None and not 0 < port < 65536:
+        raise ConfigurationError(f"{key}: invalid port {port}")
+    host = parts.hostname or ""
     if not host:
         raise ConfigurationError(f"{key}: missing host")
+    if hostport.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigurationError(f"{key}: invalid IPv6 address {host[:60]!r}") from None
+    elif not _LOOSE_HOST_RE.fullmatch(host) or len(host) > 253:
+        raise ConfigurationError(f"{key}: invalid host {host[:60]!r}")
     return f"{match.group(1).lower()}://{hostport.lower()}"
 
 
@@ -245,10 +273,11 @@ def _boolean(key: str, value: object) -> bool:
 
 
 def _number(key: str, value: object, low: float, high: float) -> float:
+    """A finite number from ``low`` to ``high`` (both included)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigurationError(f"{key}: expected a number, got {type(value).__name__}")
-    if not low < value <= high:
-        raise ConfigurationError(f"{key}: must be greater than {low:g} and at most {high:g}")
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigurationError(f"{key}: must be from {low:g} to {high:g}")
     return float(value)
 
 
@@ -302,17 +331,54 @@ def _mode(key: str, value: object) -> Mode:
     raise ConfigurationError(f"{key}: expected one of {list(MODES)}, got {text!r}")
 
 
+def _path(key: str, value: object) -> Path:
+    text = _nonempty(key, value)
+    if "\x00" in text or len(text) > 4096:
+        raise ConfigurationError(f"{key}: not a usable path")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # ~nosuchuser/...
+        raise ConfigurationError(f"{key}: cannot expand '~' in {text[:80]!r}") from None
+    if path.is_symlink():
+        raise ConfigurationError(f"{key}: {str(path)[:200]} is a symbolic link; name the target")
+    return path
+
+
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+
+
+def _rate_limit_file(key: str, value: object) -> Path:
+    """The shared rate-limit file: in an existing directory, itself absent, empty or a
+    SQLite database (never a directory, a symbolic link or some other file)."""
+    path = _path(key, value)
+    shown = str(path)[:200]
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"{key}: the directory of {shown} does not exist")
+    if path.exists():
+        if not path.is_file():
+            raise ConfigurationError(f"{key}: {shown} is not a regular file")
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(len(_SQLITE_HEADER))
+        except OSError as exc:
+            raise ConfigurationError(f"{key}: cannot read {shown}: {exc.strerror}") from None
+        if header and header != _SQLITE_HEADER:
+            raise ConfigurationError(f"{key}: {shown} exists and is not a SQLite database")
+    return path
+
+
 _FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
     "client_id": _nonempty,
     "client_secret": _secret,
     "mode": _mode,
-    "requests_per_second": lambda k, v: _number(k, v, 0.0, 10_000.0),
+    "requests_per_second": lambda k, v: _number(k, v, 0.1, 10_000.0),
     "max_in_flight": lambda k, v: _integer(k, v, 1, 256),
-    "timeout_s": lambda k, v: _number(k, v, 0.0, 3_600.0),
+    "timeout_s": lambda k, v: _number(k, v, 0.1, 3_600.0),
+    "max_response_mb": lambda k, v: _number(k, v, 0.001, 1_024.0),
     "resource_types": _resource_types,
     "protected_logins": lambda k, v: frozenset(s.strip().lower() for s in _string_list(k, v)),
-    "state_dir": lambda k, v: Path(_nonempty(k, v)).expanduser(),
-    "shared_rate_limit_file": lambda k, v: str(Path(_nonempty(k, v)).expanduser()),
+    "state_dir": _path,
+    "shared_rate_limit_file": lambda k, v: str(_rate_limit_file(k, v)),
     "shared_state": parse_shared_state,
     "integration_login": lambda k, v: _nonempty(k, v).lower(),
     "journal_max_age_s": lambda k, v: _number(k, v, 0.0, 90 * 86_400.0),

@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
+from coupa_plugin.connector.boundary import guard_stream
 from coupa_plugin.connector.mapping import (
     GRANT_SOURCES,
     account_group_resource,
@@ -28,6 +29,7 @@ from coupa_plugin.connector.mapping import (
     content_group_resource,
     group_resource,
     license_resource,
+    parse_id,
     role_resource,
     user_entitlements,
     user_grants,
@@ -48,11 +50,8 @@ GRANT_TYPES: Final = frozenset({kind for _, kind in GRANT_SOURCES} | {"license"}
 
 
 def guard(items: Iterable[T], what: str, tenant: str) -> Iterator[T]:
-    """Re-raise any client failure while streaming as a SyncError naming what failed."""
-    try:
-        yield from items
-    except CoupaError as exc:
-        raise SyncError(f"tenant {tenant}: {what} could not complete: {exc}") from exc
+    """Re-raise any failure while streaming as a SyncError naming what failed."""
+    return guard_stream(items, tenant, what, SyncError)
 
 
 def _request_key(request: SyncRequest, types: frozenset[str]) -> tuple[object, ...]:
@@ -172,7 +171,7 @@ class TenantSync:
     def _user_ids(self, request: SyncRequest) -> list[int] | None:
         if request.principal_ids is None:
             return None
-        ids = [int(p) for p in request.principal_ids if p.isdigit()]
+        ids = [i for i in map(parse_id, request.principal_ids) if i is not None]
         if len(ids) != len(request.principal_ids):
             log.warning(
                 "ignoring principal ids that are not Coupa user ids",

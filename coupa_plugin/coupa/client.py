@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -19,15 +20,17 @@ import orjson
 import stamina
 
 from coupa_plugin.coupa._secret import Secret
-from coupa_plugin.coupa.auth import CoupaAuth, TokenSource, TokenThrottled
+from coupa_plugin.coupa.auth import CoupaAuth, TokenSource
 from coupa_plugin.coupa.errors import (
     CoupaError,
     CoupaHTTPError,
     CoupaResponseError,
+    CoupaTimeoutError,
     CoupaTransportError,
     ReadOnlyClientError,
     ScopeError,
     excerpt,
+    plain,
 )
 from coupa_plugin.coupa.fields import FieldSpec, TenantFields
 from coupa_plugin.coupa.models import (
@@ -35,11 +38,12 @@ from coupa_plugin.coupa.models import (
     AccountGroup,
     BusinessGroup,
     Membership,
+    RecordError,
     Role,
     User,
     UserGroup,
-    converter,
     is_license_flag,
+    structure,
     structure_user,
 )
 from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
@@ -51,7 +55,16 @@ from coupa_plugin.coupa.scopes import (
     REQUIRED_SCOPES,
     WRITE_SCOPES,
 )
-from coupa_plugin.coupa.transport import PacedTransport, retry_after_seconds
+from coupa_plugin.coupa.transport import (
+    ACCEPT_ENCODING,
+    DEFAULT_MAX_BODY_BYTES,
+    DeadlineTransport,
+    PacedTransport,
+    deadline,
+    read_body,
+    retry_after_seconds,
+    seconds_left,
+)
 
 __all__ = [
     "USER_FIELDS",
@@ -64,9 +77,16 @@ __all__ = [
 
 log = logging.getLogger("coupa_plugin.coupa")
 Mode = Literal["auto", "read-only", "provisioning"]
+T = TypeVar("T")
 _RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 _NEVER_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _STATS_EVERY: Final = 50
+# h11's words for an answer it cannot parse (as opposed to a connection closed early)
+_UNPARSEABLE: Final = ("illegal", "malformed", "invalid", "too long", "can't handle", "bad ")
+_WAIT_INITIAL_S: Final = 0.5
+_MAX_ROLE_PAGES: Final = 10_000
+_WAIT_MAX_S: Final = 30.0
+_WAIT_JITTER_S: Final = 1.0
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
 USER_FIELDS: Final[tuple[Any, ...]] = (
     "id",
@@ -132,6 +152,9 @@ class ClientConfig:
     timeout_s: float = 30.0
     retry_attempts: int = 8
     retry_timeout_s: float = 120.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # the most rows one listing may have: far above any real tenant, far below "for ever"
+    max_listing_rows: int = 2_000_000
     tenant: str = ""
     shared_rate_limit_file: str | None = None
 
@@ -147,14 +170,36 @@ class ScopeGrant:
     documented_missing: frozenset[str] = frozenset()
 
 
+Answer = tuple[int, httpx.Headers, bytes]
+
+
 class _Retryable(Exception):
     """Internal: a failed attempt worth another try."""
 
     def __init__(
-        self, reason: str, response: httpx.Response | None = None, wait: float | None = None
+        self,
+        reason: str,
+        answer: Answer | None = None,
+        wait: float | None = None,
+        *,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(reason)
-        self.reason, self.response, self.wait = reason, response, wait
+        self.reason, self.answer, self.wait, self.timed_out = reason, answer, wait, timed_out
+
+
+def _dropped(exc: httpx.RemoteProtocolError) -> bool:
+    """The server closed the connection early (worth a retry), as opposed to sending
+    something HTTP cannot parse, such as a header h11 rejects (the same next time)."""
+    text = str(exc).lower()
+    return not any(marker in text for marker in _UNPARSEABLE)
+
+
+def _record(row: Any, cls: type[T], what: str) -> T:
+    try:
+        return structure(row, cls)
+    except RecordError as exc:
+        raise CoupaResponseError(f"{what}: {exc}") from None
 
 
 def _updated_at_or_before(row: Mapping[str, Any], moment: datetime) -> bool:
@@ -168,12 +213,6 @@ def _updated_at_or_before(row: Mapping[str, Any], moment: datetime) -> bool:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)) <= moment
 
 
-def _backoff(exc: Exception) -> bool | float:
-    if isinstance(exc, _Retryable):
-        return exc.wait if exc.wait is not None else True
-    return False
-
-
 class CoupaClient:
     """A client for one Coupa instance and one OAuth client (never shared across tenants)."""
 
@@ -184,6 +223,7 @@ class CoupaClient:
         *,
         clock: Callable[[], float] = time.monotonic,
         limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.limiter: RateLimiter = limiter or (
@@ -192,12 +232,14 @@ class CoupaClient:
                 config.base_url,
                 config.requests_per_second,
                 burst=config.burst,
+                sleep=sleep,
             )
             if config.shared_rate_limit_file
-            else RateLimiter(config.requests_per_second, burst=config.burst)
+            else RateLimiter(config.requests_per_second, burst=config.burst, sleep=sleep)
         )
-        inner = transport or httpx.HTTPTransport(retries=0)
-        self._transport = PacedTransport(inner, self.limiter)
+        self._clock = clock
+        inner = transport or DeadlineTransport()
+        self._transport = PacedTransport(inner, self.limiter, config.max_body_bytes)
         timeout = httpx.Timeout(config.timeout_s)
         limits = httpx.Limits(
             max_connections=config.max_in_flight + 2,
@@ -214,6 +256,9 @@ class CoupaClient:
                 config.client_secret,
                 self._token_http,
                 clock=clock,
+                budget_s=config.retry_timeout_s,
+                attempt_s=config.timeout_s,
+                max_body_bytes=config.max_body_bytes,
             )
 
         def api_client(auth: CoupaAuth) -> httpx.Client:
@@ -223,15 +268,19 @@ class CoupaClient:
                 limits=limits,
                 base_url=config.base_url,
                 auth=auth,
-                headers={"Accept": "application/json", "User-Agent": "coupa-plugin"},
+                headers={
+                    "Accept": "application/json",
+                    "Accept-Encoding": ACCEPT_ENCODING,
+                    "User-Agent": "coupa-plugin",
+                },
             )
 
         self.tokens = token_source()
-        self._http = api_client(CoupaAuth(self.tokens))
+        self._http = api_client(CoupaAuth(self.tokens, sleep))
         # GraphQL takes read scopes only: its own token, with the granted scopes minus the
         # write ones (in read-only mode that is the main token itself)
         self.read_tokens = token_source()
-        self._graphql_auth = CoupaAuth(self.read_tokens)
+        self._graphql_auth = CoupaAuth(self.read_tokens, sleep)
         self._graphql_http = api_client(self._graphql_auth)
         self.fields = TenantFields()
         self._license_flags: frozenset[str] = frozenset()  # seen on this tenant
@@ -385,6 +434,9 @@ class CoupaClient:
 
         Reads are retried freely. A write is retried only when ``idempotent`` (sending it twice
         leaves the same state) or when it provably never left (connection refused, 429).
+        Answers that cannot change (a redirect, an HTML page, a body over the size limit) are
+        not retried. Each attempt must end within ``timeout_s`` (connect, send and the whole
+        body), and the call with its retries within ``retry_timeout_s``.
         """
         read = method == "GET" or (method == "POST" and path == GRAPHQL_PATH)
         grant = self.grant  # authenticate (once) before the first request
@@ -395,33 +447,72 @@ class CoupaClient:
         safe = read or bool(idempotent)
         content = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
+        url = self._url(path, params)
+        started = self._clock()
+        until = started + self.config.retry_timeout_s
+        made = 0
         try:
             for attempt in stamina.retry_context(
-                on=_backoff,
+                on=self._backoff_until(until),
                 attempts=self.config.retry_attempts,
-                timeout=self.config.retry_timeout_s,
-                wait_initial=0.5,
-                wait_max=30.0,
-                wait_jitter=1.0,
+                timeout=None,
             ):
                 with attempt:
+                    made = attempt.num
                     if attempt.num > 1:
                         with self._lock:
                             self.retries += 1
-                    return self._attempt(method, path, params, content, headers, safe, attempt.num)
+                    left = self._left(until)
+                    if left <= 0:
+                        raise _Retryable("the time budget is spent", timed_out=True)
+                    with deadline(min(self.config.timeout_s, left)):
+                        return self._attempt(method, path, url, content, headers, safe, made)
         except _Retryable as exc:
-            if exc.response is not None:
-                raise self._http_error(method, path, exc.response) from None
+            spent = self._clock() - started
+            tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
+            if exc.answer is not None:
+                raise self._http_error(method, path, *exc.answer, tries=tries) from None
+            if spent >= self.config.retry_timeout_s or exc.timed_out:
+                raise CoupaTimeoutError(
+                    f"{method} {path} did not complete within its time budget "
+                    f"(timeout_s={self.config.timeout_s:g} per attempt, "
+                    f"{self.config.retry_timeout_s:g} s per call); {tries}: {exc.reason}"
+                ) from None
             raise CoupaTransportError(
-                f"{method} {path} failed after {self.config.retry_attempts} attempts: {exc.reason}"
+                f"{method} {path} failed after {tries}: {exc.reason}"
             ) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _left(self, until: float) -> float:
+        """Seconds left before ``until`` (this client's clock) or the thread's outer deadline
+        (a hook's budget), whichever comes first."""
+        left = until - self._clock()
+        outer = seconds_left()
+        return left if outer is None else min(left, outer)
+
+    def _backoff_until(self, until: float) -> Callable[[Exception], bool | float]:
+        """stamina's retry predicate: how long to wait before the next attempt, or False when
+        the failure is final or the wait would not end before ``until``."""
+        failures = 0
+
+        def on(exc: Exception) -> bool | float:
+            nonlocal failures
+            if not isinstance(exc, _Retryable):
+                return False
+            failures += 1
+            wait = exc.wait
+            if wait is None:
+                wait = min(_WAIT_MAX_S, _WAIT_INITIAL_S * 2 ** (failures - 1))
+                wait += random.uniform(0, _WAIT_JITTER_S)
+            return wait if wait < self._left(until) else False
+
+        return on
 
     def _attempt(
         self,
         method: str,
         path: str,
-        params: Mapping[str, Any] | None,
+        url: httpx.URL,
         content: bytes | None,
         headers: dict[str, str] | None,
         safe: bool,
@@ -433,14 +524,14 @@ class CoupaClient:
             report = self.requests % _STATS_EVERY == 0
         if report:
             self.log_stats()
+        what = f"{method} {path}"
         http = self._graphql_http if path == GRAPHQL_PATH else self._http
         try:
-            response = http.request(
-                method, self._url(path, params), content=content, headers=headers
+            response = http.send(
+                http.build_request(method, url, content=content, headers=headers),
+                stream=True,
             )
-        except TokenThrottled as exc:
-            # a token minted mid-run (refresh, GraphQL's first use) met Coupa's rate limit
-            raise _Retryable("token endpoint HTTP 429", wait=exc.wait) from None
+            data = read_body(response, self.config.max_body_bytes, what)
         except httpx.TransportError as exc:
             reason = type(exc).__name__
             log.info(
@@ -453,10 +544,20 @@ class CoupaClient:
                     "attempt": attempt,
                 },
             )
+            if isinstance(exc, httpx.LocalProtocolError) or (
+                isinstance(exc, httpx.RemoteProtocolError) and not _dropped(exc)
+            ):
+                # a malformed request or answer is the same on the next try
+                raise CoupaResponseError(
+                    f"{what} failed ({reason}: {excerpt(str(exc), 120)})"
+                    + ("" if safe else "; Coupa may or may not have applied it")
+                ) from None
             if safe or isinstance(exc, _NEVER_SENT):
-                raise _Retryable(reason) from None
+                raise _Retryable(
+                    reason, timed_out=isinstance(exc, httpx.TimeoutException)
+                ) from None
             raise CoupaTransportError(
-                f"{method} {path} failed ({reason}); Coupa may or may not have applied it"
+                f"{what} failed ({reason}); Coupa may or may not have applied it"
             ) from None
         elapsed_ms = round((time.monotonic() - started) * 1000, 1)
         status = response.status_code
@@ -471,10 +572,11 @@ class CoupaClient:
                 "elapsed_ms": elapsed_ms,
             },
         )
+        answer = (status, response.headers, data)
         if status == 401 and safe:
             # the auth flow already re-minted once; a token can still be revoked between the
             # mint and the retry, so safe requests get another round
-            raise _Retryable("HTTP 401", response)
+            raise _Retryable("HTTP 401", answer)
         # a 500 on a read is as transient as a 502-504; a write answered 500 is reported (the
         # caller's read-back tells what Coupa holds)
         if (status in _RETRY_STATUSES and (safe or status == 429)) or (
@@ -491,20 +593,21 @@ class CoupaClient:
                 },
             )
             wait = retry_after_seconds(response) if status == 429 else None
-            raise _Retryable(f"HTTP {status}", response, wait)
-        if status >= 400:
-            raise self._http_error(method, path, response)
-        if not response.content.strip():
+            raise _Retryable(f"HTTP {status}", answer, wait)
+        if status >= 300 or status < 200:
+            raise self._http_error(method, path, *answer)
+        if not data.strip():
             return None
         try:
-            return orjson.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            problem = (
-                f"{method} {path}: invalid JSON in the response ({excerpt(response.content, 80)})"
-            )
-            if safe:
-                raise _Retryable(problem) from None
-            raise CoupaResponseError(problem) from None
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            problem = f"{what}: invalid JSON in the response ({excerpt(data, 80)})"
+            kind = response.headers.get("content-type", "").split(";")[0].lower()
+            if safe and "html" not in kind and "xml" not in kind:
+                raise _Retryable(problem) from None  # a truncated body may come whole next time
+            raise CoupaResponseError(
+                problem + ("" if safe else "; Coupa may or may not have applied it")
+            ) from None
 
     def _url(self, path: str, params: Mapping[str, Any] | None) -> httpx.URL:
         """The absolute, percent-encoded URL, built once: httpx validates a URL character by
@@ -513,15 +616,29 @@ class CoupaClient:
         return httpx.URL(f"{self.config.base_url}{path}{'?' + query if query else ''}")
 
     @staticmethod
-    def _http_error(method: str, path: str, response: httpx.Response) -> CoupaHTTPError:
+    def _http_error(
+        method: str,
+        path: str,
+        status: int,
+        headers: httpx.Headers,
+        body: bytes,
+        *,
+        tries: str = "",
+    ) -> CoupaHTTPError:
         errors = None
         try:
-            payload = response.json()
+            payload = orjson.loads(body)
             if isinstance(payload, dict) and isinstance(payload.get("errors"), dict):
                 errors = payload["errors"]
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except orjson.JSONDecodeError:
             pass
-        return CoupaHTTPError(method, path, response.status_code, excerpt(response.content), errors)
+        detail = excerpt(body)
+        if 300 <= status < 400:
+            location = excerpt(headers.get("location", ""), 120)
+            detail = f"a redirect (to {location or 'nowhere'}) where an answer was expected"
+        if tries:
+            detail += f" ({tries})"
+        return CoupaHTTPError(method, path, status, detail, errors)
 
     def log_stats(self) -> None:
         """One INFO record with the request counters (``requests``, ``retries``,
@@ -588,18 +705,18 @@ class CoupaClient:
             what=what,
             page_size=self._page_size,
             saturated=self.limiter.saturated,
+            max_rows=self.config.max_listing_rows,
         )
 
     def graphql(self, query: str) -> dict[str, Any]:
         payload = self.request("POST", GRAPHQL_PATH, body={"query": query})
         if not isinstance(payload, dict):
             raise CoupaResponseError("POST /api/graphql: expected a JSON object")
-        if payload.get("errors"):
+        errors = payload.get("errors")
+        if errors:
+            items = errors if isinstance(errors, list) else [errors]
             raise GraphQLError(
-                [
-                    str(e.get("message", e)) if isinstance(e, dict) else str(e)
-                    for e in payload["errors"]
-                ]
+                [plain(e.get("message") if isinstance(e, dict) else e) for e in items[:20]]
             )
         data = payload.get("data")
         if not isinstance(data, dict):
@@ -706,7 +823,7 @@ class CoupaClient:
         for payload in self.users_raw(**kwargs):
             try:
                 yield structure_user(payload)
-            except ValueError as exc:
+            except RecordError as exc:
                 raise CoupaResponseError(f"GET /api/users: {exc}") from None
 
     def user_raw(
@@ -729,20 +846,20 @@ class CoupaClient:
         payload = self.user_raw(user_id, extra)
         try:
             return structure_user(payload)
-        except ValueError as exc:
+        except RecordError as exc:
             raise CoupaResponseError(f"GET /api/users/{user_id}: {exc}") from None
 
     def user_groups(self) -> Iterator[UserGroup]:
         for row in self._list("/api/user_groups", {}, "user groups", _USER_GROUP_FIELDS):
-            yield converter.structure(row, UserGroup)
+            yield _record(row, UserGroup, "GET /api/user_groups")
 
     def business_groups(self) -> Iterator[BusinessGroup]:
         for row in self._list("/api/business_groups", {}, "content groups", _BUSINESS_GROUP_FIELDS):
-            yield converter.structure(row, BusinessGroup)
+            yield _record(row, BusinessGroup, "GET /api/business_groups")
 
     def account_groups(self) -> Iterator[AccountGroup]:
         for row in self._list("/api/account_groups", {}, "account groups", _ACCOUNT_GROUP_FIELDS):
-            yield converter.structure(row, AccountGroup)
+            yield _record(row, AccountGroup, "GET /api/account_groups")
 
     def memberships(
         self, *, user_id: int | None = None, group_id: int | None = None
@@ -753,7 +870,7 @@ class CoupaClient:
         if group_id is not None:
             params["user_group_id"] = group_id
         for row in self._list("/api/user_group_memberships", params, "memberships"):
-            yield converter.structure(row, Membership)
+            yield _record(row, Membership, "GET /api/user_group_memberships")
 
     def roles(self) -> Iterator[Role]:
         """Every role, from GraphQL (Coupa has no REST list of roles), paged by id."""
@@ -776,8 +893,8 @@ class CoupaClient:
                     raise CoupaResponseError("GraphQL roles: expected a list")
                 return [r for r in rows if isinstance(r, dict)]
 
-        for row in read_keyset(fetch_after, what="roles"):
-            yield converter.structure(row, Role)
+        for row in read_keyset(fetch_after, what="roles", max_pages=_MAX_ROLE_PAGES):
+            yield _record(row, Role, "GraphQL roles")
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -813,7 +930,7 @@ class CoupaClient:
             body={"user-id": user_id, "user-group-id": group_id},
             idempotent=False,
         )
-        return converter.structure(result, Membership)
+        return _record(result, Membership, "POST /api/user_group_memberships")
 
     def delete_membership(self, membership_id: int) -> None:
         self.request("DELETE", f"/api/user_group_memberships/{membership_id}", idempotent=True)

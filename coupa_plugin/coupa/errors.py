@@ -11,11 +11,14 @@ __all__ = [
     "CoupaError",
     "CoupaHTTPError",
     "CoupaResponseError",
+    "CoupaTimeoutError",
     "CoupaTransportError",
     "PagingError",
     "ReadOnlyClientError",
     "ScopeError",
     "excerpt",
+    "plain",
+    "scrub",
 ]
 
 _SCRUB: Final = [
@@ -55,6 +58,10 @@ class CoupaTransportError(CoupaError):
     """The request could not be completed at the network level (after retries)."""
 
 
+class CoupaTimeoutError(CoupaTransportError):
+    """A request (or the retries of one call) ran out of its wall-clock budget."""
+
+
 class CoupaHTTPError(CoupaError):
     """Coupa answered with an error status (after retries, for retryable ones)."""
 
@@ -92,11 +99,23 @@ class ReadOnlyClientError(CoupaError):
     """A write was attempted through a read-only client; nothing was sent."""
 
 
+def plain(value: object, limit: int = 200) -> str:
+    """``value`` as short text when it is a scalar, else only its type: a server's nested or
+    huge values are never rendered whole (a deep structure would not even survive ``repr``)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool | int | float) or value is None:
+        text = str(value) if not isinstance(value, int) or abs(value) < 10**30 else "<big int>"
+    else:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _format_errors(errors: dict[str, Any]) -> str:
     parts = []
-    for key, messages in errors.items():
+    for key, messages in list(errors.items())[:20]:
         if isinstance(messages, list):
-            parts.append(f"{key}: " + "; ".join(str(m) for m in messages))
+            parts.append(f"{plain(key, 60)}: " + "; ".join(plain(m) for m in messages[:10]))
         else:
-            parts.append(f"{key}: {messages}")
+            parts.append(f"{plain(key, 60)}: {plain(messages)}")
     return scrub(" | ".join(parts))[:500]

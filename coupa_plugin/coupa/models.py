@@ -1,15 +1,18 @@
 """Typed Coupa records and the one converter that maps Coupa's kebab-case JSON onto them.
 
 The converter ignores keys it does not know (Coupa adds fields every release) and reads a
-``null`` list as empty. License flags are not a closed list: every boolean ``*-user`` key of a
-user payload except the account-type markers is a license.
+``null`` list as empty. It checks the type of every field it reads and never coerces one: a
+string ``"false"`` is an error, not a boolean; ``5.9`` or ``true`` is not an id. License
+flags are not a closed list: every boolean ``*-user`` key of a user payload except the
+account-type markers is a license, and its key must look like one (``[a-z0-9-]+-user``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import cattrs
@@ -18,16 +21,21 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 __all__ = [
     "ACCOUNT_TYPE_FLAGS",
     "KNOWN_LICENSE_FLAGS",
+    "LICENSE_KEY_RE",
+    "MAX_ID",
     "READ_ONLY_LICENSE_FLAGS",
     "AccountGroup",
     "BusinessGroup",
     "Membership",
+    "RecordError",
     "Ref",
     "Role",
     "User",
     "UserGroup",
     "converter",
     "is_license_flag",
+    "strict_id",
+    "structure",
     "structure_user",
     "unstructure_user",
 ]
@@ -59,9 +67,25 @@ KNOWN_LICENSE_FLAGS: Final = (
 READ_ONLY_LICENSE_FLAGS: Final = frozenset({"category-planner-user"})
 
 
+# Bounds on what a record may carry: ids are at most 18 digits, text fields what a person or
+# a group could plausibly have, association lists what a user could plausibly hold.
+MAX_ID: Final = 10**18
+MAX_TEXT_CHARS: Final = 4096
+MAX_DESCRIPTION_CHARS: Final = 65_536
+MAX_REFS: Final = 100_000
+MAX_LICENSE_KEY_CHARS: Final = 64
+LICENSE_KEY_RE: Final = re.compile(rf"(?=.{{6,{MAX_LICENSE_KEY_CHARS}}}\Z)[a-z0-9-]+-user")
+T = TypeVar("T")
+
+
 def is_license_flag(key: str, value: object) -> bool:
     """True for a boolean ``*-user`` key that is a license, not an account-type marker."""
-    return isinstance(value, bool) and key.endswith("-user") and key not in ACCOUNT_TYPE_FLAGS
+    return (
+        isinstance(value, bool)
+        and key.endswith("-user")
+        and key not in ACCOUNT_TYPE_FLAGS
+        and LICENSE_KEY_RE.fullmatch(key) is not None
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -147,33 +171,110 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
+class RecordError(ValueError):
+    """A record from Coupa has a field of the wrong type or out of range (never coerced)."""
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def strict_id(value: Any, what: str = "id") -> int:
+    """A Coupa id: a JSON integer from 1 to 18 digits (never a bool, float or string)."""
+    if value.__class__ is not int:
+        raise RecordError(f"{what}: expected an integer id, got {_kind(value)}")
+    if not 0 < value < MAX_ID:
+        raise RecordError(f"{what}: id out of range (1 to 18 digits)")
+    return int(value)
+
+
+def strict_text(value: Any, what: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if value.__class__ is not str:
+        raise RecordError(f"{what}: expected a string, got {_kind(value)}")
+    if len(value) > limit:
+        raise RecordError(f"{what}: longer than {limit:,} characters")
+    return str(value)
+
+
+def _text(value: Any, what: str, limit: int = MAX_TEXT_CHARS) -> str | None:
+    return None if value is None else strict_text(value, what, limit)
+
+
+def _flag(value: Any, default: bool, what: str) -> bool:
+    if value is None:
+        return default
+    if value.__class__ is not bool:
+        raise RecordError(f"{what}: expected true or false, got {_kind(value)}")
+    return bool(value)
+
+
+def _when(value: Any, what: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    text = strict_text(value, what, 64)
+    try:
+        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        raise RecordError(f"{what}: not an ISO 8601 timestamp") from None
+
+
+def _ref(value: Any, what: str) -> Ref:
+    if not isinstance(value, Mapping):
+        raise RecordError(f"{what}: expected an object, got {_kind(value)}")
+    return Ref(
+        id=strict_id(value.get("id"), f"{what}.id"),
+        name=_text(value.get("name"), f"{what}.name"),
+        login=_text(value.get("login"), f"{what}.login"),
+    )
+
+
+def _refs(value: Any, what: str) -> tuple[Ref, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RecordError(f"{what}: expected a list, got {_kind(value)}")
+    if len(value) > MAX_REFS:
+        raise RecordError(f"{what}: more than {MAX_REFS:,} entries")
+    return tuple(_ref(item, what) for item in value)
+
+
+def _licenses(payload: Mapping[str, Any]) -> dict[str, bool]:
+    flags: dict[str, bool] = {}
+    for key, value in payload.items():
+        if value.__class__ is not bool or key[-5:] != "-user" or key in ACCOUNT_TYPE_FLAGS:
+            continue
+        if not LICENSE_KEY_RE.fullmatch(key):
+            raise RecordError(
+                f"license flag {key[:60]!r}: not of the form [a-z0-9-]+-user (at most "
+                f"{MAX_LICENSE_KEY_CHARS} characters)"
+            )
+        flags[key] = value
+    return flags
+
+
 def _make_converter() -> cattrs.Converter:
+    """Catalog records (roles, groups, memberships): every field type-checked, never coerced
+    (``"5"`` is not an id, ``"false"`` is not a boolean, a list is not a name)."""
     conv = cattrs.Converter(forbid_extra_keys=False)
 
-    def parse_datetime(value: Any, _: type) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        text = str(value)
-        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-
-    conv.register_structure_hook(datetime, parse_datetime)
+    conv.register_structure_hook(datetime, lambda v, _: _when(v, "timestamp"))
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
-
-    # Hand-written hooks for the shapes that occur tens of thousands of times per sync.
-    def ref(value: Any, _: type = Ref) -> Ref:
-        return Ref(id=int(value["id"]), name=value.get("name"), login=value.get("login"))
-
-    def refs(value: Any, _: type) -> tuple[Ref, ...]:
-        return tuple(ref(item) for item in value) if value else ()
-
-    def optional_str(value: Any, _: type) -> str | None:
-        return value if value is None or isinstance(value, str) else str(value)
-
-    conv.register_structure_hook(Ref, ref)
-    conv.register_structure_hook_func(lambda t: t == tuple[Ref, ...], refs)
-    conv.register_structure_hook_func(lambda t: t == (str | None), optional_str)
+    conv.register_structure_hook(int, lambda v, _: strict_id(v))
+    conv.register_structure_hook(str, lambda v, _: strict_text(v, "text"))
+    conv.register_structure_hook(bool, lambda v, _: _flag(v, False, "flag"))
+    conv.register_structure_hook(Ref, lambda v, _: _ref(v, "reference"))
     conv.register_structure_hook_func(
-        lambda t: t == Mapping[str, bool], lambda value, _: dict(value)
+        lambda t: t == tuple[Ref, ...], lambda v, _: _refs(v, "references")
+    )
+    conv.register_structure_hook_func(
+        lambda t: t == (str | None), lambda v, _: _text(v, "text", MAX_DESCRIPTION_CHARS)
+    )
+    conv.register_structure_hook_func(
+        lambda t: t == (bool | None),
+        lambda v, _: None if v is None else _flag(v, False, "flag"),
+    )
+    conv.register_structure_hook_func(
+        lambda t: t == Mapping[str, bool], lambda value, _: _licenses(value)
     )
 
     def renames(cls: type) -> dict[str, Any]:
@@ -196,85 +297,81 @@ def _make_converter() -> cattrs.Converter:
 converter: Final = _make_converter()
 
 
-def _text(value: Any) -> str | None:
-    return value if value is None or isinstance(value, str) else str(value)
+def _problem(exc: BaseException, _: type | None) -> str:
+    if isinstance(exc, RecordError):
+        return str(exc)
+    return "required field missing" if isinstance(exc, KeyError) else type(exc).__name__
 
 
-def _flag(value: Any, default: bool) -> bool:
-    return default if value is None else bool(value)
+def structure(payload: Any, cls: type[T]) -> T:
+    """A catalog record of type ``cls`` from a payload.
 
-
-def _when(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    text = str(value)
-    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-
-
-def _ref(value: Any) -> Ref | None:
-    if not isinstance(value, Mapping):
-        return None
-    return Ref(id=int(value["id"]), name=value.get("name"), login=value.get("login"))
-
-
-def _refs(value: Any) -> tuple[Ref, ...]:
-    if not value:
-        return ()
-    return tuple(
-        Ref(id=int(item["id"]), name=item.get("name"), login=item.get("login")) for item in value
-    )
+    :raises RecordError: the payload is not such a record; the message names the field.
+    """
+    if not isinstance(payload, Mapping):
+        raise RecordError(f"expected an object, got {_kind(payload)}")
+    try:
+        return converter.structure(payload, cls)
+    except RecordError:
+        raise
+    except Exception as exc:  # cattrs groups field errors; name them, keep no payload values
+        problems = (
+            cattrs.transform_error(exc, format_exception=_problem)
+            if isinstance(exc, cattrs.BaseValidationError)
+            else []
+        )
+        detail = "; ".join(p[:160] for p in problems[:5]) or type(exc).__name__
+        raise RecordError(f"malformed {cls.__name__.lower()} record: {detail}") from None
 
 
 def _user_hook(payload: Any, _: type = User) -> User:
     """Structure hook for :class:`User`: the hot path of every sync, written out by hand."""
     get = payload.get
     return User(
-        id=int(payload["id"]),
-        login=str(payload["login"]),
-        email=_text(get("email")),
-        firstname=_text(get("firstname")),
-        lastname=_text(get("lastname")),
-        fullname=_text(get("fullname")),
-        employee_number=_text(get("employee-number")),
-        active=_flag(get("active"), True),
-        authentication_method=_text(get("authentication-method")),
-        sso_identifier=_text(get("sso-identifier")),
-        api_user=_flag(get("api-user"), False),
-        support_user=_flag(get("support-user"), False),
-        supplier_user=_flag(get("supplier-user"), False),
-        msp_user=_flag(get("msp-user"), False),
-        manager=_ref(get("manager")),
-        updated_by=_ref(get("updated-by")),
-        created_at=_when(get("created-at")),
-        updated_at=_when(get("updated-at")),
-        roles=_refs(get("roles")),
-        user_groups=_refs(get("user-groups")),
-        content_groups=_refs(get("content-groups")),
-        account_groups=_refs(get("account-groups")),
-        approval_groups=_refs(get("approval-groups")),
-        licenses={
-            k: v
-            for k, v in payload.items()
-            if v.__class__ is bool and k[-5:] == "-user" and k not in ACCOUNT_TYPE_FLAGS
-        },
+        id=strict_id(get("id")),
+        login=strict_text(get("login"), "login"),
+        email=_text(get("email"), "email"),
+        firstname=_text(get("firstname"), "firstname"),
+        lastname=_text(get("lastname"), "lastname"),
+        fullname=_text(get("fullname"), "fullname"),
+        employee_number=_text(get("employee-number"), "employee-number"),
+        active=_flag(get("active"), True, "active"),
+        authentication_method=_text(get("authentication-method"), "authentication-method"),
+        sso_identifier=_text(get("sso-identifier"), "sso-identifier"),
+        api_user=_flag(get("api-user"), False, "api-user"),
+        support_user=_flag(get("support-user"), False, "support-user"),
+        supplier_user=_flag(get("supplier-user"), False, "supplier-user"),
+        msp_user=_flag(get("msp-user"), False, "msp-user"),
+        manager=None if get("manager") is None else _ref(get("manager"), "manager"),
+        updated_by=None if get("updated-by") is None else _ref(get("updated-by"), "updated-by"),
+        created_at=_when(get("created-at"), "created-at"),
+        updated_at=_when(get("updated-at"), "updated-at"),
+        roles=_refs(get("roles"), "roles"),
+        user_groups=_refs(get("user-groups"), "user-groups"),
+        content_groups=_refs(get("content-groups"), "content-groups"),
+        account_groups=_refs(get("account-groups"), "account-groups"),
+        approval_groups=_refs(get("approval-groups"), "approval-groups"),
+        licenses=_licenses(payload),
     )
 
 
 converter.register_structure_hook(User, _user_hook)
 
 
-def structure_user(payload: Mapping[str, Any]) -> User:
+def structure_user(payload: Any) -> User:
     """Build a :class:`User` from a payload, collecting its license flags.
 
-    :raises ValueError: the payload is not a user record (no id or login, wrong types).
+    :raises RecordError: the payload is not a user record (no id or login, wrong types);
+        the message names the field and never carries its value.
     """
+    if not isinstance(payload, Mapping):
+        raise RecordError(f"expected a user object, got {_kind(payload)}")
     try:
-        user: User = converter.structure(payload, User)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        ident = payload.get("id") if isinstance(payload, Mapping) else None
-        raise ValueError(
-            f"user record {ident!r} is malformed: {type(exc).__name__}: {exc}"
-        ) from None
+        user: User = _user_hook(payload)
+    except RecordError as exc:
+        ident = payload.get("id")
+        shown = ident if ident.__class__ is int and 0 < ident < MAX_ID else "?"
+        raise RecordError(f"user record {shown} is malformed: {exc}") from None
     return user
 
 

@@ -17,12 +17,14 @@ library.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["PaceState", "RateLimiter", "SharedRateLimiter"]
+__all__ = ["PaceState", "RateLimiter", "SharedRateLimiter", "private_file"]
 
 CUT: float = 0.7  # the share of the rate kept after a 429 event
 
@@ -158,6 +160,27 @@ CREATE TABLE IF NOT EXISTS pacing (
 """
 
 
+def private_file(path: str) -> None:
+    """Create ``path`` readable by its owner only (0600), or tighten it to that; refuse a
+    symbolic link or anything but a regular file. SQLite gives its ``-wal`` and ``-shm``
+    files the database's mode; existing ones are tightened too.
+
+    :raises OSError: the file cannot be created or is not a regular file.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path + suffix
+        if os.path.isfile(side) and not os.path.islink(side):
+            os.chmod(side, 0o600)
+
+
 class SharedRateLimiter(RateLimiter):
     """The same pacer, with its state in a SQLite file that several processes share.
 
@@ -191,6 +214,7 @@ class SharedRateLimiter(RateLimiter):
         import sqlite3
 
         self.instance = instance
+        private_file(path)
         self._db = sqlite3.connect(
             path, timeout=30.0, isolation_level=None, check_same_thread=False
         )

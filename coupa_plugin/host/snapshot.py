@@ -14,6 +14,7 @@ does not describe the whole tenant, so reports never pick it unless asked to.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -215,12 +216,27 @@ class RunWriter:
             self._grant_rows.clear()
 
 
+def _owner_only(path: Path) -> None:
+    """A snapshot holds personal data: create it 0600 or tighten it (with SQLite's side files,
+    which take the database's mode), and never follow a symbolic link to it (OSError)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if side.is_file() and not side.is_symlink():
+            side.chmod(0o600)
+
+
 class SnapshotStore:
     """A SQLite file holding the runs of any number of tenants and plugins."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _owner_only(self.path)
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")

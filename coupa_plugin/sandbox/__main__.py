@@ -17,6 +17,7 @@ from coupa_plugin.sandbox import (
     SandboxServer,
     generate_tenant,
 )
+from coupa_plugin.sandbox.server import EXPOSED_WARNING, is_loopback
 
 
 def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
@@ -109,6 +110,9 @@ def main(
             "port; --port 0 picks a free one)",
             param_hint="--port",
         ) from None
+    if not is_loopback(host):
+        banner = "!" * 78
+        click.echo(f"{banner}\n{EXPOSED_WARNING.format(host=host)}\n{banner}", err=True)
     click.echo(
         json.dumps(
             {

@@ -4,17 +4,36 @@ in-process httpx transport."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httpx
 
 from coupa_plugin.sandbox.app import CoupaSandbox, SandboxRequest
 
-__all__ = ["SandboxServer", "SandboxTransport"]
+__all__ = ["EXPOSED_WARNING", "SandboxServer", "SandboxTransport", "is_loopback"]
+
+log = logging.getLogger("coupa_plugin.sandbox")
+EXPOSED_WARNING: Final = (
+    "WARNING: the Coupa sandbox listens on {host}, not on loopback: anyone who can reach this "
+    "machine can read and change its data with the sandbox's fixed, published credentials. "
+    "Bind it to 127.0.0.1 unless that is what you want."
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (a name or an address) only listens on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -74,6 +93,8 @@ class SandboxServer:
     def __init__(self, sandbox: CoupaSandbox, host: str = "127.0.0.1", port: int = 0) -> None:
         self.sandbox = sandbox
         self._server = _Server((host, port), sandbox)
+        if not is_loopback(host):
+            log.warning(EXPOSED_WARNING.format(host=host))
         self._thread: threading.Thread | None = None
 
     @property

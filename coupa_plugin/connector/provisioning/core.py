@@ -10,7 +10,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from coupa_plugin.connector.mapping import check_grantable, parse_entitlement_id, user_grants
+from coupa_plugin.connector.mapping import (
+    check_grantable,
+    parse_entitlement_id,
+    parse_id,
+    user_grants,
+)
 from coupa_plugin.connector.provisioning.accounts import Accounts
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.guards import Guards
@@ -67,16 +72,11 @@ class ProvisionerConfig:
 
 def parse_user_id(principal_id: object) -> int:
     """A Coupa user id given as canonical ASCII digits (no sign, no leading zero, < 10^18)."""
-    if (
-        not isinstance(principal_id, str)
-        or not principal_id.isascii()
-        or not principal_id.isdigit()
-        or principal_id.startswith("0")
-        or len(principal_id) > 18
-    ):
+    user_id = parse_id(principal_id)
+    if user_id is None:
         shown = repr(principal_id)[:40]
         raise NotFoundError(f"unknown principal {shown}: Coupa user ids are numbers")
-    return int(principal_id)
+    return user_id
 
 
 class Provisioner:
@@ -158,6 +158,11 @@ class Provisioner:
             message=message,
             principal_id=result.principal_id,
         )
+
+    def statement(self, user_id: int) -> str:
+        """What ``user_id`` holds now, read fresh (or why that cannot be said): for errors
+        raised outside a session."""
+        return self._session(user_id).statement()
 
     def _handle(self, s: UserSession, request: ProvisionRequest) -> ProvisionResult:
         if request.action in ("grant", "revoke"):

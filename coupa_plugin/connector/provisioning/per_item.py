@@ -9,7 +9,12 @@ from typing import Literal
 
 from coupa_plugin.connector.provisioning.lists import ListWriter
 from coupa_plugin.connector.provisioning.session import LIST_KEYS, UserSession
-from coupa_plugin.coupa import CoupaError, CoupaHTTPError, CoupaTransportError
+from coupa_plugin.coupa import (
+    CoupaError,
+    CoupaHTTPError,
+    CoupaResponseError,
+    CoupaTransportError,
+)
 
 __all__ = ["PerItem"]
 
@@ -57,8 +62,8 @@ class PerItem:
             line = f"added user {uid} to user group {group_id} (POST /api/user_group_memberships)"
             try:
                 client.add_membership(uid, group_id)
-            except CoupaTransportError:
-                pass  # may have been applied; the read-back decides
+            except (CoupaTransportError, CoupaResponseError):
+                pass  # may have been applied (or answered oddly after the write): read back
             except CoupaHTTPError as exc:
                 if exc.status == 404 or group_id not in s.current("user_groups"):
                     raise

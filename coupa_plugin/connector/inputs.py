@@ -1,0 +1,104 @@
+"""What the host hands to the hooks, checked before anything is sent to Coupa.
+
+The contract types its fields, but a host is another program: a list where a string belongs,
+``attributes=None`` or a 64 KB login must end in a typed error naming the field, with no
+request sent, never in an ``AttributeError`` from deep inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Final
+
+from coupa_plugin.connector.mapping import parse_entitlement_id, parse_id
+from coupa_plugin.coupa.models import MAX_TEXT_CHARS
+from coupa_plugin.host.errors import NotFoundError, ProvisioningError, SyncError
+from coupa_plugin.host.model import PROVISION_ACTIONS, ProvisionRequest, SyncRequest
+
+__all__ = ["MAX_PRINCIPAL_IDS", "check_provision_request", "check_sync_request"]
+
+# A targeted refresh names users one by one; more than this is a full sync in disguise.
+MAX_PRINCIPAL_IDS: Final = 100_000
+
+
+def _kind(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, frozenset | set) and all(isinstance(item, str) for item in value)
+
+
+def check_sync_request(request: object, hook: str) -> None:
+    """Refuse a malformed :class:`SyncRequest` with a :class:`SyncError` naming the field."""
+
+    def refuse(problem: str) -> SyncError:
+        return SyncError(f"{hook}: malformed request: {problem}; nothing was read")
+
+    if not isinstance(request, SyncRequest):
+        raise refuse(f"expected a SyncRequest, got {_kind(request)}")
+    if request.resource_types is not None and not _strings(request.resource_types):
+        raise refuse(
+            f"resource_types: expected a set of strings, got {_kind(request.resource_types)}"
+        )
+    if request.since is not None and not isinstance(request.since, datetime):
+        raise refuse(f"since: expected a datetime, got {_kind(request.since)}")
+    ids = request.principal_ids
+    if ids is not None:
+        if not _strings(ids):
+            raise refuse(f"principal_ids: expected a set of strings, got {_kind(ids)}")
+        if len(ids) > MAX_PRINCIPAL_IDS:
+            raise refuse(f"principal_ids: more than {MAX_PRINCIPAL_IDS:,} users")
+
+
+def check_provision_request(request: object) -> None:
+    """Refuse a malformed :class:`ProvisionRequest` before any request is sent: wrong types
+    and oversized values are a :class:`ProvisioningError`, a principal or entitlement id
+    this plugin never hands out a :class:`NotFoundError`."""
+
+    def refuse(problem: str) -> ProvisioningError:
+        return ProvisioningError(f"malformed request: {problem}; nothing was written")
+
+    if not isinstance(request, ProvisionRequest):
+        raise refuse(f"expected a ProvisionRequest, got {_kind(request)}")
+    action = request.action
+    if not isinstance(action, str) or action not in PROVISION_ACTIONS:
+        shown = repr(action[:40]) if isinstance(action, str) else _kind(action)
+        raise refuse(f"unknown action {shown} (expected one of {sorted(PROVISION_ACTIONS)})")
+    for name in ("entitlement_id", "principal_id"):
+        value = getattr(request, name)
+        if value is not None and not isinstance(value, str):
+            raise refuse(f"{name}: expected a string, got {_kind(value)}")
+    if not isinstance(request.dry_run, bool):
+        raise refuse(f"dry_run: expected true or false, got {_kind(request.dry_run)}")
+    attributes = request.attributes
+    if not isinstance(attributes, Mapping):
+        raise refuse(f"attributes: expected a mapping, got {_kind(attributes)}")
+    for key, value in attributes.items():
+        if not isinstance(key, str):
+            raise refuse(f"attributes: keys must be strings, got {_kind(key)}")
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            raise refuse(f"attributes.{key[:40]}: longer than {MAX_TEXT_CHARS:,} characters")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
+            raise refuse(f"attributes.{key[:40]}: number out of range")
+    principal = request.principal_id
+    if action != "create_account" and principal is not None and parse_id(principal) is None:
+        raise NotFoundError(
+            f"unknown principal {principal[:40]!r}: Coupa user ids are numbers (ASCII "
+            "digits, no leading zero, at most 18); nothing was written"
+        )
+    entitlement = request.entitlement_id
+    if (
+        action in {"grant", "revoke"}
+        and entitlement is not None
+        and parse_entitlement_id(entitlement) is None
+    ):
+        raise NotFoundError(f"unknown entitlement {entitlement[:80]!r}; nothing was written")
+    granted = attributes.get("entitlements") if action == "create_account" else None
+    if granted is not None:
+        if not isinstance(granted, list | tuple) or not all(isinstance(e, str) for e in granted):
+            raise refuse("entitlements: expected a list of entitlement ids")
+        for item in granted:
+            if parse_entitlement_id(item) is None:
+                raise NotFoundError(f"unknown entitlement {item[:80]!r}; nothing was written")
