@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coupa_plugin.host.cli import main
-from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, SandboxServer, generate_tenant
 
 

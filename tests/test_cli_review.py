@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from coupa_plugin.connector.settings import parse_settings
-from coupa_plugin.host.cli import main
 from coupa_plugin.host.errors import ConfigurationError
-from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
 
 

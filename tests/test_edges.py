@@ -24,7 +24,7 @@ from coupa_plugin.coupa.models import RecordError, Role, UserGroup, structure, s
 from coupa_plugin.coupa.ratelimit import SharedRateLimiter
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest
-from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, Operations, SandboxServer, generate_tenant
 from coupa_plugin.sandbox.server import SandboxTransport, is_loopback
 from tests.kit import plugin_for, tenant

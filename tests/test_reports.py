@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
-from coupa_plugin.host.cli import main
-from coupa_plugin.host.logfmt import configure_logging
-from coupa_plugin.host.progress import SyncProgress
-from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.logfmt import configure_logging
+from coupa_plugin.refhost.progress import SyncProgress
+from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
 
 
@@ -200,7 +200,10 @@ def test_piped_progress_lines_come_at_any_log_level_with_live_request_counts() -
     [line] = err.getvalue().splitlines()
     assert "msg=progress" in line and "requests=3 retries=1 throttled=1" in line
     assert "users=2" in line
-    assert logging.getLogger("coupa_plugin").level == logging.INFO  # restored
+    assert logging.getLogger().level == logging.INFO  # restored
+    # the host listens on the root logger and leaves the plugin's namespace alone
+    assert logging.getLogger("coupa_plugin").level == logging.NOTSET
+    assert logging.getLogger("coupa_plugin").handlers == []
 
 
 def test_stamina_retry_lines_are_logfmt_and_only_when_verbose(

@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 import coupa_plugin
-from coupa_plugin.host.cli import main
-from coupa_plugin.host.facts import service_instance
 from coupa_plugin.host.model import Entitlement, Grant, Resource, SyncRequest
-from coupa_plugin.host.review import gather_review
-from coupa_plugin.host.review_html import render_review
-from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.facts import service_instance
+from coupa_plugin.refhost.review import gather_review
+from coupa_plugin.refhost.review_html import render_review
+from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import CoupaSandbox, Operations, SandboxServer, generate_tenant
 from tests.access_changes import change_access
 from tests.browser import chromium, run_headless
