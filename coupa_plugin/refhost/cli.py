@@ -24,7 +24,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final, NoReturn, TypeVar
 
-import click
+try:
+    import click
+except ModuleNotFoundError as exc:  # a plain install: the command line is an extra
+    raise ModuleNotFoundError(
+        f"coupa-iga needs the host extra: pip install 'coupa-plugin[host]' ({exc})", name=exc.name
+    ) from exc
 
 from coupa_plugin.host.errors import (
     AuthenticationError,
@@ -439,13 +444,19 @@ def sync(
 
 
 def _sync_sandbox(snapshot: Path, request: SyncRequest, users: int, seed: int, fmt: str) -> int:
-    from coupa_plugin.sandbox import (
-        SANDBOX_CLIENT_ID,
-        SANDBOX_CLIENT_SECRET,
-        CoupaSandbox,
-        SandboxServer,
-        generate_tenant,
-    )
+    try:
+        from coupa_plugin.sandbox import (
+            SANDBOX_CLIENT_ID,
+            SANDBOX_CLIENT_SECRET,
+            CoupaSandbox,
+            SandboxServer,
+            generate_tenant,
+        )
+        from coupa_plugin.sandbox.graphql_api import GraphQLApi  # noqa: F401  the extra's user
+    except ModuleNotFoundError as exc:
+        raise click.UsageError(
+            f"--sandbox needs the sandbox extra: pip install 'coupa-plugin[sandbox]' ({exc})"
+        ) from None
 
     click.echo(
         f"starting the Coupa sandbox: {users} users (seed {seed}), Coupa's rate limit "
