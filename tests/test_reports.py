@@ -198,7 +198,8 @@ def test_piped_progress_lines_come_at_any_log_level_with_live_request_counts() -
         now[0] = 5.0
         progress.advance("t", "resources", "user")
     [line] = err.getvalue().splitlines()
-    assert "msg=progress" in line and "requests=3 retries=1 throttled=1" in line
+    assert "logger=coupa_iga.progress msg=progress" in line
+    assert "requests=3 retries=1 throttled=1" in line
     assert "users=2" in line
     assert logging.getLogger().level == logging.INFO  # restored
     # the host listens on the root logger and leaves the plugin's namespace alone

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from coupa_plugin.refhost.logfmt import host_handlers, logfmt_line
+from coupa_plugin.refhost.logfmt import HOST_LOGGER, host_handlers, logfmt_line
 
 __all__ = ["SyncProgress"]
 
@@ -206,7 +206,7 @@ class SyncProgress:
 
     def _report(self, tenant_id: str) -> None:
         fields = self.summary(tenant_id)
-        line = logfmt_line("info", "coupa_plugin.refhost.progress", "progress", fields)
+        line = logfmt_line("info", f"{HOST_LOGGER}.progress", "progress", fields)
         self._err.write(line + "\n")
         self._err.flush()
 
