@@ -16,14 +16,19 @@ from coupa_plugin.refhost.cli import main
 from coupa_plugin.refhost.logfmt import configure_logging
 from coupa_plugin.refhost.progress import SyncProgress
 from coupa_plugin.refhost.snapshot import SnapshotStore
-from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    SandboxServer,
+)
 
 
-def _tenants(tmp_path: Path, url: str, secret: str = "sandbox-secret") -> Path:
+def _tenants(tmp_path: Path, url: str, secret: str = SANDBOX_CLIENT_SECRET) -> Path:
     path = tmp_path / "tenants.toml"
     path.write_text(
         f'[tenants.acme.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
-        f'client_id = "sandbox-client"\nclient_secret = "{secret}"\n'
+        f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{secret}"\n'
     )
     return path
 
@@ -146,7 +151,7 @@ def test_doctor_reports_mode_scopes_and_round_trip(
     assert report["mode"]["mode"] == "provisioning"
     assert report["round_trip_ms"]["probes"] == 5 and report["round_trip_ms"]["median"] > 0
     assert report["rate_limit"]["headroom_per_s"] == 1.0
-    coupa_sandbox.state.add_client("sandbox-client", "sandbox-secret", READ_ONLY_SCOPES)
+    coupa_sandbox.state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, READ_ONLY_SCOPES)
     narrow = CliRunner().invoke(main, ["doctor", "--tenants", str(tenants), "--tenant", "acme"])
     report = json.loads(narrow.stdout)
     assert report["mode"] == {

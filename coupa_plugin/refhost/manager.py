@@ -24,6 +24,7 @@ from coupa_plugin.host.model import (
     Resource,
     SyncRequest,
     Tenant,
+    section_enabled,
 )
 from coupa_plugin.host.spec import ENTRY_POINT_GROUP, HOOK_NAMES, PROJECT_NAME, HostSpec
 from coupa_plugin.refhost.logfmt import HOST_LOGGER
@@ -51,10 +52,6 @@ class LoadFailure:
     name: str
     value: str
     error: str
-
-
-def _is_enabled(section: Mapping[str, Any]) -> bool:
-    return section.get("enabled", True) is not False
 
 
 class PluginHooks:
@@ -170,7 +167,7 @@ class Host:
         return [
             name
             for name in self.plugin_names()
-            if name in tenant.plugins and _is_enabled(tenant.plugins[name])
+            if name in tenant.plugins and section_enabled(tenant.plugins[name])
         ]
 
     def hooks(self, tenant: Tenant, plugin: str) -> PluginHooks:
