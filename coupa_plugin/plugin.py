@@ -27,6 +27,7 @@ from coupa_plugin.host.model import (
     Resource,
     SyncRequest,
     Tenant,
+    section_enabled,
 )
 from coupa_plugin.host.spec import hookimpl
 
@@ -48,9 +49,7 @@ def settings_section(tenant: Tenant) -> Mapping[str, Any] | None:
             f"tenant.plugins: expected a mapping, got {type(plugins).__name__}"
         )
     section = plugins.get(PLUGIN_NAME)
-    if section is None:
-        return None
-    if isinstance(section, Mapping) and section.get("enabled", True) is False:
+    if section is None or not section_enabled(section):
         return None
     return section
 

@@ -18,12 +18,12 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from coupa_plugin.host.jobs import sync_tenant
 from coupa_plugin.host.model import Tenant
-from coupa_plugin.host.review import gather_review
-from coupa_plugin.host.review_html import render_review
-from coupa_plugin.host.runner import Host
-from coupa_plugin.host.snapshot import SnapshotStore
+from coupa_plugin.refhost.jobs import sync_tenant
+from coupa_plugin.refhost.manager import Host
+from coupa_plugin.refhost.review import gather_review
+from coupa_plugin.refhost.review_html import render_review
+from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

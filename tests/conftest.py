@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
 import pytest
 import stamina
 from hypothesis import HealthCheck, settings
+
+from coupa_plugin.refhost.logfmt import host_handlers
 
 # CI must be deterministic: the same examples on every run, bounded in number and time, and the
 # failing example printed so it can be replayed with @reproduce_failure. Local runs explore
@@ -30,3 +33,13 @@ def _no_retry_sleeps() -> Iterator[None]:
     """Retries keep their attempt counts but do not sleep between attempts."""
     with stamina.set_testing(True, attempts=1_000, cap=True):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _host_log_handlers_per_test() -> Iterator[None]:
+    """The reference host's stderr handler (installed on the root logger by ``coupa-iga``
+    runs and ``configure_logging``) does not outlive the test that installed it."""
+    yield
+    root = logging.getLogger()
+    for handler in host_handlers():
+        root.removeHandler(handler)

@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coupa_plugin.host.cli import main
-from coupa_plugin.host.snapshot import SnapshotStore
-from coupa_plugin.sandbox import CoupaSandbox, SandboxServer, generate_tenant
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    SandboxServer,
+    generate_tenant,
+)
 
 
 def test_sync_sandbox_writes_a_complete_snapshot(tmp_path: Path) -> None:
@@ -29,7 +35,7 @@ def _tenants_file(tmp_path: Path, url: str, secret: str = "${SANDBOX_SECRET}") -
     path = tmp_path / "tenants.toml"
     path.write_text(
         f'[tenants.acme.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
-        f'client_id = "sandbox-client"\nclient_secret = "{secret}"\n'
+        f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{secret}"\n'
         "[tenants.off.coupa]\nenabled = false\n"
     )
     return path
@@ -46,11 +52,11 @@ def test_sync_from_a_tenants_file_with_env_secret(tmp_path: Path, server: Sandbo
     result = CliRunner().invoke(
         main,
         ["sync", "--tenants", str(path), "--snapshot", str(tmp_path / "s.sqlite")],
-        env={"SANDBOX_SECRET": "sandbox-secret"},
+        env={"SANDBOX_SECRET": SANDBOX_CLIENT_SECRET},
     )
     assert result.exit_code == 0, result.output
     assert "acme/coupa: complete" in result.output and "off/" not in result.output
-    assert "sandbox-secret" not in result.output
+    assert SANDBOX_CLIENT_SECRET not in result.output
 
 
 def test_exit_codes(tmp_path: Path, server: SandboxServer) -> None:
@@ -70,7 +76,7 @@ def test_exit_codes(tmp_path: Path, server: SandboxServer) -> None:
 
 
 def test_provision_command(tmp_path: Path, server: SandboxServer) -> None:
-    path = _tenants_file(tmp_path, server.url, secret="sandbox-secret")
+    path = _tenants_file(tmp_path, server.url, secret=SANDBOX_CLIENT_SECRET)
     path.write_text(
         path.read_text().replace(
             "[tenants.off.coupa]", f'state_dir = "{tmp_path / "state"}"\n[tenants.off.coupa]'

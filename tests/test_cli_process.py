@@ -18,18 +18,23 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coupa_plugin.host.cli import main
-from coupa_plugin.host.snapshot import SnapshotStore
-from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    SandboxServer,
+)
 from coupa_plugin.sandbox.__main__ import main as sandbox_main
 
 CLI = str(Path(sys.executable).parent / "coupa-iga")
 
 
-def _tenant_section(name: str, url: str, secret: str = "sandbox-secret") -> str:
+def _tenant_section(name: str, url: str, secret: str = SANDBOX_CLIENT_SECRET) -> str:
     return (
         f'[tenants.{name}.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
-        f'client_id = "sandbox-client"\nclient_secret = "{secret}"\n'
+        f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{secret}"\n'
     )
 
 

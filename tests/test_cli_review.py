@@ -12,17 +12,22 @@ import pytest
 from click.testing import CliRunner, Result
 
 from coupa_plugin.connector.settings import parse_settings
-from coupa_plugin.host.cli import main
 from coupa_plugin.host.errors import ConfigurationError
-from coupa_plugin.host.snapshot import SnapshotStore
-from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    SandboxServer,
+)
 
 
 def _tenants(tmp_path: Path, url: str, extra: str = "") -> Path:
     path = tmp_path / "tenants.toml"
     path.write_text(
         f'[tenants.acme.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
-        f'client_id = "sandbox-client"\nclient_secret = "sandbox-secret"\n'
+        f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{SANDBOX_CLIENT_SECRET}"\n'
         f'state_dir = "{tmp_path / "state"}"\n{extra}'
     )
     return path

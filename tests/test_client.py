@@ -34,10 +34,17 @@ from coupa_plugin.coupa.paging import read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import RateLimiter
 from coupa_plugin.coupa.scopes import PROVISIONING_SCOPES, READ_ONLY_SCOPES
 from coupa_plugin.coupa.transport import retry_after_seconds
-from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    Operations,
+    Quirks,
+    generate_tenant,
+)
 from coupa_plugin.sandbox.server import SandboxTransport
 
-SECRET = "sandbox-secret"
+SECRET = SANDBOX_CLIENT_SECRET
 
 
 def make_client(
@@ -45,7 +52,7 @@ def make_client(
 ) -> CoupaClient:
     settings = {
         "base_url": "http://sandbox",
-        "client_id": "sandbox-client",
+        "client_id": SANDBOX_CLIENT_ID,
         "client_secret": Secret(SECRET),
         "requests_per_second": 10_000.0,
         **config,
@@ -198,7 +205,7 @@ def test_token_refreshed_before_expiry_and_once_on_401() -> None:
     client = CoupaClient(
         ClientConfig(
             base_url="http://s",
-            client_id="sandbox-client",
+            client_id=SANDBOX_CLIENT_ID,
             client_secret=Secret(SECRET),
             requests_per_second=1000.0,
         ),
@@ -255,7 +262,7 @@ class _Spy(httpx.BaseTransport):
 
 def _client_with_grants(grants: set[str], **config: Any) -> tuple[CoupaClient, _Spy, CoupaSandbox]:
     sandbox = quiet_sandbox()
-    sandbox.state.add_client("sandbox-client", SECRET, grants)
+    sandbox.state.add_client(SANDBOX_CLIENT_ID, SECRET, grants)
     spy = _Spy(SandboxTransport(sandbox))
     return make_client(sandbox, spy, **config), spy, sandbox
 
@@ -309,7 +316,7 @@ def test_wrong_credentials_are_an_auth_error() -> None:
     sandbox = quiet_sandbox()
     client = CoupaClient(
         ClientConfig(
-            base_url="http://s", client_id="sandbox-client", client_secret=Secret("wrong")
+            base_url="http://s", client_id=SANDBOX_CLIENT_ID, client_secret=Secret("wrong")
         ),
         SandboxTransport(sandbox),
     )

@@ -19,6 +19,8 @@ from coupa_plugin.host.errors import NotFoundError, ProvisioningError, SyncError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
     CoupaSandbox,
     Operations,
     Quirks,
@@ -300,7 +302,7 @@ def test_graphql_uses_a_read_only_token_minted_once() -> None:
 
 def test_a_read_only_tenant_uses_its_one_token_for_graphql() -> None:
     sandbox = make("graphql_read_scopes_only", users=40)
-    sandbox.state.add_client("sandbox-client", "sandbox-secret", READ_ONLY_SCOPES)
+    sandbox.state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, READ_ONLY_SCOPES)
     plugin, t = plugin_for(sandbox), tenant()
     resources, _ = sync(plugin, t)
     assert ("role", "10102") in {(r.type, r.id) for r in resources}, "unheld role still listed"

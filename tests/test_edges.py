@@ -24,8 +24,15 @@ from coupa_plugin.coupa.models import RecordError, Role, UserGroup, structure, s
 from coupa_plugin.coupa.ratelimit import SharedRateLimiter
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest
-from coupa_plugin.host.snapshot import SnapshotStore
-from coupa_plugin.sandbox import CoupaSandbox, Operations, SandboxServer, generate_tenant
+from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    Operations,
+    SandboxServer,
+    generate_tenant,
+)
 from coupa_plugin.sandbox.server import SandboxTransport, is_loopback
 from tests.kit import plugin_for, tenant
 
@@ -155,8 +162,8 @@ def client_answering(
 
     settings = {
         "base_url": "http://sandbox",
-        "client_id": "sandbox-client",
-        "client_secret": Secret("sandbox-secret"),
+        "client_id": SANDBOX_CLIENT_ID,
+        "client_secret": Secret(SANDBOX_CLIENT_SECRET),
         "requests_per_second": 10_000.0,
         "mode": "read-only",
         **config,

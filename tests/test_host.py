@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from coupa_plugin.host.errors import ConfigurationError, SyncError
-from coupa_plugin.host.jobs import sync_tenant
 from coupa_plugin.host.model import (
     ConnectorStatus,
     Entitlement,
@@ -18,10 +17,11 @@ from coupa_plugin.host.model import (
     SyncRequest,
     Tenant,
 )
-from coupa_plugin.host.runner import ContractViolation, Host
-from coupa_plugin.host.snapshot import SnapshotStore
 from coupa_plugin.host.spec import hookimpl
-from coupa_plugin.host.tenants import load_tenants, parse_tenants
+from coupa_plugin.refhost.jobs import sync_tenant
+from coupa_plugin.refhost.manager import ContractViolation, Host
+from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost.tenants import load_tenants, parse_tenants
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_skipped() -> None:

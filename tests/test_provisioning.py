@@ -16,7 +16,14 @@ from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, ReadOnlyError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
 from coupa_plugin.plugin import CoupaPlugin
-from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    Operations,
+    Quirks,
+    generate_tenant,
+)
 from coupa_plugin.sandbox.config import CRASH_POINTS, WRITE_FAILURES, SimulatedCrash
 from tests.kit import plugin_for, tenant
 
@@ -142,7 +149,7 @@ def test_read_only_tenants_get_read_only_error_before_any_request() -> None:
             ),
         )
     assert sandbox.calls == {} and sandbox.tokens_issued == 0
-    sandbox.state.add_client("sandbox-client", "sandbox-secret", READ_ONLY_SCOPES)
+    sandbox.state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, READ_ONLY_SCOPES)
     auto = tenant("auto-tenant")
     with pytest.raises(ReadOnlyError):
         plugin.provision(

@@ -12,18 +12,23 @@ import pytest
 from click.testing import CliRunner
 
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
-from coupa_plugin.host.cli import main
-from coupa_plugin.host.logfmt import configure_logging
-from coupa_plugin.host.progress import SyncProgress
-from coupa_plugin.host.snapshot import SnapshotStore
-from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.logfmt import configure_logging
+from coupa_plugin.refhost.progress import SyncProgress
+from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    SandboxServer,
+)
 
 
-def _tenants(tmp_path: Path, url: str, secret: str = "sandbox-secret") -> Path:
+def _tenants(tmp_path: Path, url: str, secret: str = SANDBOX_CLIENT_SECRET) -> Path:
     path = tmp_path / "tenants.toml"
     path.write_text(
         f'[tenants.acme.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
-        f'client_id = "sandbox-client"\nclient_secret = "{secret}"\n'
+        f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{secret}"\n'
     )
     return path
 
@@ -146,7 +151,7 @@ def test_doctor_reports_mode_scopes_and_round_trip(
     assert report["mode"]["mode"] == "provisioning"
     assert report["round_trip_ms"]["probes"] == 5 and report["round_trip_ms"]["median"] > 0
     assert report["rate_limit"]["headroom_per_s"] == 1.0
-    coupa_sandbox.state.add_client("sandbox-client", "sandbox-secret", READ_ONLY_SCOPES)
+    coupa_sandbox.state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, READ_ONLY_SCOPES)
     narrow = CliRunner().invoke(main, ["doctor", "--tenants", str(tenants), "--tenant", "acme"])
     report = json.loads(narrow.stdout)
     assert report["mode"] == {
@@ -198,9 +203,13 @@ def test_piped_progress_lines_come_at_any_log_level_with_live_request_counts() -
         now[0] = 5.0
         progress.advance("t", "resources", "user")
     [line] = err.getvalue().splitlines()
-    assert "msg=progress" in line and "requests=3 retries=1 throttled=1" in line
+    assert "logger=coupa_iga.progress msg=progress" in line
+    assert "requests=3 retries=1 throttled=1" in line
     assert "users=2" in line
-    assert logging.getLogger("coupa_plugin").level == logging.INFO  # restored
+    assert logging.getLogger().level == logging.INFO  # restored
+    # the host listens on the root logger and leaves the plugin's namespace alone
+    assert logging.getLogger("coupa_plugin").level == logging.NOTSET
+    assert logging.getLogger("coupa_plugin").handlers == []
 
 
 def test_stamina_retry_lines_are_logfmt_and_only_when_verbose(

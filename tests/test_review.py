@@ -17,13 +17,20 @@ import pytest
 from click.testing import CliRunner
 
 import coupa_plugin
-from coupa_plugin.host.cli import main
-from coupa_plugin.host.facts import service_instance
 from coupa_plugin.host.model import Entitlement, Grant, Resource, SyncRequest
-from coupa_plugin.host.review import gather_review
-from coupa_plugin.host.review_html import render_review
-from coupa_plugin.host.snapshot import SnapshotStore
-from coupa_plugin.sandbox import CoupaSandbox, Operations, SandboxServer, generate_tenant
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.facts import service_instance
+from coupa_plugin.refhost.review import gather_review
+from coupa_plugin.refhost.review_html import render_review
+from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    Operations,
+    SandboxServer,
+    generate_tenant,
+)
 from tests.access_changes import change_access
 from tests.browser import chromium, run_headless
 from tests.kit import truth_grants
@@ -117,7 +124,7 @@ def review(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         tenants = tmp / "tenants.toml"
         tenants.write_text(
             f'[tenants.acme.coupa]\nbase_url = "{server.url}"\nallow_insecure_base_url = true\n'
-            'client_id = "sandbox-client"\nclient_secret = "sandbox-secret"\n'
+            f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{SANDBOX_CLIENT_SECRET}"\n'
         )
         snapshot = tmp / "s.sqlite"
         sync = ["sync", "--tenants", str(tenants), "--snapshot", str(snapshot)]

@@ -14,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
     CoupaSandbox,
     Operations,
     Quirks,
@@ -452,8 +454,8 @@ def test_request_log_and_counters(raw: Raw) -> None:
 def _loopback_token(server: SandboxServer) -> str:
     form = {
         "grant_type": "client_credentials",
-        "client_id": "sandbox-client",
-        "client_secret": "sandbox-secret",
+        "client_id": SANDBOX_CLIENT_ID,
+        "client_secret": SANDBOX_CLIENT_SECRET,
     }
     token: str = httpx.post(f"{server.url}/oauth2/token", data=form).json()["access_token"]
     return token

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import SyncRequest
-from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    CoupaSandbox,
+    Operations,
+    Quirks,
+    generate_tenant,
+)
 from tests.kit import plugin_for, sync, tenant, truth_grants, truth_resources
 
 QUIET = Operations(rate_limit=False)
@@ -140,7 +147,7 @@ def test_incremental_sync_yields_changed_users_with_all_their_grants() -> None:
 
 def test_read_only_tenant_without_account_group_scope() -> None:
     sandbox = quiet(60)
-    sandbox.state.add_client("sandbox-client", "sandbox-secret", READ_ONLY_SCOPES)
+    sandbox.state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, READ_ONLY_SCOPES)
     plugin, t = plugin_for(sandbox), tenant()
     status = plugin.configure(tenant=t)
     assert status is not None and status.mode == "read-only"
@@ -264,7 +271,7 @@ def test_a_malformed_user_record_is_a_sync_error_not_a_traceback() -> None:
 def test_missing_documented_scopes_switch_features_off_instead_of_failing() -> None:
     sandbox = quiet(60)
     partial = READ_ONLY_SCOPES - {"core.business_entity.read", "profile"}
-    sandbox.state.add_client("sandbox-client", "sandbox-secret", partial)
+    sandbox.state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, partial)
     plugin, t = plugin_for(sandbox), tenant()
     status = plugin.configure(tenant=t)
     assert status is not None and status.mode == "read-only"
@@ -282,7 +289,7 @@ def test_write_scopes_without_offline_access_still_provision() -> None:
 
     sandbox = quiet(20)
     sandbox.state.add_client(
-        "sandbox-client", "sandbox-secret", PROVISIONING_SCOPES - {"offline_access"}
+        SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, PROVISIONING_SCOPES - {"offline_access"}
     )
     status = plugin_for(sandbox).configure(tenant=tenant())
     assert status is not None and status.mode == "provisioning"
@@ -292,7 +299,7 @@ def test_without_the_required_scopes_configure_names_them() -> None:
     from coupa_plugin.host.errors import ConfigurationError
 
     sandbox = quiet(20)
-    sandbox.state.add_client("sandbox-client", "sandbox-secret", {"core.user.read", "email"})
+    sandbox.state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, {"core.user.read", "email"})
     with pytest.raises(ConfigurationError, match=r"missing: core\.user_group\.read"):
         plugin_for(sandbox).configure(tenant=tenant())
 

@@ -10,13 +10,15 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, get_args
 from urllib.parse import urlsplit
 
 import attrs
 
 from coupa_plugin.connector.shared_state import SharedStateURL, parse_shared_state
 from coupa_plugin.coupa import Secret
+from coupa_plugin.coupa.client import ClientConfig, Mode
+from coupa_plugin.coupa.transport import DEFAULT_MAX_BODY_BYTES
 from coupa_plugin.host.errors import ConfigurationError
 
 __all__ = [
@@ -30,8 +32,7 @@ __all__ = [
     "parse_settings",
 ]
 
-Mode = Literal["auto", "read-only", "provisioning"]
-MODES: Final[tuple[Mode, ...]] = ("auto", "read-only", "provisioning")
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
 RESOURCE_TYPES: Final = (
     "user",
     "group",
@@ -60,6 +61,10 @@ class SettingSpec:
     description: str
 
 
+# the client's own defaults are the settings' defaults: how to reach and pace Coupa is the
+# client's business, written once in ClientConfig
+_CLIENT: Final = {a.name: a.default for a in attrs.fields(ClientConfig)}
+
 SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
     SettingSpec(
         "domain",
@@ -71,7 +76,9 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
     ),
     SettingSpec("client_id", "string", None, True, False, "OAuth2 client identifier"),
     SettingSpec("client_secret", "string", None, True, True, "OAuth2 client secret"),
-    SettingSpec("mode", "string", "auto", False, False, "auto, read-only or provisioning"),
+    SettingSpec(
+        "mode", "string", _CLIENT["mode"], False, False, "auto, read-only or provisioning"
+    ),
     SettingSpec(
         "base_url",
         "string",
@@ -91,18 +98,23 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
     SettingSpec(
         "requests_per_second",
         "number",
-        24.0,
+        _CLIENT["requests_per_second"],
         False,
         False,
         "client-side request rate limit for this tenant",
     ),
     SettingSpec(
-        "max_in_flight", "integer", 8, False, False, "how many requests may be outstanding at once"
+        "max_in_flight",
+        "integer",
+        _CLIENT["max_in_flight"],
+        False,
+        False,
+        "how many requests may be outstanding at once",
     ),
     SettingSpec(
         "timeout_s",
         "number",
-        30.0,
+        _CLIENT["timeout_s"],
         False,
         False,
         "wall-clock limit of one attempt of a request (connect, send, the whole answer)",
@@ -110,7 +122,7 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
     SettingSpec(
         "max_response_mb",
         "number",
-        16.0,
+        DEFAULT_MAX_BODY_BYTES / (1024 * 1024),
         False,
         False,
         "largest response body accepted, in MB, as sent and once decompressed",
@@ -166,6 +178,7 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
     SettingSpec("enabled", "boolean", True, False, False, "per-tenant toggle, read by the host"),
 )
 _KNOWN_KEYS: Final = frozenset(spec.name for spec in SETTINGS_SCHEMA)
+_DEFAULT: Final[dict[str, Any]] = {spec.name: spec.default for spec in SETTINGS_SCHEMA}
 
 
 @attrs.frozen(kw_only=True)
@@ -175,20 +188,20 @@ class CoupaSettings:
     base_url: str
     client_id: str
     client_secret: Secret
-    mode: Mode = "auto"
-    insecure: bool = False
-    requests_per_second: float = 24.0
-    max_in_flight: int = 8
-    timeout_s: float = 30.0
-    max_response_mb: float = 16.0
-    resource_types: frozenset[str] = frozenset(RESOURCE_TYPES)
-    protected_logins: frozenset[str] = frozenset()
+    mode: Mode = _DEFAULT["mode"]
+    insecure: bool = _DEFAULT["allow_insecure_base_url"]
+    requests_per_second: float = _DEFAULT["requests_per_second"]
+    max_in_flight: int = _DEFAULT["max_in_flight"]
+    timeout_s: float = _DEFAULT["timeout_s"]
+    max_response_mb: float = _DEFAULT["max_response_mb"]
+    resource_types: frozenset[str] = frozenset(_DEFAULT["resource_types"])
+    protected_logins: frozenset[str] = frozenset(_DEFAULT["protected_logins"])
     state_dir: Path | None = None
     shared_rate_limit_file: str | None = None
     shared_state: SharedStateURL | None = None
     integration_login: str | None = None
-    journal_max_age_s: float = 86_400.0
-    enabled: bool = True
+    journal_max_age_s: float = _DEFAULT["journal_max_age_s"]
+    enabled: bool = _DEFAULT["enabled"]
 
 
 def parse_domain(value: str, *, key: str = "domain") -> str:
@@ -416,7 +429,10 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:
         )
     if problems:  # every problem at once, so one edit fixes the file
         raise ConfigurationError("; ".join(problems))
-    insecure = _boolean("allow_insecure_base_url", section.get("allow_insecure_base_url", False))
+    insecure = _boolean(
+        "allow_insecure_base_url",
+        section.get("allow_insecure_base_url", _DEFAULT["allow_insecure_base_url"]),
+    )
     if "base_url" in section:
         if not insecure:
             raise ConfigurationError(

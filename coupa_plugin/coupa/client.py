@@ -207,7 +207,7 @@ def _updated_at_or_before(row: Mapping[str, Any], moment: datetime) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        stamp = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+        stamp = datetime.fromisoformat(value)  # reads a trailing Z since Python 3.11
     except ValueError:
         return False
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)) <= moment

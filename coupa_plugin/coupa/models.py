@@ -213,7 +213,7 @@ def _when(value: Any, what: str) -> datetime | None:
         return value
     text = strict_text(value, what, 64)
     try:
-        return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        return datetime.fromisoformat(text)  # reads a trailing Z since Python 3.11
     except ValueError:
         raise RecordError(f"{what}: not an ISO 8601 timestamp") from None
 

@@ -1,5 +1,8 @@
-"""The host contract (v1), as the orchestrator defines it, plus a reference host.
+"""The host contract (v1), as the orchestrator defines it: :mod:`~coupa_plugin.host.spec`
+(hookspecs, markers, project name, entry-point group), :mod:`~coupa_plugin.host.model` and
+:mod:`~coupa_plugin.host.errors`. It imports nothing else of the package.
 
-``spec``, ``model`` and ``errors`` are the contract; ``runner``, ``snapshot`` and ``cli`` make up
-the reference host that loads plugins from entry points and runs them per tenant.
+The reference host that loads plugins and runs them per tenant lives in
+:mod:`coupa_plugin.refhost`; its modules' old paths here (``runner``, ``cli``, ``snapshot``, …)
+are deprecated aliases for one release.
 """

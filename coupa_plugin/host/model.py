@@ -23,6 +23,7 @@ __all__ = [
     "Resource",
     "SyncRequest",
     "Tenant",
+    "section_enabled",
 ]
 
 PROVISION_ACTIONS: Final = frozenset(
@@ -33,6 +34,13 @@ _NEEDS_ENTITLEMENT: Final = frozenset({"grant", "revoke"})
 _NEEDS_PRINCIPAL: Final = frozenset(
     {"grant", "revoke", "update_account", "enable_account", "disable_account"}
 )
+
+
+def section_enabled(section: object) -> bool:
+    """Whether a plugin's settings section leaves the plugin on for the tenant: every section
+    does except one that says ``enabled = false`` (exactly ``False``; a section that is not a
+    mapping is on, and its plugin reports it as a configuration error)."""
+    return not (isinstance(section, Mapping) and section.get("enabled", True) is False)
 
 
 @attrs.frozen(kw_only=True, repr=False)

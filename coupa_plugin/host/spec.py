@@ -34,9 +34,12 @@ from coupa_plugin.host.model import (
     Tenant,
 )
 
-__all__ = ["HOOK_NAMES", "PROJECT_NAME", "HostSpec", "hookimpl", "hookspec"]
+__all__ = ["ENTRY_POINT_GROUP", "HOOK_NAMES", "PROJECT_NAME", "HostSpec", "hookimpl", "hookspec"]
 
 PROJECT_NAME = "iga"
+"""The pluggy project name: the markers below and a host's ``PluginManager`` use it."""
+ENTRY_POINT_GROUP = "iga.plugins"
+"""The entry-point group a host loads plugins from (the Coupa plugin is its entry ``coupa``)."""
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 

@@ -14,10 +14,13 @@ in-process (:class:`SandboxTransport`) for fast tests, or as a real HTTP server 
 from coupa_plugin.sandbox.app import CoupaSandbox, RequestLogEntry, SandboxRequest, SandboxResponse
 from coupa_plugin.sandbox.config import Operations, Quirks
 from coupa_plugin.sandbox.server import SandboxServer, SandboxTransport
-from coupa_plugin.sandbox.state import LICENSE_FLAGS, TenantState, generate_tenant
-
-SANDBOX_CLIENT_ID = "sandbox-client"
-SANDBOX_CLIENT_SECRET = "sandbox-secret"
+from coupa_plugin.sandbox.state import (
+    LICENSE_FLAGS,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    TenantState,
+    generate_tenant,
+)
 
 __all__ = [
     "LICENSE_FLAGS",

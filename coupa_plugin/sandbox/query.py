@@ -46,9 +46,7 @@ def kebab(name: str) -> str:
 
 
 def _parse_time(text: str) -> datetime:
-    value = text.strip().replace(" ", "+")
-    if value.endswith("Z"):
-        value = value[:-1] + "+00:00"
+    value = text.strip().replace(" ", "+")  # a "+" of an offset arrives decoded as " "
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

@@ -25,8 +25,14 @@ __all__ = [
     "now_iso",
 ]
 
+SANDBOX_CLIENT_ID: Final = "sandbox-client"
+"""The OAuth client every generated tenant knows (with every scope)."""
+SANDBOX_CLIENT_SECRET: Final = "sandbox-secret"
+
 # License flags of the R39 user record plus two seen only in newer payloads. "navi-agent-user"
-# stands for a flag no client has heard of yet.
+# stands for a flag no client has heard of yet. The sandbox is a Coupa and imports nothing of
+# the client, so this list is Coupa's side of the wire; tests/test_facts.py holds it against
+# the client's coupa.models.KNOWN_LICENSE_FLAGS.
 LICENSE_FLAGS: Final = (
     "purchasing-user",
     "expense-user",
@@ -440,7 +446,7 @@ def generate_tenant(users: int = 200, seed: int = 0) -> TenantState:
         for record in state.users.values():
             if rid in record["roles"]:
                 record["roles"].remove(rid)
-    state.add_client("sandbox-client", "sandbox-secret", _ALL_SCOPES, user_id=2)
+    state.add_client(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, _ALL_SCOPES, user_id=2)
     return state
 
 

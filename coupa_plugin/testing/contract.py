@@ -22,7 +22,7 @@ from typing import Any
 import pluggy
 
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
-from coupa_plugin.host.spec import HOOK_NAMES, PROJECT_NAME, HostSpec
+from coupa_plugin.host.spec import ENTRY_POINT_GROUP, HOOK_NAMES, PROJECT_NAME, HostSpec
 
 __all__ = [
     "installed_plugins",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-def installed_plugins(group: str = "iga.plugins") -> list[tuple[str, Any]]:
+def installed_plugins(group: str = ENTRY_POINT_GROUP) -> list[tuple[str, Any]]:
     """``(name, object)`` of every plugin of the entry-point group."""
     return [(ep.name, ep.load()) for ep in entry_points(group=group)]
 

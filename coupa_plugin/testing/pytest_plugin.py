@@ -11,6 +11,12 @@
     A :class:`~coupa_plugin.host.model.Tenant` whose ``coupa`` section points at the server,
     with the sandbox's credentials and a provisioning journal under ``tmp_path``.
 
+pytest loads this module in every environment where the package is installed (the ``pytest11``
+entry point), an orchestrator's plain install included. So it imports nothing beyond pytest
+and the contract model at load time: the sandbox (the ``sandbox`` extra, graphql-core) is
+imported by the fixtures when a test asks for one, and a missing extra fails that test with a
+message saying what to install, while the test session and every other test run unaffected.
+
 Example::
 
     def test_my_host_syncs_coupa(coupa_tenant):
@@ -23,19 +29,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 
 from coupa_plugin.host.model import Tenant
-from coupa_plugin.sandbox import (
-    SANDBOX_CLIENT_ID,
-    SANDBOX_CLIENT_SECRET,
-    CoupaSandbox,
-    Operations,
-    Quirks,
-    SandboxServer,
-    generate_tenant,
+
+if TYPE_CHECKING:
+    from coupa_plugin.sandbox import CoupaSandbox, SandboxServer
+
+MISSING_SANDBOX: str = (
+    "the coupa_sandbox fixtures need the sandbox extra (graphql-core): "
+    "pip install 'coupa-plugin[sandbox]'"
 )
+
+
+def _sandbox() -> ModuleType:
+    """:mod:`coupa_plugin.sandbox`, or a failed test naming the extra to install."""
+    try:
+        import coupa_plugin.sandbox as sandbox
+        import coupa_plugin.sandbox.graphql_api  # noqa: F401  the module that needs the extra
+    except ModuleNotFoundError as exc:
+        pytest.fail(f"{MISSING_SANDBOX} ({exc})", pytrace=False)
+    return sandbox
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,17 +69,19 @@ def coupa_sandbox(request: pytest.FixtureRequest) -> CoupaSandbox:
     marker = request.node.get_closest_marker("coupa_sandbox")
     options = dict(marker.kwargs) if marker else {}
     operations = {"rate_limit": False, **options.get("operations", {})}
-    return CoupaSandbox(
-        generate_tenant(users=options.get("users", 50), seed=options.get("seed", 0)),
-        quirks=Quirks(**options.get("quirks", {})),
-        operations=Operations(**operations),
+    sandbox = _sandbox()
+    made: CoupaSandbox = sandbox.CoupaSandbox(
+        sandbox.generate_tenant(users=options.get("users", 50), seed=options.get("seed", 0)),
+        quirks=sandbox.Quirks(**options.get("quirks", {})),
+        operations=sandbox.Operations(**operations),
     )
+    return made
 
 
 @pytest.fixture
 def coupa_sandbox_server(coupa_sandbox: CoupaSandbox) -> Iterator[SandboxServer]:
     """``coupa_sandbox`` served over HTTP on a free loopback port for the test's duration."""
-    with SandboxServer(coupa_sandbox) as server:
+    with _sandbox().SandboxServer(coupa_sandbox) as server:
         yield server
 
 
@@ -70,14 +89,15 @@ def coupa_sandbox_server(coupa_sandbox: CoupaSandbox) -> Iterator[SandboxServer]
 def coupa_tenant(coupa_sandbox_server: SandboxServer, tmp_path: Path) -> Tenant:
     """A ``Tenant`` whose ``coupa`` section points at ``coupa_sandbox_server`` (sandbox
     credentials, a per-test ``state_dir``), ready for a host loading the plugin."""
+    sandbox = _sandbox()
     return Tenant(
         id="coupa-sandbox",
         plugins={
             "coupa": {
                 "base_url": coupa_sandbox_server.url,
                 "allow_insecure_base_url": True,
-                "client_id": SANDBOX_CLIENT_ID,
-                "client_secret": SANDBOX_CLIENT_SECRET,
+                "client_id": sandbox.SANDBOX_CLIENT_ID,
+                "client_secret": sandbox.SANDBOX_CLIENT_SECRET,
                 "state_dir": str(tmp_path / "coupa-state"),
             }
         },

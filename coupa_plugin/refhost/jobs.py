@@ -1,0 +1,160 @@
+"""What the reference host does with a tenant: sync it into a snapshot, provision a change."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Protocol
+
+import attrs
+
+from coupa_plugin.host.errors import ConfigurationError
+from coupa_plugin.host.model import (
+    ConnectorStatus,
+    ProvisionRequest,
+    ProvisionResult,
+    SyncRequest,
+    Tenant,
+)
+from coupa_plugin.refhost.facts import run_facts
+from coupa_plugin.refhost.logfmt import HOST_LOGGER
+from coupa_plugin.refhost.manager import Host
+from coupa_plugin.refhost.snapshot import SnapshotStore
+
+__all__ = ["ProgressSink", "SyncOutcome", "UnknownTypeError", "provision_one", "sync_tenant"]
+
+log = logging.getLogger(HOST_LOGGER)
+
+
+class UnknownTypeError(ConfigurationError):
+    """A sync asked for resource types the plugin does not offer for this tenant."""
+
+
+class ProgressSink(Protocol):
+    """Receives progress while a sync streams (``phase`` is ``resources`` or ``grants``).
+
+    ``expected_users`` is the number of users of the previous comparable complete run.
+    """
+
+    def begin(self, tenant_id: str, expected_users: int | None) -> None: ...
+
+    def advance(self, tenant_id: str, phase: str, item_type: str) -> None: ...
+
+    def finish(self, tenant_id: str, state: str) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class SyncOutcome:
+    """The result of syncing one plugin for one tenant."""
+
+    tenant_id: str
+    plugin: str
+    run_id: int | None
+    outcome: str
+    status: ConnectorStatus | None
+    resources: Counter[str]
+    grants: int
+    elapsed_s: float
+    error: str | None = None
+    missing_users: tuple[str, ...] = ()
+
+
+def sync_tenant(
+    host: Host,
+    tenant: Tenant,
+    plugin: str,
+    store: SnapshotStore,
+    request: SyncRequest | None = None,
+    progress: ProgressSink | None = None,
+) -> SyncOutcome:
+    """configure, discover_resources and sync_grants for one plugin, streamed into ``store``.
+
+    Resource types the plugin does not offer for the tenant are refused before a run is
+    recorded (:class:`UnknownTypeError`). Exceptions from the plugin propagate after the run was
+    recorded as failed (or interrupted). Users asked for by id that the plugin did not list are
+    named in ``missing_users``.
+    """
+    request = request or SyncRequest()
+    started = time.monotonic()
+    hooks = host.hooks(tenant, plugin)
+    status = hooks.configure()
+    if status is None:
+        return SyncOutcome(
+            tenant_id=tenant.id,
+            plugin=plugin,
+            run_id=None,
+            outcome="skipped",
+            status=None,
+            resources=Counter(),
+            grants=0,
+            elapsed_s=0.0,
+        )
+    if request.resource_types is not None:
+        unknown = sorted(request.resource_types - status.resource_types)
+        if unknown:
+            raise UnknownTypeError(
+                f"{tenant.id}/{plugin}: unknown or disabled resource type(s) {unknown}; "
+                f"this tenant offers {sorted(status.resource_types)}; nothing was synced"
+            )
+    log.info("sync started", extra={"tenant": tenant.id, "plugin": plugin, "mode": status.mode})
+    if progress:
+        previous = store.last_complete(tenant.id, plugin, request)
+        progress.begin(tenant.id, store.count_users(previous.run_id) if previous else None)
+    per_type: Counter[str] = Counter()
+    wanted_users = set(request.principal_ids or ())
+    try:
+        with store.run(tenant.id, plugin, request, status) as writer:
+            for resource in hooks.discover_resources(request) or ():
+                writer.add_resource(resource)
+                per_type[resource.type] += 1
+                if resource.type == "user":
+                    wanted_users.discard(resource.id)
+                if progress:
+                    progress.advance(tenant.id, "resources", resource.type)
+            for grant in hooks.sync_grants(request) or ():
+                writer.add_grant(grant)
+                if progress:
+                    progress.advance(tenant.id, "grants", grant.entitlement_id.split(":", 1)[0])
+    except BaseException as exc:
+        if progress:
+            progress.finish(
+                tenant.id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            )
+        raise
+    store.record_facts(writer.run_id, run_facts(tenant, plugin))
+    if progress:
+        progress.finish(tenant.id, "complete")
+    elapsed = time.monotonic() - started
+    log.info(
+        "sync complete",
+        extra={
+            "tenant": tenant.id,
+            "plugin": plugin,
+            "run_id": writer.run_id,
+            "resources": writer.resources,
+            "grants": writer.grants,
+            "elapsed_s": elapsed,
+        },
+    )
+    return SyncOutcome(
+        tenant_id=tenant.id,
+        plugin=plugin,
+        run_id=writer.run_id,
+        outcome="complete",
+        status=status,
+        resources=per_type,
+        grants=writer.grants,
+        elapsed_s=elapsed,
+        missing_users=tuple(sorted(wanted_users)),
+    )
+
+
+def provision_one(
+    host: Host, tenant: Tenant, plugin: str, request: ProvisionRequest
+) -> ProvisionResult | None:
+    """Configure the plugin for ``tenant`` and send it one provisioning request."""
+    hooks = host.hooks(tenant, plugin)
+    if hooks.configure() is None:
+        return None
+    return hooks.provision(request)

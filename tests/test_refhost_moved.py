@@ -1,0 +1,79 @@
+"""The reference host's modules moved from ``coupa_plugin.host`` to ``coupa_plugin.refhost``:
+the old paths still import, for one release, with a DeprecationWarning."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from coupa_plugin.host._deprecated import MOVED
+from coupa_plugin.host.spec import ENTRY_POINT_GROUP
+from coupa_plugin.refhost import manager
+from coupa_plugin.refhost.logfmt import HOST_LOGGER, configure_logging
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
+def test_old_path_warns_and_is_the_new_module(
+    old: str, new: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}"):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)
+
+
+def test_every_old_module_file_is_a_listed_alias() -> None:
+    folder = importlib.import_module("coupa_plugin.host").__path__[0]
+    modules = {f"coupa_plugin.host.{p.stem}" for p in Path(folder).glob("*.py")}
+    contract = {
+        f"coupa_plugin.host.{m}" for m in ("__init__", "_deprecated", "spec", "model", "errors")
+    }
+    assert modules - contract == set(MOVED)
+
+
+def test_old_import_of_a_name_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "coupa_plugin.host.runner", raising=False)
+    with pytest.warns(DeprecationWarning, match="refhost.manager"):
+        from coupa_plugin.host.runner import Host
+    assert Host is manager.Host
+    assert manager.ENTRY_POINT_GROUP == ENTRY_POINT_GROUP
+
+
+def test_the_command_line_entry_point_is_the_refhost_cli() -> None:
+    [script] = [ep for ep in entry_points(group="console_scripts") if ep.name == "coupa-iga"]
+    assert script.value == "coupa_plugin.refhost.cli:main"
+
+
+def test_the_host_logs_under_its_own_namespace(caplog: pytest.LogCaptureFixture) -> None:
+    """A broken plugin is reported on the host's logger, not on a plugin's namespace."""
+    from importlib.metadata import EntryPoint
+
+    host = manager.Host()
+    with caplog.at_level(logging.ERROR):
+        host.load_entry_points(
+            loader=lambda group: [
+                EntryPoint(name="broken", value="no_such_module_anywhere:plugin", group=group)
+            ]
+        )
+    [record] = caplog.records
+    assert record.name == HOST_LOGGER and not record.name.startswith("coupa_plugin")
+
+
+def test_configure_logging_shows_plugin_records_without_touching_their_logger(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(logging.INFO)
+    logging.getLogger("coupa_plugin.coupa.client").info("retrying", extra={"tenant": "t"})
+    logging.getLogger("httpx").info("HTTP Request: GET https://example.test")
+    err = capsys.readouterr().err
+    assert "logger=coupa_plugin.coupa.client msg=retrying tenant=t" in err
+    assert "HTTP Request" not in err  # chatty libraries show warnings only
+    assert logging.getLogger("coupa_plugin").handlers == []
+    configure_logging(logging.WARNING)  # called again: one handler, not two
+    logging.getLogger("coupa_plugin").warning("once")
+    assert capsys.readouterr().err.count("msg=once") == 1
