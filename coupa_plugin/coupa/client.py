@@ -202,6 +202,7 @@ class CoupaClient:
         )
         self._grant: ScopeGrant | None = None
         self._page_size = PageSize()
+        self.newest_user_id: int | None = None  # from the last license-flag probe
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
@@ -479,7 +480,14 @@ class CoupaClient:
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
 
-    def _list(self, path: str, params: Mapping[str, Any], what: str) -> Iterator[dict[str, Any]]:
+    def _list(
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        what: str,
+        last_id: int | None = None,
+        in_flight: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
         def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
             page = self.get(path, {**params, "limit": limit, "offset": offset})
             if not isinstance(page, list) or not all(isinstance(r, dict) for r in page):
@@ -490,10 +498,11 @@ class CoupaClient:
             fetch,
             self._executor,
             limit=MAX_PAGE,
-            in_flight=self.config.max_in_flight,
+            in_flight=in_flight or self.config.max_in_flight,
             what=what,
             page_size=self._page_size,
             saturated=self.limiter.saturated,
+            last_id=last_id,
         )
 
     def graphql(self, query: str) -> dict[str, Any]:
@@ -521,10 +530,15 @@ class CoupaClient:
         )
 
     def discover_license_flags(self) -> frozenset[str]:
-        """License flags present in this tenant's user payloads (one full record is read)."""
-        page = self.get("/api/users", {"limit": 1})
+        """License flags present in this tenant's user payloads (one full record is read).
+
+        The record read is the newest user's: its id bounds the next user listing, which then
+        requests no page ahead past the end (``newest_user_id``)."""
+        page = self.get("/api/users", {"limit": 1, "order_by": "id", "dir": "desc"})
         if not isinstance(page, list):
             raise CoupaResponseError("GET /api/users: expected a JSON array of records")
+        ids = [row.get("id") for row in page if isinstance(row, dict)]
+        self.newest_user_id = ids[0] if len(ids) == 1 and isinstance(ids[0], int) else None
         return frozenset(
             k
             for row in page
@@ -552,7 +566,7 @@ class CoupaClient:
             moment = since if since.tzinfo else since.replace(tzinfo=UTC)
             params["updated_at[gt]"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         rows = (
-            self._list("/api/users", params, "users")
+            self._list("/api/users", params, "users", last_id=self.newest_user_id)
             if ids is None
             else self._users_by_id(sorted(set(ids)), params)
         )
@@ -607,20 +621,27 @@ class CoupaClient:
         except ValueError as exc:
             raise CoupaResponseError(f"GET /api/users/{user_id}: {exc}") from None
 
-    def user_groups(self) -> Iterator[UserGroup]:
+    def user_groups(self, *, in_flight: int | None = None) -> Iterator[UserGroup]:
+        """Every user group; ``in_flight`` caps the pages requested at once (as do the other
+        catalog listings)."""
         fields = '["id","name","description","active","can_approve"]'
-        for row in self._list("/api/user_groups", {"fields": fields}, "user groups"):
+        for row in self._list(
+            "/api/user_groups", {"fields": fields}, "user groups", in_flight=in_flight
+        ):
             yield converter.structure(row, UserGroup)
 
-    def business_groups(self) -> Iterator[BusinessGroup]:
+    def business_groups(self, *, in_flight: int | None = None) -> Iterator[BusinessGroup]:
+        fields = '["id","name","description"]'
         for row in self._list(
-            "/api/business_groups", {"fields": '["id","name","description"]'}, "content groups"
+            "/api/business_groups", {"fields": fields}, "content groups", in_flight=in_flight
         ):
             yield converter.structure(row, BusinessGroup)
 
-    def account_groups(self) -> Iterator[AccountGroup]:
+    def account_groups(self, *, in_flight: int | None = None) -> Iterator[AccountGroup]:
         fields = '["id","name","description","active"]'
-        for row in self._list("/api/account_groups", {"fields": fields}, "account groups"):
+        for row in self._list(
+            "/api/account_groups", {"fields": fields}, "account groups", in_flight=in_flight
+        ):
             yield converter.structure(row, AccountGroup)
 
     def memberships(
