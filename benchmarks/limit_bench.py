@@ -193,6 +193,7 @@ def load() -> str:
 
 def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str, Any]:
     plugin_runs, rival_runs = [], []
+    load_before = load()
     with sandbox_process(users, latency, rate_limit=True) as url:
         for _ in range(runs):
             time.sleep(1.0)  # let the sandbox's bucket drain
@@ -205,7 +206,7 @@ def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str
     report: dict[str, Any] = {
         "users": users,
         "latency_s": latency,
-        "load_before": load(),
+        "load_before": load_before,
         "plugin": {k: median(plugin_runs, k) for k in (
             "efficiency", "elapsed_s", "requests", "fewest", "extra_share", "share_429",
             "cpu_s_per_10k_users", "peak_rss_mb")},
@@ -229,6 +230,7 @@ def bench_workers(
     workers: int, users: int, latency: float, runs: int, shared: bool
 ) -> dict[str, Any]:
     results = []
+    load_before = load()
     with sandbox_process(users, latency, rate_limit=True) as url, \
             tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
@@ -255,7 +257,7 @@ def bench_workers(
         "shared": shared,
         "users": users,
         "latency_s": latency,
-        "load_before": load(),
+        "load_before": load_before,
         **{k: median(results, k) for k in ("efficiency", "elapsed_s", "share_429")},
         "runs": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                  for r in results],

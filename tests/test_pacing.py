@@ -3,6 +3,7 @@ users stream (stopped when the host abandons the stream), configure's probes at 
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import httpx
 
 from coupa_plugin.connector.sync import HEAD_START_TTL_S
 from coupa_plugin.coupa.paging import PageSize, read_all
+from coupa_plugin.coupa.ratelimit import RateLimiter
 from coupa_plugin.host.model import SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
@@ -284,3 +286,57 @@ def test_a_failed_catalog_probe_leaves_the_type_on_and_the_sync_reads_it() -> No
     resources = list(plugin.discover_resources(tenant=t, request=SyncRequest()) or [])
     assert {(r.type, r.id) for r in resources} == truth_resources(sandbox.state)
     plugin.close()
+
+
+def simulate(workers: int, requests: int = 108, in_flight: int = 3) -> tuple[float, float]:
+    """Uncoordinated pacers (nothing shared, Coupa's 25/s bucket holding 20, answers 0.1 s
+    after a request leaves, a 429 retried after its one-second Retry-After), in simulated
+    time: (share of the bound reached together, share of 429s). Deterministic."""
+    rate, capacity, rtt = 25.0, 20.0, 0.1
+    pacers = [RateLimiter(24.0, burst=16, clock=lambda: 0.0) for _ in range(workers)]
+    left = [requests] * workers
+    level = drained_at = end = 0.0
+    accepted = rejected = 0
+    # (time, worker, what, when the request left): ask for a slot, leave, be answered
+    events = [(0.0, i, "ask", 0.0) for i in range(workers) for _ in range(in_flight)]
+    heapq.heapify(events)
+    while events:
+        now, i, what, left_at = heapq.heappop(events)
+        pacer = pacers[i]
+        if what == "ask":
+            pacer._state, leave = pacer._take(pacer._state, now)
+            heapq.heappush(events, (leave, i, "leave", leave))
+        elif what == "leave":
+            if now < pacer._state.hold_until:  # a window opened meanwhile: wait it out
+                heapq.heappush(events, (now, i, "ask", now))
+                continue
+            level = max(0.0, level - (now - drained_at) * rate)
+            drained_at = now
+            ok = level + 1 <= capacity
+            level += ok
+            heapq.heappush(events, (now + rtt, i, "ok" if ok else "429", now))
+        elif what == "ok":
+            accepted += 1
+            left[i] -= 1
+            end = now
+            if left[i] >= in_flight:
+                heapq.heappush(events, (now, i, "ask", now))
+        else:
+            rejected += 1
+            pacer._state = pacer._throttle(pacer._state, now, left_at, 1.0)
+            heapq.heappush(events, (now + 1.0, i, "ask", now + 1.0))
+    return workers * requests / rate / end, rejected / (accepted + rejected)
+
+
+def test_uncoordinated_pacers_find_the_limit_with_few_429s() -> None:
+    for workers in (2, 4):
+        share_of_bound, share_429 = simulate(workers)
+        assert share_of_bound > 0.85, workers
+        assert share_429 < 0.04, workers  # the benchmark, with real latency spread, sees less
+
+
+def test_a_pacer_left_alone_climbs_back_quickly() -> None:
+    limiter = RateLimiter(24.0, burst=16, clock=lambda: 0.0)
+    state = limiter._state._replace(hold_until=10.0, floor=4.8)  # a fifth of the target
+    assert limiter.rate_at(state, 10.0 + 5.0) < 12.0, "slow at first"
+    assert limiter.rate_at(state, 10.0 + 15.0) == 24.0, "back at the target within 15 s"
