@@ -91,6 +91,7 @@ class CoupaConnector:
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
         self._begun: dict[str, Iterator[Any]] = {}  # catalog listings configure's probes began
+        self._flags: frozenset[str] | None = None  # license flags configure read
         self.provisioner = Provisioner(
             self.client,
             ProvisionerConfig(
@@ -128,8 +129,8 @@ class CoupaConnector:
                     )
                 else:
                     self._sync.enabled_types = self._status.resource_types
-                self._sync.carry_on(self._begun)
-                self._begun = {}
+                self._sync.carry_on(self._begun, self._flags)
+                self._begun, self._flags = {}, None
             return self._status
 
     def _configure(self, refresh: bool) -> ConnectorStatus:
@@ -230,6 +231,8 @@ class CoupaConnector:
         ]
         if "role" in types:
             probes.append(self._check_role_catalog)
+        if types & {"user", "license"}:
+            probes.append(self._read_license_flags)  # the sync's first read, done meanwhile
         results = self._concurrently(probes)
         for (kind, path, scope, label, _), refusal in zip(listings, results, strict=False):
             if refusal:
@@ -239,7 +242,7 @@ class CoupaConnector:
                     f"grant {scope} to the OAuth client to sync them"
                 )
         if "role" in types:
-            warnings += results[-1]
+            warnings += results[len(listings)]
         if grant.mode == "read-only" and self.settings.mode == "auto":
             missing = ", ".join(sorted(WRITE_SCOPES - grant.scopes))
             warnings.append(
@@ -271,6 +274,12 @@ class CoupaConnector:
         except CoupaError as exc:
             self._probe_failed(kind, exc)
         return None
+
+    def _read_license_flags(self) -> None:
+        try:
+            self._flags = self.client.discover_license_flags()
+        except CoupaError as exc:
+            self._probe_failed("license", exc)
 
     def _probe_failed(self, kind: str, exc: CoupaError) -> None:
         log.warning(

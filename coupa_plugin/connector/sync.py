@@ -197,13 +197,25 @@ class TenantSync:
         self._spool: GrantSpool | None = None
         self.catalog_fetch: CatalogFetch | None = None  # the last discover pass's
         self._begun: dict[str, tuple[float, Iterator[Any]]] = {}
+        self._flags: tuple[float, frozenset[str]] | None = None
 
-    def carry_on(self, begun: dict[str, Iterator[Any]]) -> None:
-        """Catalog listings ``configure`` began (by kind); the next discover pass carries them
-        on if it starts within ``HEAD_START_TTL_S``, else reads them afresh."""
+    def carry_on(
+        self, begun: dict[str, Iterator[Any]], flags: frozenset[str] | None = None
+    ) -> None:
+        """Catalog listings ``configure`` began (by kind) and the license flags it read; the
+        next discover pass uses them if it starts within ``HEAD_START_TTL_S``, else reads them
+        afresh."""
         self._drop_begun()
         now = self._clock()
         self._begun = {kind: (now, rows) for kind, rows in begun.items()}
+        self._flags = (now, flags) if flags is not None else None
+
+    def _license_flags(self) -> frozenset[str]:
+        """The flags ``configure`` read while fresh (once), else read now."""
+        kept, self._flags = self._flags, None
+        if kept is not None and self._clock() - kept[0] < HEAD_START_TTL_S:
+            return kept[1]
+        return self.client.discover_license_flags()
 
     def _drop_begun(self) -> None:
         for _, rows in self._begun.values():
@@ -277,7 +289,7 @@ class TenantSync:
         try:
             flags: set[str] = set()
             if types & {"user", "license"}:
-                flags |= self.client.discover_license_flags()
+                flags |= self._license_flags()
             held: dict[str, dict[int, str | None]] = {kind: {} for _, kind in GRANT_SOURCES}
             if "user" in types:
                 spool = GrantSpool(_request_key(request, types))
@@ -384,7 +396,7 @@ class TenantSync:
             )
             yield from spool.replay()
             return
-        flags = self.client.discover_license_flags() if "license" in types else set()
+        flags = self._license_flags() if "license" in types else set()
         for user in self._users(request, flags):
             yield from user_grants(user, types)
         self.client.log_stats()

@@ -530,15 +530,19 @@ class CoupaClient:
         )
 
     def discover_license_flags(self) -> frozenset[str]:
-        """License flags present in this tenant's user payloads (one full record is read).
+        """License flags present in this tenant's user payloads (one page of full records).
 
-        The record read is the newest user's: its id bounds the next user listing, which then
-        requests no page ahead past the end (``newest_user_id``)."""
-        page = self.get("/api/users", {"limit": 1, "order_by": "id", "dir": "desc"})
+        The page read is the newest users': the largest id bounds the next user listing, which
+        then requests no page ahead past the end (``newest_user_id``), and a full page shows
+        the page size, so that listing pipelines from its first page."""
+        page = self.get("/api/users", {"limit": MAX_PAGE, "order_by": "id", "dir": "desc"})
         if not isinstance(page, list):
             raise CoupaResponseError("GET /api/users: expected a JSON array of records")
         ids = [row.get("id") for row in page if isinstance(row, dict)]
-        self.newest_user_id = ids[0] if len(ids) == 1 and isinstance(ids[0], int) else None
+        numeric = [i for i in ids if isinstance(i, int)]
+        self.newest_user_id = max(numeric) if numeric and len(numeric) == len(ids) else None
+        if len(page) == MAX_PAGE:
+            self._page_size.served_in_full = MAX_PAGE
         return frozenset(
             k
             for row in page
