@@ -4,6 +4,7 @@
     python -m benchmarks.limit_bench single --users 20000 --latency 0.15
     python -m benchmarks.limit_bench workers --workers 2 --users 5000 --latency 0.1
     python -m benchmarks.limit_bench workers --workers 4 --users 5000 --latency 0.1 --shared
+    python -m benchmarks.limit_bench workers --workers 4 --shared --rate 25
 
 The sandbox serves from another process on loopback and enforces Coupa's limit (25 requests/s,
 burst 20). Every sync (``configure`` + ``discover_resources`` + ``sync_grants``) runs in a
@@ -227,7 +228,7 @@ def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str
 
 
 def bench_workers(
-    workers: int, users: int, latency: float, runs: int, shared: bool
+    workers: int, users: int, latency: float, runs: int, shared: bool, rate: float | None
 ) -> dict[str, Any]:
     results = []
     load_before = load()
@@ -235,8 +236,11 @@ def bench_workers(
             tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
             time.sleep(1.5)
-            extra = {"shared_rate_limit_file": str(Path(tmp) / f"pace{run}.sqlite")} if shared \
-                else {}
+            extra: dict[str, Any] = (
+                {"shared_rate_limit_file": str(Path(tmp) / f"pace{run}.sqlite")} if shared else {}
+            )
+            if rate is not None:
+                extra["requests_per_second"] = rate
             start_at = time.time() + 1.0  # every process imported and ready
             rs = collect([spawn("plugin", url, start_at, extra) for _ in range(workers)])
             elapsed = max(r["ended"] for r in rs) - min(r["started"] for r in rs)
@@ -255,6 +259,7 @@ def bench_workers(
     return {
         "workers": workers,
         "shared": shared,
+        "requests_per_second": rate,
         "users": users,
         "latency_s": latency,
         "load_before": load_before,
@@ -282,13 +287,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shared", action="store_true")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="requests_per_second of each worker (default: the setting's)")
     parser.add_argument("--no-rival", action="store_true",
                         help="skip coupa-async-client in `single`")
     args = parser.parse_args()
     if args.what == "single":
         report = bench_single(args.users, args.latency, args.runs, not args.no_rival)
     else:
-        report = bench_workers(args.workers, args.users, args.latency, args.runs, args.shared)
+        report = bench_workers(
+            args.workers, args.users, args.latency, args.runs, args.shared, args.rate
+        )
     print(json.dumps(report, indent=1), flush=True)
 
 

@@ -555,10 +555,17 @@ def test_limiter_recovers_with_time_not_with_successes() -> None:
     for _ in range(1_000):
         limiter.succeeded()
     assert limiter.rate == pytest.approx(floor), "successes alone change nothing"
-    # then floor + recover_per_s * target * t * (1 + t / ACCEL_S), t since the window
-    for elapsed in (0.5, 1.0, 2.0):
+    # then floor + recover_per_s * target * t * (1 + t / ACCEL_S), t since the window ...
+    for elapsed in (0.5, 1.0):
         t.now = start + 1.0 + elapsed
         assert limiter.rate == pytest.approx(floor + 0.1 * 20.0 * elapsed * (1 + elapsed / 8.0))
+    # ... pausing for five seconds at 90 % of the rate sent when the 429 came
+    pause = 0.9 * floor / 0.7
+    for elapsed in (2.0, 6.0):
+        t.now = start + 1.0 + elapsed
+        assert limiter.rate == pytest.approx(pause)
+    t.now = start + 1.0 + 7.0
+    assert limiter.rate == pytest.approx(floor + 0.1 * 20.0 * 2.0 * (1 + 2.0 / 8.0))
     t.now = 60.0
     assert limiter.rate == 20.0
 

@@ -331,12 +331,13 @@ def simulate(workers: int, requests: int = 108, in_flight: int = 3) -> tuple[flo
 def test_uncoordinated_pacers_find_the_limit_with_few_429s() -> None:
     for workers in (2, 4):
         share_of_bound, share_429 = simulate(workers)
-        assert share_of_bound > 0.85, workers
-        assert share_429 < 0.04, workers  # the benchmark, with real latency spread, sees less
+        assert share_of_bound > 0.8, workers
+        # the rules before reacted to the nominal rate and climbed back fast: 4.4 % and 7.7 %
+        assert share_429 < 0.035, workers
 
 
 def test_a_pacer_left_alone_climbs_back_quickly() -> None:
     limiter = RateLimiter(24.0, burst=16, clock=lambda: 0.0)
     state = limiter._state._replace(hold_until=10.0, floor=4.8)  # a fifth of the target
     assert limiter.rate_at(state, 10.0 + 5.0) < 12.0, "slow at first"
-    assert limiter.rate_at(state, 10.0 + 15.0) == 24.0, "back at the target within 15 s"
+    assert limiter.rate_at(state, 10.0 + 20.0) == 24.0, "back at the target within 20 s"

@@ -11,11 +11,14 @@ backend must apply exactly these):
   (429s seen), ``sent_rate`` and ``sent_at`` (a measure of the rate requests are asked for:
   an exponentially decaying count with time constant ``TAU_S``, as of ``sent_at``).
 * Rate in force at ``now``: ``target`` when ``floor >= target``; ``floor`` until
-  ``hold_until``; after it, with ``t = now - hold_until``, ``min(target, floor +
-  RECOVER_PER_S * target * t * (1 + t / ACCEL_S))``: a slow climb back at first (2 % of the
-  target per second), so several workers that do not know of each other stay below the
-  instance's limit for a while after they have found it, that quickens the longer no 429
-  comes (a worker left alone when the others finish is back at the target in seconds).
+  ``hold_until``; after it, with ``t = now - hold_until``, the climb ``c(t) = floor +
+  RECOVER_PER_S * target * max(0, t) * (1 + t / ACCEL_S)`` (slow at first, 2 % of the target
+  per second, quickening the longer no 429 comes), which pauses for ``PAUSE_S`` at ``p =
+  PAUSE_AT * floor / CUT`` (90 % of the rate sent when the 429 came): the rate is ``c(t)``
+  while ``c(t) <= p``, else ``max(p, c(t - PAUSE_S))``; never above ``target``. Several
+  workers that do not know of each other so stay just below the instance's limit for a
+  while after they have found it, and a worker left alone when the others finish is back at
+  the target within about twenty seconds.
 * Taking a slot at ``now``: ``interval = 1 / rate``; the burst is ``burst`` at the full rate
   and 1 (none) below it; ``start = max(tat, now, hold_until)``; the request may leave at
   ``max(now, hold_until, start - (burst - 1) * interval)``; ``tat = start + interval``. The
@@ -46,6 +49,8 @@ CUT: Final = 0.7  # the share of the rate really sent kept after a 429 event
 RECOVER_PER_S: Final = 0.02  # share of the target regained per second after the window
 TAU_S: Final = 1.0  # time constant of the measured rate
 ACCEL_S: Final = 8.0  # how soon the climb back quickens (see the rules above)
+PAUSE_AT: Final = 0.9  # the climb pauses at this share of the rate sent when the 429 came
+PAUSE_S: Final = 5.0  # for this long
 
 
 class PaceState(NamedTuple):
@@ -93,8 +98,14 @@ class RateLimiter:
         if state.floor >= self.target or now <= state.hold_until:
             return min(state.floor, self.target)
         t = now - state.hold_until
-        grown = state.floor + self.recover_per_s * self.target * t * (1.0 + t / ACCEL_S)
+        pause_at = PAUSE_AT * state.floor / CUT  # 90 % of the rate sent when the 429 came
+        grown = self._climb(state.floor, t)
+        if grown > pause_at:
+            grown = max(pause_at, self._climb(state.floor, t - PAUSE_S))
         return min(self.target, grown)
+
+    def _climb(self, floor: float, t: float) -> float:
+        return floor + self.recover_per_s * self.target * max(0.0, t) * (1.0 + t / ACCEL_S)
 
     @staticmethod
     def measured(state: PaceState, now: float) -> float:
