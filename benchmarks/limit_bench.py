@@ -5,6 +5,7 @@
     python -m benchmarks.limit_bench workers --workers 2 --users 5000 --latency 0.1
     python -m benchmarks.limit_bench workers --workers 4 --users 5000 --latency 0.1 --shared
     python -m benchmarks.limit_bench workers --workers 4 --users 5000 --latency 0.1 --redis
+    python -m benchmarks.limit_bench workers --workers 4 --shared --rate 25
 
 The sandbox serves from another process on loopback and enforces Coupa's limit (25 requests/s,
 burst 20). Every sync (``configure`` + ``discover_resources`` + ``sync_grants``) runs in a
@@ -198,6 +199,7 @@ def load() -> str:
 
 def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str, Any]:
     plugin_runs, rival_runs = [], []
+    load_before = load()
     with sandbox_process(users, latency, rate_limit=True) as url:
         for _ in range(runs):
             time.sleep(1.0)  # let the sandbox's bucket drain
@@ -210,7 +212,7 @@ def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str
     report: dict[str, Any] = {
         "users": users,
         "latency_s": latency,
-        "load_before": load(),
+        "load_before": load_before,
         "plugin": {k: median(plugin_runs, k) for k in (
             "efficiency", "elapsed_s", "requests", "fewest", "extra_share", "share_429",
             "cpu_s_per_10k_users", "peak_rss_mb")},
@@ -242,6 +244,7 @@ def bench_workers(
     from coupa_plugin.testing.redis_server import redis_server
 
     results = []
+    load_before = load()
     with sandbox_process(users, latency, rate_limit=True) as url, \
             tempfile.TemporaryDirectory() as tmp, \
             (redis_server() if redis else contextlib.nullcontext()) as store:
@@ -280,7 +283,7 @@ def bench_workers(
         "requests_per_second": rate or "default",
         "users": users,
         "latency_s": latency,
-        "load_before": load(),
+        "load_before": load_before,
         **{k: median(results, k) for k in ("efficiency", "elapsed_s", "share_429")},
         "runs": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}
                  for r in results],

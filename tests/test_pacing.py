@@ -3,6 +3,7 @@ users stream (stopped when the host abandons the stream), configure's probes at 
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,9 @@ from typing import Any
 
 import httpx
 
+from coupa_plugin.connector.sync import HEAD_START_TTL_S
 from coupa_plugin.coupa.paging import PageSize, read_all
+from coupa_plugin.coupa.ratelimit import RateLimiter
 from coupa_plugin.host.model import SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
@@ -90,9 +93,12 @@ def test_catalogs_are_read_in_the_background_while_users_stream() -> None:
     users = [next(stream) for _ in range(len(sandbox.state.users))]
     assert {r.type for r in users} == {"user"}, "every user streamed while groups were held"
     assert gate.arrived.wait(10), "the group listing started while users streamed"
-    # the other catalogs do not wait for the held one (configure probed each once before)
-    assert gate.wait_for("/api/business_groups", 2)
-    assert gate.wait_for("/api/account_groups", 2)
+    # the other catalogs do not wait for the held one
+    connector = plugin.connector(t)
+    assert connector is not None and connector.sync.catalog_fetch is not None
+    fetch = connector.sync.catalog_fetch
+    assert len(fetch.result("content_group")) == len(sandbox.state.business_groups)
+    assert len(fetch.result("account_group")) == len(sandbox.state.account_groups)
     gate.release.set()
     resources = users + list(stream)
     assert {(r.type, r.id) for r in resources} == truth_resources(sandbox.state)
@@ -128,7 +134,7 @@ class Rendezvous(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         probe = (
             request.url.path in {"/api/business_groups", "/api/account_groups"}
-            and request.url.params.get("limit") == "1"
+            and request.url.params.get("offset") == "0"
         ) or (request.url.path == "/api/graphql" and b"id[gt]=0" in request.read())
         if probe:
             self.meeting.wait()
@@ -146,3 +152,194 @@ def test_configure_sends_its_probes_at_once() -> None:
     assert [w for w in status.warnings if "requests_per_second" not in w] == []
     assert transport.meeting.n_waiting == 0 and not transport.meeting.broken
     plugin.close()
+
+
+def sparse_listing(ids: list[int], offsets: list[int]) -> Any:
+    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        offsets.append(offset)
+        return [{"id": i} for i in ids[offset : offset + limit]]
+
+    return fetch
+
+
+def test_the_largest_id_keeps_pages_from_being_requested_past_the_end() -> None:
+    offsets: list[int] = []
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(read_all(listing(1_000, offsets), pool, in_flight=8, last_id=1_000))
+    assert len(rows) == 1_000
+    assert sorted(offsets) == list(range(0, 1_050, 50)), "only the empty page confirms the end"
+
+
+def test_gaps_in_ids_keep_the_bound_safe() -> None:
+    ids = [i * 3 for i in range(1, 401)]  # 400 rows, ids up to 1,200
+    offsets: list[int] = []
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(read_all(sparse_listing(ids, offsets), pool, in_flight=8, last_id=1_200))
+    assert [r["id"] for r in rows] == ids
+    assert max(offsets) >= 400, "the end was confirmed"
+
+
+def test_a_wrong_bound_is_dropped_and_every_row_read() -> None:
+    # a bound below the real ids (a server that ignored dir=desc, or users added since)
+    for bound in (1, 130):
+        offsets: list[int] = []
+        with ThreadPoolExecutor(8) as pool:
+            rows = list(read_all(listing(1_000, offsets), pool, in_flight=8, last_id=bound))
+        assert [r["id"] for r in rows] == list(range(1, 1_001))
+        assert 1_000 in offsets
+
+
+def test_a_listing_begun_before_the_page_size_was_known_ends_at_its_short_page() -> None:
+    shared = PageSize()
+    offsets: list[int] = []
+    with ThreadPoolExecutor(4) as pool:
+        groups = read_all(listing(7, offsets), pool, page_size=shared)
+        first = next(groups)  # begun (configure's probe) before any full page was seen
+        assert len(list(read_all(listing(120, []), pool, page_size=shared))) == 120
+        rest = list(groups)
+    assert [first, *rest] == [{"id": i} for i in range(1, 8)]
+    assert offsets == [0], "the short page was the end once another listing showed the size"
+
+
+class Counting(httpx.BaseTransport):
+    def __init__(self, sandbox: CoupaSandbox) -> None:
+        self.inner = SandboxTransport(sandbox)
+        self.seen: Counter[str] = Counter()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen[f"{request.method} {request.url.path}"] += 1
+        return self.inner.handle_request(request)
+
+
+def counted(users: int) -> tuple[CoupaSandbox, Counting, CoupaPlugin]:
+    sandbox = CoupaSandbox(
+        generate_tenant(users=users, seed=5), operations=Operations(rate_limit=False)
+    )
+    transport = Counting(sandbox)
+    return sandbox, transport, CoupaPlugin(transport_factory=lambda _settings: transport)
+
+
+def test_a_full_sync_sends_the_fewest_requests_but_four() -> None:
+    sandbox, transport, plugin = counted(1_020)
+    t = tenant()
+    plugin.configure(tenant=t)
+    resources = list(plugin.discover_resources(tenant=t, request=SyncRequest()) or [])
+    assert {(r.type, r.id) for r in resources} == truth_resources(sandbox.state)
+    state = sandbox.state
+
+    def pages(rows: int) -> int:
+        return rows // 50 + 1
+
+    fewest = {
+        "POST /oauth2/token": 1,
+        "GET /api/users": pages(len(state.users)),
+        "GET /api/user_groups": pages(len(state.user_groups)),
+        "GET /api/business_groups": pages(len(state.business_groups)),
+        "GET /api/account_groups": pages(len(state.account_groups)),
+        "POST /api/graphql": pages(len(state.roles)),
+    }
+    # configure's probes were the catalogs' first pages; what remains beyond the fewest is
+    # the two license reads (the newest users' page naming every known flag, which also bounds
+    # the listing, and one unfiltered record for flags not known here), GraphQL's own read-only
+    # token (provisioning mode) and the empty GraphQL page that confirms the end of the roles
+    # (GraphQL's page size is undocumented)
+    extra = dict(transport.seen - Counter(fewest))
+    assert extra == {"GET /api/users": 2, "POST /api/graphql": 1, "POST /oauth2/token": 1}
+    assert not Counter(fewest) - transport.seen
+    plugin.close()
+
+
+def test_a_sync_long_after_configure_reads_the_catalogs_afresh() -> None:
+    sandbox, transport, plugin = counted(120)
+    t = tenant()
+    plugin.configure(tenant=t)
+    connector = plugin.connector(t)
+    assert connector is not None
+    sync = connector.sync
+    stamped = min(at for at, _ in sync._begun.values())
+    sync._clock = lambda: stamped + HEAD_START_TTL_S  # the sync starts that much later
+    first = dict(transport.seen)
+    resources = list(plugin.discover_resources(tenant=t, request=SyncRequest()) or [])
+    assert {(r.type, r.id) for r in resources} == truth_resources(sandbox.state)
+    assert transport.seen["GET /api/business_groups"] == first["GET /api/business_groups"] + 1
+    assert transport.seen["GET /api/account_groups"] == first["GET /api/account_groups"] + 1
+    plugin.close()
+
+
+def test_a_failed_catalog_probe_leaves_the_type_on_and_the_sync_reads_it() -> None:
+    sandbox = CoupaSandbox(
+        generate_tenant(users=60, seed=5), operations=Operations(rate_limit=False)
+    )
+    inner = SandboxTransport(sandbox)
+    failures = [0]
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/business_groups" and failures[0] < 8:
+            failures[0] += 1  # every attempt configure makes
+            return httpx.Response(503)
+        return inner.handle_request(request)
+
+    transport = httpx.MockTransport(flaky)
+    plugin = CoupaPlugin(transport_factory=lambda _settings: transport)
+    t = tenant()
+    status = plugin.configure(tenant=t)
+    assert failures[0] == 8, "configure's probe failed after every attempt"
+    assert status is not None and "content_group" in status.resource_types
+    resources = list(plugin.discover_resources(tenant=t, request=SyncRequest()) or [])
+    assert {(r.type, r.id) for r in resources} == truth_resources(sandbox.state)
+    plugin.close()
+
+
+def simulate(workers: int, requests: int = 108, in_flight: int = 3) -> tuple[float, float]:
+    """Uncoordinated pacers (nothing shared, Coupa's 25/s bucket holding 20, answers 0.1 s
+    after a request leaves, a 429 retried after its one-second Retry-After), in simulated
+    time: (share of the bound reached together, share of 429s). Deterministic."""
+    rate, capacity, rtt = 25.0, 20.0, 0.1
+    pacers = [RateLimiter(24.0, burst=16, clock=lambda: 0.0) for _ in range(workers)]
+    left = [requests] * workers
+    level = drained_at = end = 0.0
+    accepted = rejected = 0
+    # (time, worker, what, when the request left): ask for a slot, leave, be answered
+    events = [(0.0, i, "ask", 0.0) for i in range(workers) for _ in range(in_flight)]
+    heapq.heapify(events)
+    while events:
+        now, i, what, left_at = heapq.heappop(events)
+        pacer = pacers[i]
+        if what == "ask":
+            pacer._state, leave = pacer._take(pacer._state, now)
+            heapq.heappush(events, (leave, i, "leave", leave))
+        elif what == "leave":
+            if now < pacer._state.hold_until:  # a window opened meanwhile: wait it out
+                heapq.heappush(events, (now, i, "ask", now))
+                continue
+            level = max(0.0, level - (now - drained_at) * rate)
+            drained_at = now
+            ok = level + 1 <= capacity
+            level += ok
+            heapq.heappush(events, (now + rtt, i, "ok" if ok else "429", now))
+        elif what == "ok":
+            accepted += 1
+            left[i] -= 1
+            end = now
+            if left[i] >= in_flight:
+                heapq.heappush(events, (now, i, "ask", now))
+        else:
+            rejected += 1
+            pacer._state = pacer._throttle(pacer._state, now, left_at, 1.0)
+            heapq.heappush(events, (now + 1.0, i, "ask", now + 1.0))
+    return workers * requests / rate / end, rejected / (accepted + rejected)
+
+
+def test_uncoordinated_pacers_find_the_limit_with_few_429s() -> None:
+    for workers in (2, 4):
+        share_of_bound, share_429 = simulate(workers)
+        assert share_of_bound > 0.8, workers
+        # the rules before reacted to the nominal rate and climbed back fast: 4.4 % and 7.7 %
+        assert share_429 < 0.035, workers
+
+
+def test_a_pacer_left_alone_climbs_back_quickly() -> None:
+    limiter = RateLimiter(24.0, burst=16, clock=lambda: 0.0)
+    state = limiter._state._replace(hold_until=10.0, floor=4.8)  # a fifth of the target
+    assert limiter.rate_at(state, 10.0 + 5.0) < 12.0, "slow at first"
+    assert limiter.rate_at(state, 10.0 + 20.0) == 24.0, "back at the target within 20 s"

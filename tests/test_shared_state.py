@@ -30,7 +30,7 @@ from coupa_plugin.connector.shared_state import (
     pace_key,
     parse_shared_state,
 )
-from coupa_plugin.coupa.ratelimit import PaceState, RateLimiter
+from coupa_plugin.coupa.ratelimit import CUT, PaceState, RateLimiter
 from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, Tenant
@@ -459,7 +459,9 @@ def test_workers_share_one_budget_and_one_hold_window(url: str) -> None:
     two.acquire()
     assert sum(slept) >= 2.0 - 1e-9, "a 429 seen by one worker holds the other too"
     assert two.throttled == 1
-    assert two.rate == pytest.approx(7.0), "one reaction to the event, for every worker"
+    # one reaction to the event, seen by every worker: 70 % of what they were really sending
+    assert two.rate == pytest.approx(one.rate)
+    assert two.rate <= 10.0 * CUT + 1e-9
 
 
 def raw_client_for(url: str) -> Any:

@@ -7,7 +7,7 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, TypeVar
 
@@ -27,7 +27,7 @@ from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.settings import CoupaSettings
 from coupa_plugin.connector.shared_state import RedisStore, connect, pace_key
 from coupa_plugin.connector.statefiles import Seal
-from coupa_plugin.connector.sync import TenantSync
+from coupa_plugin.connector.sync import TenantSync, begin, catalog_listings
 from coupa_plugin.coupa import (
     ClientConfig,
     CoupaAuthError,
@@ -106,6 +106,8 @@ class CoupaConnector:
         self._closing = False
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
+        self._begun: dict[str, Iterator[Any]] = {}  # catalog listings configure's probes began
+        self._flags: frozenset[str] | None = None  # license flags configure read
         self.provisioner = Provisioner(
             self.client,
             ProvisionerConfig(
@@ -184,6 +186,8 @@ class CoupaConnector:
                     )
                 else:
                     self._sync.enabled_types = self._status.resource_types
+                self._sync.carry_on(self._begun, self._flags)
+                self._begun, self._flags = {}, None
             return self._status
 
     def _configure(self, refresh: bool) -> ConnectorStatus:
@@ -268,21 +272,37 @@ class CoupaConnector:
                 "to sync account groups"
             )
         # Which scope each listing needs is undocumented: ask Coupa once, every probe at once.
+        # Each probe is the first page of its listing, which the next sync carries on.
+        catalogs = catalog_listings(self.client)
         listings = [
-            (kind, path, scope, label)
-            for kind, path, scope, label in (
-                ("content_group", "/api/business_groups", CONTENT_GROUP_SCOPE, "content groups"),
-                ("account_group", "/api/account_groups", ACCOUNT_GROUP_SCOPE, "account groups"),
+            (kind, path, scope, label, listing)
+            for kind, path, scope, label, listing in (
+                (
+                    "content_group",
+                    "/api/business_groups",
+                    CONTENT_GROUP_SCOPE,
+                    "content groups",
+                    catalogs["content_group"],
+                ),
+                (
+                    "account_group",
+                    "/api/account_groups",
+                    ACCOUNT_GROUP_SCOPE,
+                    "account groups",
+                    catalogs["account_group"],
+                ),
             )
             if kind in types
         ]
         probes: list[Callable[[], Any]] = [
-            functools.partial(self._refused, path) for _, path, _, _ in listings
+            functools.partial(self._refused, kind, listing) for kind, _, _, _, listing in listings
         ]
         if "role" in types:
             probes.append(self._check_role_catalog)
+        if types & {"user", "license"}:
+            probes.append(self._read_license_flags)  # the sync's first read, done meanwhile
         results = self._concurrently(probes)
-        for (kind, path, scope, label), refusal in zip(listings, results, strict=False):
+        for (kind, path, scope, label, _), refusal in zip(listings, results, strict=False):
             if refusal:
                 types.discard(kind)
                 warnings.append(
@@ -290,7 +310,7 @@ class CoupaConnector:
                     f"grant {scope} to the OAuth client to sync them"
                 )
         if "role" in types:
-            warnings += results[-1]
+            warnings += results[len(listings)]
         if grant.mode == "read-only" and self.settings.mode == "auto":
             missing = ", ".join(sorted(WRITE_SCOPES - grant.scopes))
             warnings.append(
@@ -309,19 +329,35 @@ class CoupaConnector:
             futures = [pool.submit(call) for call in calls]
         return [future.result() for future in futures]
 
-    def _refused(self, path: str) -> str | None:
-        """``HTTP <status>`` when Coupa refuses a listing (401, 403, 404), else None."""
+    def _refused(self, kind: str, listing: Callable[[], Iterable[Any]]) -> str | None:
+        """``HTTP <status>`` when Coupa refuses a listing (401, 403, 404), else None (and the
+        listing, begun, is kept for the next sync). Any other failure leaves the type on: the
+        sync reads the listing afresh and reports what still fails."""
         try:
-            self.client.get(path, {"limit": 1, "fields": '["id"]'})
+            self._begun[kind] = begin(listing)
         except CoupaHTTPError as exc:
             if exc.status in {401, 403, 404}:
                 return f"HTTP {exc.status}"
-            raise
+            self._probe_failed(kind, exc)
+        except CoupaError as exc:
+            self._probe_failed(kind, exc)
         return None
+
+    def _read_license_flags(self) -> None:
+        try:
+            self._flags = self.client.discover_license_flags()
+        except CoupaError as exc:
+            self._probe_failed("license", exc)
+
+    def _probe_failed(self, kind: str, exc: CoupaError) -> None:
+        log.warning(
+            "catalog probe failed; the sync reads the listing afresh",
+            extra={"tenant": self.tenant_id, "kind": kind, "error": str(exc)[:200]},
+        )
 
     def _check_role_catalog(self) -> list[str]:
         try:
-            self.client.graphql('{ roles(query: "id[gt]=0") { id } }')
+            self._begun["role"] = begin(catalog_listings(self.client)["role"])
         except (GraphQLError, CoupaError) as exc:
             return [
                 f"the role catalog (GraphQL) is unavailable ({str(exc)[:120]}); roles that "

@@ -6,11 +6,14 @@ compact spool, so a ``sync_grants`` for the same request that follows it replays
 of reading every user again; the two hooks then describe the same moment. The catalog
 listings are read in the background while the users stream (from the moment the first user
 page has shown the server's page size), so the rate limit is never idle waiting for them; they
-stop when the host abandons the stream.
+stop when the host abandons the stream. A catalog listing ``configure`` began (its first page
+is the probe that tells whether the OAuth client may read it) is carried on from there when the
+sync follows within ``HEAD_START_TTL_S``, so that page is not read twice.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -41,12 +44,46 @@ from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Role, User, U
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
 
-__all__ = ["CatalogFetch", "GrantSpool", "TenantSync", "guard"]
+__all__ = ["CatalogFetch", "GrantSpool", "TenantSync", "begin", "catalog_listings", "guard"]
 
 log = logging.getLogger("coupa_plugin.connector")
 T = TypeVar("T")
 SPOOL_TTL_S: Final = 15 * 60.0
 GRANT_TYPES: Final = frozenset({kind for _, kind in GRANT_SOURCES} | {"license"})
+HEAD_START_TTL_S: Final = 60.0  # how long a listing begun by ``configure`` may be carried on
+
+
+def catalog_listings(client: CoupaClient) -> dict[str, Callable[[], Iterable[Any]]]:
+    """The catalog listings by kind, as the sync reads them: beside the users, one page at a
+    time (the user pages keep the rate limit busy; a page ahead would only risk one past the
+    end)."""
+    return {
+        "role": client.roles,
+        "group": functools.partial(client.user_groups, in_flight=1),
+        "content_group": functools.partial(client.business_groups, in_flight=1),
+        "account_group": functools.partial(client.account_groups, in_flight=1),
+    }
+
+
+def begin(listing: Callable[[], Iterable[T]]) -> Iterator[T]:
+    """Start ``listing`` and read its first page now, raising what that raises; the iterator
+    returned yields every row (the first page's too) and closes the listing when closed."""
+    rows = iter(listing())
+    try:
+        first = next(rows)
+    except StopIteration:
+        return iter(())
+    return _resume(first, rows)
+
+
+def _resume(first: T, rows: Iterator[T]) -> Iterator[T]:
+    try:
+        yield first
+        yield from rows
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
 
 
 def guard(items: Iterable[T], what: str, tenant: str) -> Iterator[T]:
@@ -158,6 +195,46 @@ class TenantSync:
         self._clock = clock
         self._spool: GrantSpool | None = None
         self.catalog_fetch: CatalogFetch | None = None  # the last discover pass's
+        self._begun: dict[str, tuple[float, Iterator[Any]]] = {}
+        self._flags: tuple[float, frozenset[str]] | None = None
+
+    def carry_on(
+        self, begun: dict[str, Iterator[Any]], flags: frozenset[str] | None = None
+    ) -> None:
+        """Catalog listings ``configure`` began (by kind) and the license flags it read; the
+        next discover pass uses them if it starts within ``HEAD_START_TTL_S``, else reads them
+        afresh."""
+        self._drop_begun()
+        now = self._clock()
+        self._begun = {kind: (now, rows) for kind, rows in begun.items()}
+        self._flags = (now, flags) if flags is not None else None
+
+    def _license_flags(self) -> frozenset[str]:
+        """The flags ``configure`` read while fresh (once), else read now."""
+        kept, self._flags = self._flags, None
+        if kept is not None and self._clock() - kept[0] < HEAD_START_TTL_S:
+            return kept[1]
+        return self.client.discover_license_flags()
+
+    def _drop_begun(self) -> None:
+        for _, rows in self._begun.values():
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+        self._begun = {}
+
+    def _job(self, kind: str, listing: Callable[[], Iterable[Any]]) -> Callable[[], Iterable[Any]]:
+        """The listing of ``kind``: the one ``configure`` began while fresh (once), or anew."""
+        begun = self._begun.pop(kind, None)
+        if begun is None:
+            return listing
+        at, rows = begun
+        if self._clock() - at >= HEAD_START_TTL_S:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+            return listing
+        return lambda: rows
 
     def forget_pass(self) -> None:
         """Drop the grants kept from the last discover pass (access is about to change)."""
@@ -192,16 +269,17 @@ class TenantSync:
         return guard(self._discover(request), "discover_resources", self.tenant_id)
 
     def _catalog_jobs(self, types: frozenset[str]) -> dict[str, Callable[[], Iterable[Any]]]:
-        client = self.client
+        listings = catalog_listings(self.client)
         jobs: dict[str, Callable[[], Iterable[Any]]] = {}
         if "role" in types:
-            jobs["role"] = client.roles
+            jobs["role"] = self._job("role", listings["role"])
         if types & {"group", "approval_group"}:
-            jobs["group"] = client.user_groups
+            jobs["group"] = listings["group"]
         if "content_group" in types:
-            jobs["content_group"] = client.business_groups
+            jobs["content_group"] = self._job("content_group", listings["content_group"])
         if "account_group" in types:
-            jobs["account_group"] = client.account_groups
+            jobs["account_group"] = self._job("account_group", listings["account_group"])
+        self._drop_begun()  # what this pass did not take is no longer wanted
         return jobs
 
     def _discover(self, request: SyncRequest) -> Iterator[Resource]:
@@ -210,7 +288,7 @@ class TenantSync:
         try:
             flags: set[str] = set()
             if types & {"user", "license"}:
-                flags |= self.client.discover_license_flags()
+                flags |= self._license_flags()
             held: dict[str, dict[int, str | None]] = {kind: {} for _, kind in GRANT_SOURCES}
             if "user" in types:
                 spool = GrantSpool(_request_key(request, types))
@@ -317,7 +395,7 @@ class TenantSync:
             )
             yield from spool.replay()
             return
-        flags = self.client.discover_license_flags() if "license" in types else set()
+        flags = self._license_flags() if "license" in types else set()
         for user in self._users(request, flags):
             yield from user_grants(user, types)
         self.client.log_stats()

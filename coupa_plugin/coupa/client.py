@@ -290,6 +290,7 @@ class CoupaClient:
         )
         self._grant: ScopeGrant | None = None
         self._page_size = PageSize()
+        self.newest_user_id: int | None = None  # from the last license-flag probe
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
@@ -684,7 +685,13 @@ class CoupaClient:
                 )
 
     def _list(
-        self, path: str, params: Mapping[str, Any], what: str, spec: FieldSpec | None = None
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        what: str,
+        spec: FieldSpec | None = None,
+        last_id: int | None = None,
+        in_flight: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
             page_params = {**params, "limit": limit, "offset": offset}
@@ -701,11 +708,12 @@ class CoupaClient:
             fetch,
             self._executor,
             limit=MAX_PAGE,
-            in_flight=self.config.max_in_flight,
+            in_flight=in_flight or self.config.max_in_flight,
             what=what,
             page_size=self._page_size,
             saturated=self.limiter.saturated,
             max_rows=self.config.max_listing_rows,
+            last_id=last_id,
         )
 
     def graphql(self, query: str) -> dict[str, Any]:
@@ -732,15 +740,27 @@ class CoupaClient:
         return FieldSpec("users", USER_FIELDS, USER_REQUIRED_FIELDS).plus(flags)
 
     def discover_license_flags(self) -> frozenset[str]:
-        """License flags this tenant has: one record read naming every flag known here (Coupa
-        shows newer fields only when named) and one read unfiltered (flags not known here)."""
+        """License flags this tenant has, from two reads: the newest users' page naming every flag
+        known here (Coupa shows newer fields only when named) and one record unfiltered (flags not
+        known here).
+
+        The first is the newest users' page: the largest id bounds the next user listing, which
+        then requests no page ahead past the end (``newest_user_id``), and a full page shows the
+        page size, so that listing pipelines from its first page."""
         named = FieldSpec("users", ("id",)).plus(
             sorted(set(KNOWN_LICENSE_FLAGS) | self._license_flags)
         )
-        pages = [self.get_fields("/api/users", named, {"limit": 1})]
-        pages.append(self.get("/api/users", {"limit": 1}))
+        newest = self.get_fields(
+            "/api/users", named, {"limit": MAX_PAGE, "order_by": "id", "dir": "desc"}
+        )
+        pages = [newest, self.get("/api/users", {"limit": 1})]
         if not all(isinstance(page, list) for page in pages):
             raise CoupaResponseError("GET /api/users: expected a JSON array of records")
+        ids = [row.get("id") for row in newest if isinstance(row, dict)]
+        numeric = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+        self.newest_user_id = max(numeric) if numeric and len(numeric) == len(ids) else None
+        if len(newest) == MAX_PAGE:
+            self._page_size.served_in_full = MAX_PAGE
         found = frozenset(
             k
             for page in pages
@@ -775,7 +795,7 @@ class CoupaClient:
             # an explicit offset, as Coupa's examples do (they warn about time-zone effects)
             params["updated_at[gt]"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
         rows = (
-            self._list("/api/users", params, "users", spec)
+            self._list("/api/users", params, "users", spec, last_id=self.newest_user_id)
             if ids is None
             else self._users_by_id(sorted(set(ids)), params, spec)
         )
@@ -849,16 +869,26 @@ class CoupaClient:
         except RecordError as exc:
             raise CoupaResponseError(f"GET /api/users/{user_id}: {exc}") from None
 
-    def user_groups(self) -> Iterator[UserGroup]:
-        for row in self._list("/api/user_groups", {}, "user groups", _USER_GROUP_FIELDS):
+    def user_groups(self, *, in_flight: int | None = None) -> Iterator[UserGroup]:
+        for row in self._list(
+            "/api/user_groups", {}, "user groups", _USER_GROUP_FIELDS, in_flight=in_flight
+        ):
             yield _record(row, UserGroup, "GET /api/user_groups")
 
-    def business_groups(self) -> Iterator[BusinessGroup]:
-        for row in self._list("/api/business_groups", {}, "content groups", _BUSINESS_GROUP_FIELDS):
+    def business_groups(self, *, in_flight: int | None = None) -> Iterator[BusinessGroup]:
+        for row in self._list(
+            "/api/business_groups",
+            {},
+            "content groups",
+            _BUSINESS_GROUP_FIELDS,
+            in_flight=in_flight,
+        ):
             yield _record(row, BusinessGroup, "GET /api/business_groups")
 
-    def account_groups(self) -> Iterator[AccountGroup]:
-        for row in self._list("/api/account_groups", {}, "account groups", _ACCOUNT_GROUP_FIELDS):
+    def account_groups(self, *, in_flight: int | None = None) -> Iterator[AccountGroup]:
+        for row in self._list(
+            "/api/account_groups", {}, "account groups", _ACCOUNT_GROUP_FIELDS, in_flight=in_flight
+        ):
             yield _record(row, AccountGroup, "GET /api/account_groups")
 
     def memberships(

@@ -8,6 +8,13 @@ observes). Once any listing of a client has been served a full page of the ``lim
 for (``PageSize``), a short page of another listing is its end too: Coupa's page limit is the
 same for every listing. A server that ignores ``offset`` (the same ids again) is detected and
 reported instead of looping.
+
+When the caller knows the largest id the listing can hold (``last_id``, e.g. from reading the
+newest record first), no page is requested ahead past the offset where the rows still
+possible run out: rows come in ascending id order with distinct integer ids, so after a row
+with id ``top`` at most ``last_id - top`` rows remain. The end is still confirmed as above
+(new records may have arrived); the bound only keeps speculative pages from being sent past
+it, and a row above ``last_id`` voids it.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ def read_all(
     max_rows: int = 50_000_000,
     page_size: PageSize | None = None,
     saturated: Callable[[], bool] | None = None,
+    last_id: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield every row of an offset-paged listing, in order, exactly once.
 
@@ -70,12 +78,16 @@ def read_all(
     next_offset = 0
 
     depth = 1
+    bound = last_id  # the largest id the listing can hold, while it holds
+    remaining: int | None = None  # rows still possible after the ``consumed`` ones
 
     def refill() -> None:
         nonlocal next_offset
         ahead = proven and executor is not None
         window = depth if ahead else 1
         while len(pending) < window:
+            if pending and remaining is not None and next_offset > consumed + remaining:
+                break  # the rows still possible end before this offset: not ahead of time
             if not ahead or executor is None:
                 pending.append((next_offset, fetch(next_offset, limit)))
             else:
@@ -107,6 +119,8 @@ def read_all(
                 page_size.served_in_full = limit  # other listings may trust short pages now
             for row in page:
                 key = row.get("id")
+                if bound is not None and (not isinstance(key, int) or key > bound):
+                    bound = remaining = None  # not the bound it was said to be
                 if key is None:
                     raise PagingError(f"{what}: a row without an id at offset {offset}")
                 if key in seen:
@@ -117,6 +131,8 @@ def read_all(
                 seen.add(key)
                 yield row
             consumed += len(page)
+            if bound is not None and page:
+                remaining = max(0, bound - page[-1]["id"])
             if consumed > max_rows:
                 raise PagingError(f"{what}: more than {max_rows} rows; refusing to go on")
             if not page:
@@ -130,8 +146,12 @@ def read_all(
                 proven = True
                 cancel_all()
                 next_offset = consumed
-            elif proven:
-                return  # short page after full ones: the end
+            elif proven or (
+                page_size is not None and page_size.served_in_full >= limit == stride
+            ):
+                # short page after full ones (of this listing, or of another since this one
+                # began: a listing started before the page size was known): the end
+                return
             else:
                 # the server serves fewer rows than asked: step by what it serves and confirm
                 # the end with an empty page

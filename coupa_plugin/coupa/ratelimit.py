@@ -1,32 +1,58 @@
 """A thread-safe, adaptive request pacer for one Coupa instance.
 
 Coupa allows 25 requests per second with a burst of 20 (a leaky bucket). The pacer spaces
-requests with the generic cell rate algorithm: at most ``rate`` per second on average and at
-most ``burst`` at once. When Coupa answers 429 anyway (another worker or integration shares
-the instance, or the clock drifts) the pacer reacts once per event: the rate drops by 30 %
-and every caller waits out one hold window (``Retry-After``, or a second). The 429s of the
-other requests that were already on their way when the window opened belong to the same event
-and change nothing. After the window the rate climbs back towards the configured one in
-proportion to the time elapsed (``recover_per_s`` of it each second), and bursts resume only
-at the full rate, so a pacer that has just been told to slow down does not spend a burst.
+requests with the generic cell rate algorithm (GCRA) and adapts to 429s. The rules, applied by
+the pure state updates :meth:`RateLimiter.rate_at`, :meth:`RateLimiter._take` and
+:meth:`RateLimiter._throttle` (the shared pacer applies them to its row in SQLite; any other
+backend must apply exactly these):
 
-Fixed-window limiters let a whole window's quota through at a boundary, which overflows a
-20-request bucket; that is why this small pacer is written here rather than taken from a
-library.
+* State: ``tat`` (the theoretical arrival time of the next request), ``hold_until`` (the end
+  of the last 429 event's hold window), ``floor`` (the rate that event set), ``throttled``
+  (429s seen), ``sent_rate`` and ``sent_at`` (a measure of the rate requests are asked for:
+  an exponentially decaying count with time constant ``TAU_S``, as of ``sent_at``).
+* Rate in force at ``now``: ``target`` when ``floor >= target``; ``floor`` until
+  ``hold_until``; after it, with ``t = now - hold_until``, the climb ``c(t) = floor +
+  RECOVER_PER_S * target * max(0, t) * (1 + t / ACCEL_S)`` (slow at first, 2 % of the target
+  per second, quickening the longer no 429 comes), which pauses for ``PAUSE_S`` at ``p =
+  PAUSE_AT * floor / CUT`` (90 % of the rate sent when the 429 came): the rate is ``c(t)``
+  while ``c(t) <= p``, else ``max(p, c(t - PAUSE_S))``; never above ``target``. Several
+  workers that do not know of each other so stay just below the instance's limit for a
+  while after they have found it, and a worker left alone when the others finish is back at
+  the target within about twenty seconds.
+* Taking a slot at ``now``: ``interval = 1 / rate``; the burst is ``burst`` at the full rate
+  and 1 (none) below it; ``start = max(tat, now, hold_until)``; the request may leave at
+  ``max(now, hold_until, start - (burst - 1) * interval)``; ``tat = start + interval``. The
+  measure is decayed to ``now`` (``sent_rate * exp(-(now - sent_at) / TAU_S)``), then grows
+  by ``1 / TAU_S``; ``sent_at = now``.
+* A 429 to a request sent before ``hold_until`` belongs to the event that opened that window:
+  it only counts (``throttled + 1``). Any other 429 opens an event: ``hold_until = max(
+  hold_until, now + Retry-After)`` (one second without the header), ``tat = now +
+  Retry-After``, and ``floor = max(min_rate, CUT * min(rate in force, measured rate))``: 70 %
+  of what this pacer was really sending, not of a nominal rate it may never have reached.
+
+A caller already waiting when a window opens waits for the window too. Fixed-window limiters
+let a whole window's quota through at a boundary, which overflows a 20-request bucket; that is
+why this small pacer is written here rather than taken from a library.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 __all__ = ["PaceState", "RateLimiter", "SharedRateLimiter", "private_file"]
 
-CUT: float = 0.7  # the share of the rate kept after a 429 event
+CUT: Final = 0.7  # the share of the rate really sent kept after a 429 event
+RECOVER_PER_S: Final = 0.02  # share of the target regained per second after the window
+TAU_S: Final = 1.0  # time constant of the measured rate
+ACCEL_S: Final = 8.0  # how soon the climb back quickens (see the rules above)
+PAUSE_AT: Final = 0.9  # the climb pauses at this share of the rate sent when the 429 came
+PAUSE_S: Final = 5.0  # for this long
 
 
 class PaceState(NamedTuple):
@@ -36,6 +62,8 @@ class PaceState(NamedTuple):
     hold_until: float  # no request leaves before this (the last 429 event's window)
     floor: float  # the rate set by the last 429 event; it grows back after the window
     throttled: int  # 429s seen
+    sent_rate: float = 0.0  # the measured rate requests are asked for, as of ``sent_at``
+    sent_at: float = 0.0
 
 
 class RateLimiter:
@@ -47,7 +75,7 @@ class RateLimiter:
         burst: int = 5,
         *,
         min_rate: float = 1.0,
-        recover_per_s: float = 0.1,
+        recover_per_s: float = RECOVER_PER_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -60,7 +88,8 @@ class RateLimiter:
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._state = PaceState(tat=clock(), hold_until=0.0, floor=rate, throttled=0)
+        start = clock()
+        self._state = PaceState(tat=start, hold_until=0.0, floor=rate, throttled=0, sent_at=start)
         self.waited_s = 0.0
 
     # -- the pacing rules, on a state (the shared pacer applies them to the row in SQLite) ---
@@ -70,8 +99,20 @@ class RateLimiter:
         ``recover_per_s`` of the target each second until it is back at the target."""
         if state.floor >= self.target or now <= state.hold_until:
             return min(state.floor, self.target)
-        grown = state.floor + (now - state.hold_until) * self.recover_per_s * self.target
+        t = now - state.hold_until
+        pause_at = PAUSE_AT * state.floor / CUT  # 90 % of the rate sent when the 429 came
+        grown = self._climb(state.floor, t)
+        if grown > pause_at:
+            grown = max(pause_at, self._climb(state.floor, t - PAUSE_S))
         return min(self.target, grown)
+
+    def _climb(self, floor: float, t: float) -> float:
+        return floor + self.recover_per_s * self.target * max(0.0, t) * (1.0 + t / ACCEL_S)
+
+    @staticmethod
+    def measured(state: PaceState, now: float) -> float:
+        """The measured rate requests are asked for, decayed to ``now``."""
+        return state.sent_rate * math.exp(-max(0.0, now - state.sent_at) / TAU_S)
 
     def _take(self, state: PaceState, now: float) -> tuple[PaceState, float]:
         """Reserve the next slot: the new state and the time the request may leave."""
@@ -80,7 +121,8 @@ class RateLimiter:
         burst = self.burst if rate >= self.target else 1
         start = max(state.tat, now, state.hold_until)
         send_at = max(now, state.hold_until, start - (burst - 1) * interval)
-        return state._replace(tat=start + interval), send_at
+        sent_rate = self.measured(state, now) + 1.0 / TAU_S
+        return state._replace(tat=start + interval, sent_rate=sent_rate, sent_at=now), send_at
 
     def _throttle(
         self, state: PaceState, now: float, sent_at: float | None, retry_after: float | None
@@ -89,7 +131,8 @@ class RateLimiter:
         if sent_at is not None and sent_at < state.hold_until:
             return state  # sent before the current window opened: the same event
         hold = now + (retry_after if retry_after is not None else 1.0)
-        floor = max(self.min_rate, self.rate_at(state, now) * CUT)
+        sending = min(self.rate_at(state, now), self.measured(state, now))
+        floor = max(self.min_rate, sending * CUT)
         return state._replace(hold_until=max(hold, state.hold_until), floor=floor, tat=hold)
 
     # -- the in-process pacer -------------------------------------------------------------
@@ -149,13 +192,14 @@ class RateLimiter:
 
 
 _SHARED_SCHEMA = """
-CREATE TABLE IF NOT EXISTS pacing (
+CREATE TABLE IF NOT EXISTS pace (
     instance    TEXT PRIMARY KEY,
     tat         REAL NOT NULL,
     hold_until  REAL NOT NULL,
-    rate        REAL NOT NULL,
-    successes   INTEGER NOT NULL,
-    throttled   INTEGER NOT NULL
+    floor       REAL NOT NULL,
+    throttled   INTEGER NOT NULL,
+    sent_rate   REAL NOT NULL,
+    sent_at     REAL NOT NULL
 )
 """
 
@@ -199,7 +243,7 @@ class SharedRateLimiter(RateLimiter):
         burst: int = 5,
         *,
         min_rate: float = 1.0,
-        recover_per_s: float = 0.1,
+        recover_per_s: float = RECOVER_PER_S,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -227,7 +271,7 @@ class SharedRateLimiter(RateLimiter):
                     self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(_SHARED_SCHEMA)
                 self._db.execute(
-                    "INSERT OR IGNORE INTO pacing VALUES (?, 0, 0, ?, 0, 0)", (instance, rate)
+                    "INSERT OR IGNORE INTO pace VALUES (?, 0, 0, ?, 0, 0, 0)", (instance, rate)
                 )
                 break
             except sqlite3.OperationalError:
@@ -239,12 +283,12 @@ class SharedRateLimiter(RateLimiter):
         self._db.close()
 
     def _read(self) -> PaceState:
-        # the ``rate`` column holds the floor; ``successes`` is no longer used
-        tat, hold, floor, throttled = self._db.execute(
-            "SELECT tat, hold_until, rate, throttled FROM pacing WHERE instance = ?",
+        row = self._db.execute(
+            "SELECT tat, hold_until, floor, throttled, sent_rate, sent_at FROM pace"
+            " WHERE instance = ?",
             (self.instance,),
         ).fetchone()
-        return PaceState(tat, hold, floor, throttled)
+        return PaceState(*row)
 
     def _update(self, change: Callable[[PaceState], PaceState]) -> PaceState:
         with self._lock:
@@ -252,8 +296,8 @@ class SharedRateLimiter(RateLimiter):
             try:
                 new = change(self._read())
                 self._db.execute(
-                    "UPDATE pacing SET tat = ?, hold_until = ?, rate = ?, successes = 0,"
-                    " throttled = ? WHERE instance = ?",
+                    "UPDATE pace SET tat = ?, hold_until = ?, floor = ?, throttled = ?,"
+                    " sent_rate = ?, sent_at = ? WHERE instance = ?",
                     (*new, self.instance),
                 )
             except BaseException:

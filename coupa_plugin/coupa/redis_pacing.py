@@ -19,7 +19,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from coupa_plugin.coupa.ratelimit import CUT, PaceState, RateLimiter
+from coupa_plugin.coupa.ratelimit import (
+    ACCEL_S,
+    CUT,
+    PAUSE_AT,
+    PAUSE_S,
+    RECOVER_PER_S,
+    TAU_S,
+    PaceState,
+    RateLimiter,
+)
 
 __all__ = ["PACE_SCRIPT", "RedisRateLimiter"]
 
@@ -28,22 +37,42 @@ log = logging.getLogger("coupa_plugin.coupa.ratelimit")
 _EXPIRE_MS: Final = 24 * 3600 * 1000
 
 # ARGV: op ('take' | 'throttle' | 'read'), now, target, burst, min_rate, recover_per_s, cut,
-# sent_at ('' when unknown), retry_after ('' when none). Returns the state (and send_at).
+# sent_at ('' when unknown), retry_after ('' when none), expire_ms, accel_s, pause_at, pause_s,
+# tau_s. Returns the state (and send_at).
 PACE_SCRIPT: Final = """
 local now = tonumber(ARGV[2])
 local target, burst = tonumber(ARGV[3]), tonumber(ARGV[4])
 local min_rate, recover, cut = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local s = redis.call('HMGET', KEYS[1], 'tat', 'hold_until', 'floor', 'throttled')
+local accel, pause_at_share = tonumber(ARGV[11]), tonumber(ARGV[12])
+local pause_s, tau = tonumber(ARGV[13]), tonumber(ARGV[14])
+local s = redis.call('HMGET', KEYS[1], 'tat', 'hold_until', 'floor', 'throttled',
+                     'sent_rate', 'sent_at')
 local tat = tonumber(s[1]) or 0
 local hold = tonumber(s[2]) or 0
 local floor = tonumber(s[3]) or target
 local throttled = tonumber(s[4]) or 0
+local sent_rate = tonumber(s[5]) or 0
+local sent_at = tonumber(s[6]) or 0
+
+local function climb(t)
+  return floor + recover * target * math.max(0, t) * (1.0 + t / accel)
+end
 
 local function rate_at(at)
   if floor >= target or at <= hold then
     return math.min(floor, target)
   end
-  return math.min(target, floor + (at - hold) * recover * target)
+  local t = at - hold
+  local pause_at = pause_at_share * floor / cut
+  local grown = climb(t)
+  if grown > pause_at then
+    grown = math.max(pause_at, climb(t - pause_s))
+  end
+  return math.min(target, grown)
+end
+
+local function measured(at)
+  return sent_rate * math.exp(-math.max(0, at - sent_at) / tau)
 end
 
 local function f(x) return string.format('%.17g', x) end
@@ -56,23 +85,25 @@ if op == 'take' then
   if rate >= target then b = burst end
   local start = math.max(tat, now, hold)
   send_at = math.max(now, hold, start - (b - 1) * interval)
+  sent_rate = measured(now) + 1.0 / tau
+  sent_at = now
   tat = start + interval
 elseif op == 'throttle' then
   throttled = throttled + 1
-  local sent_at = tonumber(ARGV[8])
-  if not (sent_at ~= nil and sent_at < hold) then
+  local sent = tonumber(ARGV[8])
+  if not (sent ~= nil and sent < hold) then
     local h = now + (tonumber(ARGV[9]) or 1.0)
-    floor = math.max(min_rate, rate_at(now) * cut)
+    floor = math.max(min_rate, math.min(rate_at(now), measured(now)) * cut)
     hold = math.max(h, hold)
     tat = h
   end
 end
 if op ~= 'read' then
   redis.call('HSET', KEYS[1], 'tat', f(tat), 'hold_until', f(hold), 'floor', f(floor),
-             'throttled', throttled)
+             'throttled', throttled, 'sent_rate', f(sent_rate), 'sent_at', f(sent_at))
   redis.call('PEXPIRE', KEYS[1], ARGV[10])
 end
-return {f(tat), f(hold), f(floor), tostring(throttled), f(send_at)}
+return {f(tat), f(hold), f(floor), tostring(throttled), f(sent_rate), f(sent_at), f(send_at)}
 """
 
 
@@ -88,7 +119,7 @@ class RedisRateLimiter(RateLimiter):
         burst: int = 5,
         *,
         min_rate: float = 1.0,
-        recover_per_s: float = 0.1,
+        recover_per_s: float = RECOVER_PER_S,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         retry_s: float = 5.0,
@@ -140,10 +171,14 @@ class RedisRateLimiter(RateLimiter):
                 "" if sent_at is None else repr(sent_at),
                 "" if retry_after is None else repr(retry_after),
                 _EXPIRE_MS,
+                repr(ACCEL_S),
+                repr(PAUSE_AT),
+                repr(PAUSE_S),
+                repr(TAU_S),
             ],
         )
-        tat, hold, floor, throttled, send_at = (float(v) for v in raw)
-        return PaceState(tat, hold, floor, int(throttled)), send_at
+        tat, hold, floor, throttled, sent_rate, sent, send_at = (float(v) for v in raw)
+        return PaceState(tat, hold, floor, int(throttled), sent_rate, sent), send_at
 
     def _shared(
         self, op: str, sent_at: float | None = None, retry_after: float | None = None
