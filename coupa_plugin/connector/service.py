@@ -345,7 +345,7 @@ class CoupaConnector:
 
     def _read_license_flags(self) -> None:
         try:
-            self._flags = self.client.discover_license_flags()
+            self._flags = self.client.newest_users()
         except CoupaError as exc:
             self._probe_failed("license", exc)
 

@@ -214,7 +214,7 @@ class TenantSync:
         kept, self._flags = self._flags, None
         if kept is not None and self._clock() - kept[0] < HEAD_START_TTL_S:
             return kept[1]
-        return self.client.discover_license_flags()
+        return self.client.newest_users()
 
     def _drop_begun(self) -> None:
         for _, rows in self._begun.values():
@@ -290,6 +290,7 @@ class TenantSync:
             if types & {"user", "license"}:
                 flags |= self._license_flags()
             held: dict[str, dict[int, str | None]] = {kind: {} for _, kind in GRANT_SOURCES}
+            read_users = 0
             if "user" in types:
                 spool = GrantSpool(_request_key(request, types))
                 self._spool = None
@@ -302,10 +303,14 @@ class TenantSync:
                         for ref in getattr(user, attribute):
                             held[kind].setdefault(ref.id, ref.name)
                     spool.add(user.id, user_entitlements(user, types))
+                    read_users = count
                     if count % 5000 == 0:
                         log.info("users read", extra={"tenant": self.tenant_id, "users": count})
                 spool.complete_at = self._clock()
                 self._spool = spool
+            if "license" in types and not read_users:
+                # no user record named the known flags: newer ones show only when named
+                flags |= self.client.discover_license_flags()
             yield from self._catalogs(types, flags, held, catalogs)
         finally:
             catalogs.cancel()  # nothing left to do when complete; stops them when abandoned

@@ -739,31 +739,41 @@ class CoupaClient:
         flags = sorted(set(KNOWN_LICENSE_FLAGS) | self._license_flags | set(license_flags))
         return FieldSpec("users", USER_FIELDS, USER_REQUIRED_FIELDS).plus(flags)
 
-    def discover_license_flags(self) -> frozenset[str]:
-        """License flags this tenant has, from two reads: the newest users' page naming every flag
-        known here (Coupa shows newer fields only when named) and one record unfiltered (flags not
-        known here).
+    def newest_users(self) -> frozenset[str]:
+        """One page of the newest users, unfiltered: the license flags it shows (among them
+        flags not known here; newer ones show only when named, as the sync's user pass names
+        them), the largest id, which bounds the next user listing so that it requests no page
+        past the end (``newest_user_id``), and, when the page is full, the page size, so that
+        listing pipelines from its first page."""
+        page = self.get("/api/users", {"limit": MAX_PAGE, "order_by": "id", "dir": "desc"})
+        if not isinstance(page, list):
+            raise CoupaResponseError("GET /api/users: expected a JSON array of records")
+        ids = [row.get("id") for row in page if isinstance(row, dict)]
+        numeric = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+        self.newest_user_id = max(numeric) if numeric and len(numeric) == len(ids) else None
+        if len(page) == MAX_PAGE:
+            self._page_size.served_in_full = MAX_PAGE
+        return self._flags_in(page)
 
-        The first is the newest users' page: the largest id bounds the next user listing, which
-        then requests no page ahead past the end (``newest_user_id``), and a full page shows the
-        page size, so that listing pipelines from its first page."""
+    def discover_license_flags(self) -> frozenset[str]:
+        """Every license flag this tenant has, without a user pass: the newest users' page
+        unfiltered (:meth:`newest_users`: flags not known here) and one record naming every
+        flag known here (Coupa shows newer fields only when named)."""
         named = FieldSpec("users", ("id",)).plus(
             sorted(set(KNOWN_LICENSE_FLAGS) | self._license_flags)
         )
-        newest = self.get_fields(
-            "/api/users", named, {"limit": MAX_PAGE, "order_by": "id", "dir": "desc"}
-        )
-        pages = [newest, self.get("/api/users", {"limit": 1})]
-        if not all(isinstance(page, list) for page in pages):
+        unfiltered = self.newest_users()
+        page = self.get_fields("/api/users", named, {"limit": 1})
+        if not isinstance(page, list):
             raise CoupaResponseError("GET /api/users: expected a JSON array of records")
-        ids = [row.get("id") for row in newest if isinstance(row, dict)]
-        numeric = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
-        self.newest_user_id = max(numeric) if numeric and len(numeric) == len(ids) else None
-        if len(newest) == MAX_PAGE:
-            self._page_size.served_in_full = MAX_PAGE
+        found = unfiltered | self._flags_in(page)
+        with self._lock:
+            self._flags_discovered = True
+        return found
+
+    def _flags_in(self, page: list[Any]) -> frozenset[str]:
         found = frozenset(
             k
-            for page in pages
             for row in page
             if isinstance(row, dict)
             for k, v in row.items()
@@ -771,7 +781,6 @@ class CoupaClient:
         )
         with self._lock:
             self._license_flags |= found
-            self._flags_discovered = True
         return found
 
     def users_raw(
