@@ -31,7 +31,7 @@ SANDBOX_CLIENT_SECRET: Final = "sandbox-secret"
 
 # License flags of the R39 user record plus two seen only in newer payloads. "navi-agent-user"
 # stands for a flag no client has heard of yet. The sandbox is a Coupa and imports nothing of
-# the client, so this list is Coupa's side of the wire; tests/test_facts.py holds it against
+# the client, so this list is Coupa's side of the wire; tests/contract/test_facts.py holds it against
 # the client's coupa.models.KNOWN_LICENSE_FLAGS.
 LICENSE_FLAGS: Final = (
     "purchasing-user",

@@ -721,7 +721,7 @@ def test_a_change_made_by_someone_else_during_a_revoke_is_kept() -> None:
             plugin, t, action="grant", entitlement_id=f"role:{role}:member", principal_id=str(uid)
         )
     original = sandbox.handle
-    interfered = []
+    interfered: list[bool] = []
 
     def someone_else(request):  # type: ignore[no-untyped-def]
         response = original(request)

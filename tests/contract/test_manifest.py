@@ -16,7 +16,7 @@ from coupa_plugin.host.spec import HostSpec
 from coupa_plugin.manifest import load_manifest
 from coupa_plugin.plugin import plugin
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = load_manifest()
 
 

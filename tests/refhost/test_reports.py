@@ -43,7 +43,7 @@ def _sync(tenants: Path, snapshot: Path) -> None:
 @pytest.fixture
 def two_runs(
     tmp_path: Path, coupa_sandbox: CoupaSandbox, coupa_sandbox_server: SandboxServer
-) -> tuple[Path, CoupaSandbox]:
+) -> tuple[Path, CoupaSandbox, int]:
     tenants, snapshot = _tenants(tmp_path, coupa_sandbox_server.url), tmp_path / "s.sqlite"
     _sync(tenants, snapshot)
     state = coupa_sandbox.state

@@ -173,7 +173,11 @@ def client_answering(
 
 def test_graphql_errors_of_any_shape_are_typed() -> None:
     for errors in (5, "boom", [{"message": ["nested"]}], {"message": "x"}):
-        client = client_answering(lambda r, e=errors: httpx.Response(200, json={"errors": e}))
+
+        def answer(_: httpx.Request, errors: object = errors) -> httpx.Response:
+            return httpx.Response(200, json={"errors": errors})
+
+        client = client_answering(answer)
         with pytest.raises(GraphQLError):
             client.graphql("{ roles { id } }")
         client.close()

@@ -48,7 +48,10 @@ SECRET = SANDBOX_CLIENT_SECRET
 
 
 def make_client(
-    sandbox: CoupaSandbox, transport: httpx.BaseTransport | None = None, **config: Any
+    sandbox: CoupaSandbox,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] | None = None,
+    **config: Any,
 ) -> CoupaClient:
     settings = {
         "base_url": "http://sandbox",
@@ -57,7 +60,10 @@ def make_client(
         "requests_per_second": 10_000.0,
         **config,
     }
-    return CoupaClient(ClientConfig(**settings), transport or SandboxTransport(sandbox))
+    transport = transport or SandboxTransport(sandbox)
+    if sleep is None:
+        return CoupaClient(ClientConfig(**settings), transport)
+    return CoupaClient(ClientConfig(**settings), transport, sleep=sleep)
 
 
 def quiet_sandbox(users: int = 40, **quirks: Any) -> CoupaSandbox:
@@ -136,7 +142,9 @@ def test_client_reads_every_user_whatever_the_page_cap(cap: int) -> None:
 # -- models ---------------------------------------------------------------------------------
 
 
-refs = st.lists(st.builds(dict, id=st.integers(1, 10**6), name=st.text(max_size=8)), max_size=4)
+refs: st.SearchStrategy[list[dict[str, Any]]] = st.lists(
+    st.builds(dict, id=st.integers(1, 10**6), name=st.text(max_size=8)), max_size=4
+)
 
 
 @given(
@@ -236,8 +244,9 @@ def test_a_401_on_a_brand_new_token_waits_instead_of_reminting() -> None:
         return httpx.Response(200, json={"id": 1})
 
     waits: list[float] = []
-    client = make_client(quiet_sandbox(), httpx.MockTransport(handler), mode="read-only")
-    client._http.auth.__dict__["_sleep"] = waits.append  # type: ignore[union-attr]
+    client = make_client(
+        quiet_sandbox(), httpx.MockTransport(handler), sleep=waits.append, mode="read-only"
+    )
     assert client.get("/api/users/1") == {"id": 1}
     assert calls.count("/oauth2/token") == 1 and len(waits) == 1 and 0 < waits[0] <= 5
 
@@ -629,8 +638,9 @@ def test_shared_limiter_reacts_once_to_an_event_seen_by_two_processes(tmp_path: 
     t.now = 1_000.0
     path = str(tmp_path / "pace.sqlite")
     one, two = (
-        SharedRateLimiter(path, "https://acme.coupahost.com", 20.0, burst=1, clock=t.clock,
-                          sleep=t.sleep)
+        SharedRateLimiter(
+            path, "https://acme.coupahost.com", 20.0, burst=1, clock=t.clock, sleep=t.sleep
+        )
         for _ in range(2)
     )
     for _ in range(60):  # three seconds at the full rate, between them

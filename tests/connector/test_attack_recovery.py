@@ -20,8 +20,7 @@ from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
 from coupa_plugin.sandbox.config import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
-from tests.kit import CrashingTransport, clearing, plugin_for, tenant
-from tests.test_recovery import (
+from tests.connector.test_recovery import (
     KEPT,
     ROLES,
     USER,
@@ -33,6 +32,7 @@ from tests.test_recovery import (
     unrelated,
     world,
 )
+from tests.kit import CrashingTransport, clearing, plugin_for, tenant
 
 
 def _holdings_stated(sandbox: CoupaSandbox, message: str) -> bool:

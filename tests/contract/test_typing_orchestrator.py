@@ -10,7 +10,7 @@ from types import ModuleType
 from coupa_plugin.host.model import Tenant
 from coupa_plugin.sandbox import CoupaSandbox
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 
 
 def orchestrator() -> ModuleType:

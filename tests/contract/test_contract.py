@@ -37,7 +37,8 @@ def test_hostspec_has_exactly_the_four_hooks_and_provision_is_firstresult() -> N
     assert names == set(spec.HOOK_NAMES)
     pm = pluggy.PluginManager("iga")
     pm.add_hookspecs(spec.HostSpec)
-    assert pm.hook.provision.spec.opts["firstresult"] is True
+    provision = pm.hook.provision.spec
+    assert provision is not None and provision.opts["firstresult"] is True
     for name in ("configure", "discover_resources", "sync_grants"):
         assert not getattr(pm.hook, name).spec.opts["firstresult"]
 

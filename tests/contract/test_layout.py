@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "coupa_plugin"
+PACKAGE = Path(__file__).resolve().parents[2] / "coupa_plugin"
 HOST = "coupa_plugin.host"
 CONTRACT = ("coupa_plugin.host.spec", "coupa_plugin.host.model", "coupa_plugin.host.errors")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,9 +43,9 @@ def _tenants_file(tmp_path: Path, url: str, secret: str = "${SANDBOX_SECRET}") -
 
 
 @pytest.fixture
-def server() -> SandboxServer:
+def server() -> Iterator[SandboxServer]:
     with SandboxServer(CoupaSandbox(generate_tenant(users=60, seed=2))) as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 def test_sync_from_a_tenants_file_with_env_secret(tmp_path: Path, server: SandboxServer) -> None:
