@@ -62,16 +62,20 @@ class CoupaPlugin:
         transport_factory: TransportFactory | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
         (for example into an in-process sandbox); by default requests go over the network.
-        ``wall_clock`` (seconds since the epoch) dates journal entries; ``sleep`` is how the
-        tenants' clients wait (pacing, Retry-After, token warm-up)."""
+        ``wall_clock`` (seconds since the epoch) dates journal entries; ``clock`` (monotonic
+        seconds) and ``sleep`` are how the tenants' clients measure and wait (pacing,
+        Retry-After, token lifetimes and warm-up, the retry budget): a test passes a virtual
+        pair so nothing waits for real."""
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
         self._wall_clock = wall_clock
+        self._clock = clock
         self._sleep = sleep
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
@@ -89,7 +93,12 @@ class CoupaPlugin:
             transport = self._transport_factory(settings) if self._transport_factory else None
             try:
                 connector = CoupaConnector(
-                    tenant.id, settings, transport, wall_clock=self._wall_clock, sleep=self._sleep
+                    tenant.id,
+                    settings,
+                    transport,
+                    wall_clock=self._wall_clock,
+                    clock=self._clock,
+                    sleep=self._sleep,
                 )
             except (OSError, sqlite3.Error, ValueError) as exc:
                 raise ConfigurationError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +38,34 @@ def tenant(tenant_id: str = "acme", **settings: Any) -> Tenant:
     return Tenant(id=tenant_id, plugins={"coupa": section})
 
 
-def plugin_for(sandbox: CoupaSandbox) -> CoupaPlugin:
-    return CoupaPlugin(transport_factory=lambda _settings: SandboxTransport(sandbox))
+class VirtualTime:
+    """A monotonic clock that a ``sleep`` moves forward instead of waiting: the plugin under
+    test paces, waits out ``Retry-After`` and token warm-ups in no real time, and still sees
+    time pass as it would. Shared by the client's threads; real time keeps running beneath."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._offset = 0.0
+        self.slept = 0.0
+
+    def clock(self) -> float:
+        return time.monotonic() + self._offset
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            step = max(seconds, 0.0)
+            self._offset += step
+            self.slept += step
+
+
+def plugin_for(sandbox: CoupaSandbox, virtual: VirtualTime | None = None) -> CoupaPlugin:
+    """A plugin whose tenants talk to ``sandbox`` in process, on virtual time."""
+    virtual = virtual or VirtualTime()
+    return CoupaPlugin(
+        transport_factory=lambda _settings: SandboxTransport(sandbox),
+        clock=virtual.clock,
+        sleep=virtual.sleep,
+    )
 
 
 def sync(

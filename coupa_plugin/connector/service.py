@@ -81,6 +81,7 @@ class CoupaConnector:
         settings: CoupaSettings,
         transport: httpx.BaseTransport | None = None,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.tenant_id = tenant_id
@@ -99,7 +100,7 @@ class CoupaConnector:
         )
         redis_client, store, limiter = self._shared_state(tenant_id, settings, config)
         self._redis = redis_client
-        self.client = CoupaClient(config, transport, limiter=limiter, sleep=sleep)
+        self.client = CoupaClient(config, transport, clock=clock, limiter=limiter, sleep=sleep)
         self._lock = threading.Lock()
         self._streams_lock = threading.Lock()
         self._streams = 0

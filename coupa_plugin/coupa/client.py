@@ -235,7 +235,9 @@ class CoupaClient:
                 sleep=sleep,
             )
             if config.shared_rate_limit_file
-            else RateLimiter(config.requests_per_second, burst=config.burst, sleep=sleep)
+            else RateLimiter(
+                config.requests_per_second, burst=config.burst, clock=clock, sleep=sleep
+            )
         )
         self._clock = clock
         inner = transport or DeadlineTransport()

@@ -20,7 +20,7 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from tests.kit import plugin_for, sync, tenant, truth_grants, truth_resources
+from tests.kit import VirtualTime, plugin_for, sync, tenant, truth_grants, truth_resources
 
 QUIET = Operations(rate_limit=False)
 
@@ -201,8 +201,11 @@ def test_sync_under_faults_equals_the_fault_free_result(operations: Operations) 
 def test_sync_under_a_429_storm() -> None:
     state = generate_tenant(users=150, seed=12)
     expected = sync(plugin_for(CoupaSandbox(state, operations=QUIET)), tenant())
-    storm = CoupaSandbox(state, operations=Operations(rate_per_s=200.0, burst=3))
-    got = sync(plugin_for(storm), tenant(requests_per_second=1000))
+    virtual = VirtualTime()  # the sandbox's bucket drains on the plugin's time
+    storm = CoupaSandbox(
+        state, operations=Operations(rate_per_s=200.0, burst=3), clock=virtual.clock
+    )
+    got = sync(plugin_for(storm, virtual), tenant(requests_per_second=1000))
     assert storm.throttled > 0
     assert got[1] == expected[1]
 

@@ -43,6 +43,7 @@ from coupa_plugin.sandbox import (
     generate_tenant,
 )
 from coupa_plugin.sandbox.server import SandboxTransport
+from tests.kit import VirtualTime
 
 SECRET = SANDBOX_CLIENT_SECRET
 
@@ -61,9 +62,10 @@ def make_client(
         **config,
     }
     transport = transport or SandboxTransport(sandbox)
-    if sleep is None:
-        return CoupaClient(ClientConfig(**settings), transport)
-    return CoupaClient(ClientConfig(**settings), transport, sleep=sleep)
+    virtual = VirtualTime()
+    return CoupaClient(
+        ClientConfig(**settings), transport, clock=virtual.clock, sleep=sleep or virtual.sleep
+    )
 
 
 def quiet_sandbox(users: int = 40, **quirks: Any) -> CoupaSandbox:

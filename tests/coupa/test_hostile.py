@@ -44,6 +44,7 @@ from tests.hostile import (
     json_reply,
     token_reply,
 )
+from tests.kit import VirtualTime
 
 MB = 1024 * 1024
 USERS = [{"id": 1, "login": "ann", "active": True}]
@@ -73,7 +74,8 @@ def make() -> Iterator[Callable[..., CoupaClient]]:
             "requests_per_second": 10_000.0,
             **config,
         }
-        client = CoupaClient(ClientConfig(**settings), sleep=lambda _: None)
+        virtual = VirtualTime()
+        client = CoupaClient(ClientConfig(**settings), clock=virtual.clock, sleep=virtual.sleep)
         clients.append(client)
         return client
 
@@ -370,12 +372,12 @@ def test_discover_resources_ends_when_the_server_drips() -> None:
 
     plugin = CoupaPlugin()
     with serve(api) as server:
-        tenant = hostile_tenant(server, timeout_s=0.5, resource_types=["user"])
+        tenant = hostile_tenant(server, timeout_s=0.2, resource_types=["user"])
         try:
             started = time.monotonic()
             with pytest.raises(SyncError, match="time budget"):
                 list(plugin.discover_resources(tenant=tenant, request=SyncRequest()) or [])
-            # 8 attempts of 0.5 s; the drip itself would never end
+            # 8 attempts of 0.2 s; the drip itself would never end
             assert time.monotonic() - started < 30.0
         finally:
             plugin.close()

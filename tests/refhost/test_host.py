@@ -43,7 +43,8 @@ class _BadHookName:
 
 
 def test_a_plugin_with_an_unknown_hook_is_rejected() -> None:
-    eps = [EntryPoint(name="typo", value="tests.refhost.test_host:_BadHookName", group="iga.plugins")]
+    value = "tests.refhost.test_host:_BadHookName"
+    eps = [EntryPoint(name="typo", value=value, group="iga.plugins")]
     host = Host()
     host.load_entry_points(loader=lambda group: [_Instance(ep) for ep in eps])
     assert host.plugin_names() == []
