@@ -109,7 +109,7 @@ def _worker(conn: Connection, section: dict[str, Any]) -> None:
             )
         except PluginError as exc:
             conn.send(("error", {"type": type(exc).__name__, "message": str(exc)}))
-        except Exception as exc:  # counted: only PluginErrors may escape a hook
+        except Exception as exc:  # noqa: BLE001 - counted: only PluginErrors may escape a hook
             conn.send(("raw", {"type": type(exc).__name__, "message": str(exc)}))
 
 
@@ -322,7 +322,7 @@ class Chaos:
         self.open[uid].clear()
         self.counts["admin changes"] += 1
 
-    def step(self) -> None:
+    def step(self) -> None:  # noqa: C901 - one branch per kind of random operation
         if self.rng.random() < 0.08:
             self.admin_change()
         op, uid, field, item = self.random_op()
@@ -364,7 +364,7 @@ class Chaos:
             return
         if kind == "error":
             self.counts[f"errors: {payload['type']}"] += 1
-            self._check_error(uid, op, payload["message"], wrote, before)
+            self._check_error(uid, op, payload["message"], wrote=wrote, before=before)
             self.open[uid].add((field, item))
             self.check(uid, f"after a failed {op}")
             return
@@ -387,7 +387,7 @@ class Chaos:
         self.check(uid, f"after {op}")
 
     def _check_error(
-        self, uid: int, op: dict[str, Any], message: str, wrote: bool, before: dict[str, Any]
+        self, uid: int, op: dict[str, Any], message: str, *, wrote: bool, before: dict[str, Any]
     ) -> None:
         if "nothing was written" in message or "refused" in message:
             if wrote or self.truth(uid) != before:

@@ -197,7 +197,7 @@ def load() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def bench_single(users: int, latency: float, runs: int, rival: bool) -> dict[str, Any]:
+def bench_single(users: int, latency: float, runs: int, *, rival: bool) -> dict[str, Any]:
     plugin_runs, rival_runs = [], []
     load_before = load()
     with sandbox_process(users, latency, rate_limit=True) as url:
@@ -237,7 +237,7 @@ def bench_workers(
     users: int,
     latency: float,
     runs: int,
-    shared: bool,
+    *, shared: bool,
     redis: bool = False,
     rate: float | None = None,
 ) -> dict[str, Any]:
@@ -322,11 +322,11 @@ def main() -> None:
                         help="skip coupa-async-client in `single`")
     args = parser.parse_args()
     if args.what == "single":
-        report = bench_single(args.users, args.latency, args.runs, not args.no_rival)
+        report = bench_single(args.users, args.latency, args.runs, rival=not args.no_rival)
     else:
         report = bench_workers(
-            args.workers, args.users, args.latency, args.runs, args.shared, args.redis,
-            args.rate,
+            args.workers, args.users, args.latency, args.runs,
+            shared=args.shared, redis=args.redis, rate=args.rate,
         )
     print(json.dumps(report, indent=1), flush=True)
 

@@ -29,7 +29,7 @@ from coupa_plugin.plugin import CoupaPlugin
 
 
 @contextmanager
-def sandbox_process(users: int, latency: float, rate_limit: bool) -> Iterator[str]:
+def sandbox_process(users: int, latency: float, *, rate_limit: bool) -> Iterator[str]:
     args = [
         sys.executable,
         "-m",

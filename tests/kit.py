@@ -41,15 +41,18 @@ def tenant(tenant_id: str = "acme", **settings: Any) -> Tenant:
 class VirtualTime:
     """A monotonic clock that a ``sleep`` moves forward instead of waiting: the plugin under
     test paces, waits out ``Retry-After`` and token warm-ups in no real time, and still sees
-    time pass as it would. Shared by the client's threads; real time keeps running beneath."""
+    time pass as it would. Shared by the client's threads; real time keeps running beneath,
+    unless ``real=False``: then only sleeps move the clock, so what a test measures with it
+    (a sandbox's bucket, say) does not depend on how fast the machine runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, real: bool = True) -> None:
         self._lock = threading.Lock()
+        self._real = real
         self._offset = 0.0
         self.slept = 0.0
 
     def clock(self) -> float:
-        return time.monotonic() + self._offset
+        return (time.monotonic() if self._real else 0.0) + self._offset
 
     def sleep(self, seconds: float) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ def describe(exc: BaseException, limit: int = 300) -> str:
     """A short, scrubbed description of ``exc`` fit for an error message."""
     try:
         text = str(exc)
-    except Exception:  # a hostile value may not even render
+    except Exception:  # noqa: BLE001 - a hostile value may not even render
         text = ""
     text = scrub(" ".join(text[: limit * 4].split()))[:limit]
     if isinstance(exc, CoupaError):

@@ -52,7 +52,7 @@ def check_sync_request(request: object, hook: str) -> None:
             raise refuse(f"principal_ids: more than {MAX_PRINCIPAL_IDS:,} users")
 
 
-def check_provision_request(request: object) -> None:
+def check_provision_request(request: object) -> None:  # noqa: C901 - one check per field of the contract, in its order
     """Refuse a malformed :class:`ProvisionRequest` before any request is sent: wrong types
     and oversized values are a :class:`ProvisioningError`, a principal or entitlement id
     this plugin never hands out a :class:`NotFoundError`."""

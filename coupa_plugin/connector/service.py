@@ -171,14 +171,14 @@ class CoupaConnector:
 
     # -- configure -------------------------------------------------------------------------
 
-    def configure(self, refresh: bool = False) -> ConnectorStatus:
+    def configure(self, *, refresh: bool = False) -> ConnectorStatus:
         """Authenticate, detect scopes and decide the mode. Kept for the other hooks;
         ``refresh`` (what the ``configure`` hook asks for) checks again."""
         with self._lock:
             if self._status is None or refresh:
                 # configure's budget: every request it makes, retries included, ends by then
                 with deadline(self.client.config.retry_timeout_s):
-                    self._status = self._configure(refresh)
+                    self._status = self._configure(refresh=refresh)
                     if refresh and self._status.mode == "provisioning":
                         self._status = self._recover_pending(self._status)
                 if self._sync is None:
@@ -191,7 +191,7 @@ class CoupaConnector:
                 self._begun, self._flags = {}, None
             return self._status
 
-    def _configure(self, refresh: bool) -> ConnectorStatus:
+    def _configure(self, *, refresh: bool) -> ConnectorStatus:
         try:
             grant = self.client.connect(refresh=refresh)
         except ScopeError as exc:

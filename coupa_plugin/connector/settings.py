@@ -56,10 +56,10 @@ class SettingSpec:
 
     name: str
     type: str
-    default: Any
-    required: bool
-    secret: bool
-    description: str
+    default: Any = attrs.field(kw_only=True)
+    required: bool = attrs.field(kw_only=True)
+    secret: bool = attrs.field(kw_only=True)
+    description: str = attrs.field(kw_only=True)
 
 
 # the client's own defaults are the settings' defaults: how to reach and pace Coupa is the
@@ -70,113 +70,157 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
     SettingSpec(
         "domain",
         "string",
-        None,
-        False,
-        False,
-        "Coupa instance host, e.g. acme.coupahost.com (required unless base_url is set)",
+        default=None,
+        required=False,
+        secret=False,
+        description=(
+            "Coupa instance host, e.g. acme.coupahost.com (required unless base_url is set)"
+        ),
     ),
-    SettingSpec("client_id", "string", None, True, False, "OAuth2 client identifier"),
-    SettingSpec("client_secret", "string", None, True, True, "OAuth2 client secret"),
     SettingSpec(
-        "mode", "string", _CLIENT["mode"], False, False, "auto, read-only or provisioning"
+        "client_id",
+        "string",
+        default=None,
+        required=True,
+        secret=False,
+        description="OAuth2 client identifier",
+    ),
+    SettingSpec(
+        "client_secret",
+        "string",
+        default=None,
+        required=True,
+        secret=True,
+        description="OAuth2 client secret",
+    ),
+    SettingSpec(
+        "mode",
+        "string",
+        default=_CLIENT["mode"],
+        required=False,
+        secret=False,
+        description="auto, read-only or provisioning",
     ),
     SettingSpec(
         "base_url",
         "string",
-        None,
-        False,
-        False,
-        "URL of a sandbox or emulator; only together with allow_insecure_base_url",
+        default=None,
+        required=False,
+        secret=False,
+        description="URL of a sandbox or emulator; only together with allow_insecure_base_url",
     ),
     SettingSpec(
         "allow_insecure_base_url",
         "boolean",
-        False,
-        False,
-        False,
-        "must be true for base_url to be used",
+        default=False,
+        required=False,
+        secret=False,
+        description="must be true for base_url to be used",
     ),
     SettingSpec(
         "requests_per_second",
         "number",
-        _CLIENT["requests_per_second"],
-        False,
-        False,
-        "client-side request rate limit for this tenant",
+        default=_CLIENT["requests_per_second"],
+        required=False,
+        secret=False,
+        description="client-side request rate limit for this tenant",
     ),
     SettingSpec(
         "max_in_flight",
         "integer",
-        _CLIENT["max_in_flight"],
-        False,
-        False,
-        "how many requests may be outstanding at once",
+        default=_CLIENT["max_in_flight"],
+        required=False,
+        secret=False,
+        description="how many requests may be outstanding at once",
     ),
     SettingSpec(
         "timeout_s",
         "number",
-        _CLIENT["timeout_s"],
-        False,
-        False,
-        "wall-clock limit of one attempt of a request (connect, send, the whole answer)",
+        default=_CLIENT["timeout_s"],
+        required=False,
+        secret=False,
+        description=(
+            "wall-clock limit of one attempt of a request (connect, send, the whole answer)"
+        ),
     ),
     SettingSpec(
         "max_response_mb",
         "number",
-        DEFAULT_MAX_BODY_BYTES / (1024 * 1024),
-        False,
-        False,
-        "largest response body accepted, in MB, as sent and once decompressed",
+        default=DEFAULT_MAX_BODY_BYTES / (1024 * 1024),
+        required=False,
+        secret=False,
+        description="largest response body accepted, in MB, as sent and once decompressed",
     ),
     SettingSpec(
-        "resource_types", "array", list(RESOURCE_TYPES), False, False, "resource types to sync"
+        "resource_types",
+        "array",
+        default=list(RESOURCE_TYPES),
+        required=False,
+        secret=False,
+        description="resource types to sync",
     ),
     SettingSpec(
-        "protected_logins", "array", [], False, False, "logins that provisioning must never change"
+        "protected_logins",
+        "array",
+        default=[],
+        required=False,
+        secret=False,
+        description="logins that provisioning must never change",
     ),
     SettingSpec(
         "shared_rate_limit_file",
         "string",
-        None,
-        False,
-        False,
-        "SQLite file through which several processes share one instance's rate limit",
+        default=None,
+        required=False,
+        secret=False,
+        description="SQLite file through which several processes share one instance's rate limit",
     ),
     SettingSpec(
         "shared_state",
         "string",
-        None,
-        False,
-        True,  # the URL may carry the password
-        "redis:// or rediss:// URL of the Redis that every worker of this tenant shares (journal, "
-        "per-user locks, learnt facts, pacing); password from the URL or "
-        "COUPA_SHARED_STATE_PASSWORD",
+        default=None,
+        required=False,
+        secret=True,
+        description=(
+            "redis:// or rediss:// URL of the Redis that every worker of this tenant shares "
+            "(journal, per-user locks, learnt facts, pacing); password from the URL or "
+            "COUPA_SHARED_STATE_PASSWORD"
+        ),
     ),
     SettingSpec(
         "state_dir",
         "string",
-        None,
-        False,
-        False,
-        "directory for the provisioning journal (default: a per-user state directory)",
+        default=None,
+        required=False,
+        secret=False,
+        description="directory for the provisioning journal (default: a per-user state directory)",
     ),
     SettingSpec(
         "integration_login",
         "string",
-        None,
-        False,
-        False,
-        "login of the API user this integration writes as; provisioning never changes it",
+        default=None,
+        required=False,
+        secret=False,
+        description=(
+            "login of the API user this integration writes as; provisioning never changes it"
+        ),
     ),
     SettingSpec(
         "journal_max_age_s",
         "number",
-        86_400.0,
-        False,
-        False,
-        "journal entries older than this are reported, never applied",
+        default=86_400.0,
+        required=False,
+        secret=False,
+        description="journal entries older than this are reported, never applied",
     ),
-    SettingSpec("enabled", "boolean", True, False, False, "per-tenant toggle, read by the host"),
+    SettingSpec(
+        "enabled",
+        "boolean",
+        default=True,
+        required=False,
+        secret=False,
+        description="per-tenant toggle, read by the host",
+    ),
 )
 _KNOWN_KEYS: Final = frozenset(spec.name for spec in SETTINGS_SCHEMA)
 _DEFAULT: Final[dict[str, Any]] = {spec.name: spec.default for spec in SETTINGS_SCHEMA}
@@ -400,7 +444,7 @@ _FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
 }
 
 
-def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:
+def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:  # noqa: C901 - one check per settings key
     """Validate a tenant's ``coupa`` section into :class:`CoupaSettings`."""
     if not isinstance(section, Mapping):
         raise ConfigurationError(

@@ -300,7 +300,7 @@ class RedisStore:
         while not stop.wait(self._ttl_ms / 3000):
             try:
                 self._renew(keys=[key], args=[token, self._ttl_ms])
-            except Exception as exc:  # the expiry frees the lock anyway
+            except Exception as exc:  # noqa: BLE001 - the expiry frees the lock anyway
                 log.warning(
                     "could not renew a user's lock",
                     extra={"error": type(exc).__name__, "where": self._url.display},

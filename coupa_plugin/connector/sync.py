@@ -316,7 +316,7 @@ class TenantSync:
             catalogs.cancel()  # nothing left to do when complete; stops them when abandoned
         self.client.log_stats()
 
-    def _catalogs(
+    def _catalogs(  # noqa: C901 - the catalogs' listing, held and unlisted, in one pass
         self,
         types: frozenset[str],
         flags: set[str],

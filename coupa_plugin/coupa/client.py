@@ -317,7 +317,7 @@ class CoupaClient:
     def grant(self) -> ScopeGrant:
         return self._grant if self._grant is not None else self.connect()
 
-    def connect(self, refresh: bool = False) -> ScopeGrant:
+    def connect(self, *, refresh: bool = False) -> ScopeGrant:
         """Authenticate and detect the granted scopes; decides read-only or provisioning.
 
         The result is kept; ``refresh`` negotiates again (the admin may have changed the
@@ -469,7 +469,9 @@ class CoupaClient:
                     if left <= 0:
                         raise _Retryable("the time budget is spent", timed_out=True)
                     with deadline(min(self.config.timeout_s, left)):
-                        return self._attempt(method, path, url, content, headers, safe, made)
+                        return self._attempt(
+                            method, path, url, content, headers, safe=safe, attempt=made
+                        )
         except _Retryable as exc:
             spent = self._clock() - started
             tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
@@ -511,13 +513,14 @@ class CoupaClient:
 
         return on
 
-    def _attempt(
+    def _attempt(  # noqa: C901 - one branch per retry decision of an answer
         self,
         method: str,
         path: str,
         url: httpx.URL,
         content: bytes | None,
         headers: dict[str, str] | None,
+        *,
         safe: bool,
         attempt: int,
     ) -> Any:

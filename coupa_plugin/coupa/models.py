@@ -200,7 +200,7 @@ def _text(value: Any, what: str, limit: int = MAX_TEXT_CHARS) -> str | None:
     return None if value is None else strict_text(value, what, limit)
 
 
-def _flag(value: Any, default: bool, what: str) -> bool:
+def _flag(value: Any, *, default: bool, what: str) -> bool:
     if value is None:
         return default
     if value.__class__ is not bool:
@@ -261,7 +261,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(int, lambda v, _: strict_id(v))
     conv.register_structure_hook(str, lambda v, _: strict_text(v, "text"))
-    conv.register_structure_hook(bool, lambda v, _: _flag(v, False, "flag"))
+    conv.register_structure_hook(bool, lambda v, _: _flag(v, default=False, what="flag"))
     conv.register_structure_hook(Ref, lambda v, _: _ref(v, "reference"))
     conv.register_structure_hook_func(
         lambda t: t == tuple[Ref, ...], lambda v, _: _refs(v, "references")
@@ -271,7 +271,7 @@ def _make_converter() -> cattrs.Converter:
     )
     conv.register_structure_hook_func(
         lambda t: t == (bool | None),
-        lambda v, _: None if v is None else _flag(v, False, "flag"),
+        lambda v, _: None if v is None else _flag(v, default=False, what="flag"),
     )
     conv.register_structure_hook_func(
         lambda t: t == Mapping[str, bool], lambda value, _: _licenses(value)
@@ -314,7 +314,7 @@ def structure(payload: Any, cls: type[T]) -> T:
         return converter.structure(payload, cls)
     except RecordError:
         raise
-    except Exception as exc:  # cattrs groups field errors; name them, keep no payload values
+    except Exception as exc:  # noqa: BLE001 - cattrs groups field errors; name them, keep no payload values
         problems = (
             cattrs.transform_error(exc, format_exception=_problem)
             if isinstance(exc, cattrs.BaseValidationError)
@@ -335,13 +335,13 @@ def _user_hook(payload: Any, _: type = User) -> User:
         lastname=_text(get("lastname"), "lastname"),
         fullname=_text(get("fullname"), "fullname"),
         employee_number=_text(get("employee-number"), "employee-number"),
-        active=_flag(get("active"), True, "active"),
+        active=_flag(get("active"), default=True, what="active"),
         authentication_method=_text(get("authentication-method"), "authentication-method"),
         sso_identifier=_text(get("sso-identifier"), "sso-identifier"),
-        api_user=_flag(get("api-user"), False, "api-user"),
-        support_user=_flag(get("support-user"), False, "support-user"),
-        supplier_user=_flag(get("supplier-user"), False, "supplier-user"),
-        msp_user=_flag(get("msp-user"), False, "msp-user"),
+        api_user=_flag(get("api-user"), default=False, what="api-user"),
+        support_user=_flag(get("support-user"), default=False, what="support-user"),
+        supplier_user=_flag(get("supplier-user"), default=False, what="supplier-user"),
+        msp_user=_flag(get("msp-user"), default=False, what="msp-user"),
         manager=None if get("manager") is None else _ref(get("manager"), "manager"),
         updated_by=None if get("updated-by") is None else _ref(get("updated-by"), "updated-by"),
         created_at=_when(get("created-at"), "created-at"),

@@ -41,7 +41,7 @@ class PageSize:
     served_in_full: int = 0  # the largest ``limit`` the server has served a full page of
 
 
-def read_all(
+def read_all(  # noqa: C901 - the paging state machine, its invariants in one place
     fetch: Callable[[int, int], Page],
     executor: Executor | None,
     *,

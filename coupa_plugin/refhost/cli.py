@@ -316,7 +316,7 @@ def run_sync(
     rows: list[dict[str, Any]] = []
     with (
         SnapshotStore(snapshot) as store,
-        SyncProgress(sys.stderr.isatty() if live is None else live) as progress,
+        SyncProgress(live=sys.stderr.isatty() if live is None else live) as progress,
     ):
         for tenant, name in pairs:
             try:
@@ -426,6 +426,7 @@ def sync(
     resource_types: tuple[str, ...],
     since: datetime | None,
     principal_ids: tuple[str, ...],
+    *,
     sandbox: bool,
     sandbox_users: int,
     sandbox_seed: int,
@@ -564,6 +565,7 @@ def provision(
     entitlement_id: str | None,
     principal: str | None,
     attributes: tuple[str, ...],
+    *,
     dry_run: bool,
     fmt: str,
 ) -> None:
@@ -672,6 +674,7 @@ def diff(
     plugin_name: str,
     old_run: int | None,
     new_run: int | None,
+    *,
     allow_partial: bool,
     fmt: str,
 ) -> None:
@@ -702,6 +705,7 @@ def export(
     tenant_id: str,
     plugin_name: str,
     run_id: int | None,
+    *,
     allow_partial: bool,
     fmt: str,
     output: Path | None,
@@ -725,7 +729,7 @@ def export(
 
 
 def _query_run(
-    store: SnapshotStore, tenant_id: str, plugin: str, run_id: int | None, allow_partial: bool
+    store: SnapshotStore, tenant_id: str, plugin: str, run_id: int | None, *, allow_partial: bool
 ) -> RunRecord:
     run = pick_run(store, tenant_id, plugin, run_id, allow_partial=allow_partial)
     click.echo(f"run {run.run_id} of {tenant_id}/{plugin} ({run.started_at})", err=True)
@@ -760,12 +764,13 @@ def access(
     tenant_id: str,
     plugin_name: str,
     run_id: int | None,
+    *,
     allow_partial: bool,
     fmt: str,
 ) -> None:
     """What one person holds: every entitlement with its name and privileged flag."""
     with _open_store(snapshot) as store:
-        run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial)
+        run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         user = find_user(store, run.run_id, who)
         rows = access_rows(store, run.run_id, str(user["id"]))
         click.echo(
@@ -785,12 +790,13 @@ def grants(
     tenant_id: str,
     plugin_name: str,
     run_id: int | None,
+    *,
     allow_partial: bool,
     fmt: str,
 ) -> None:
     """Who holds one entitlement."""
     with _open_store(snapshot) as store:
-        run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial)
+        run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         holders = entitlement_grant_rows(store, run.run_id, entitlement_id)
         count = write_rows(holders, GRANT_COLUMNS, fmt, sys.stdout)
         click.echo(f"{count} holder(s) of {entitlement_id}", err=True)
@@ -805,12 +811,13 @@ def resources(
     tenant_id: str,
     plugin_name: str,
     run_id: int | None,
+    *,
     allow_partial: bool,
     fmt: str,
 ) -> None:
     """The resources of a run, with how many entitlements each carries."""
     with _open_store(snapshot) as store:
-        run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial)
+        run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         count = write_rows(
             resource_rows(store, run.run_id, resource_type), RESOURCE_COLUMNS, fmt, sys.stdout
         )
@@ -849,7 +856,7 @@ def doctor(tenants_file: Path, tenant_id: str, plugin_name: str, fmt: str) -> No
             }
         else:
             report = diagnose(tenant)
-    except Exception as exc:  # doctor reports whatever went wrong instead of a traceback
+    except Exception as exc:  # noqa: BLE001 - doctor reports whatever went wrong instead of a traceback
         stage = (
             "settings"
             if isinstance(exc, ConfigurationError)

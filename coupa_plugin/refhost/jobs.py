@@ -60,7 +60,7 @@ class SyncOutcome:
     missing_users: tuple[str, ...] = ()
 
 
-def sync_tenant(
+def sync_tenant(  # noqa: C901 - a run's stages and its outcome per failure
     host: Host,
     tenant: Tenant,
     plugin: str,

@@ -151,7 +151,7 @@ class Host:
                 continue
             try:
                 self.register(ep.load(), ep.name)
-            except Exception as exc:  # a broken plugin must not stop the host
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the host
                 failure = LoadFailure(ep.name, ep.value, f"{type(exc).__name__}: {exc}")
                 self.load_failures.append(failure)
                 log.error("plugin %s (%s) failed to load: %s", ep.name, ep.value, failure.error)

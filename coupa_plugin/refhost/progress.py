@@ -82,9 +82,9 @@ class SyncProgress:
 
     def __init__(
         self,
+        *,
         live: bool,
         interval_s: float = 5.0,
-        *,
         err: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -66,7 +66,7 @@ class RunDiff:
         }
 
 
-def _refusal(run: RunRecord, allow_partial: bool) -> str | None:
+def _refusal(run: RunRecord, *, allow_partial: bool) -> str | None:
     """Why ``run`` cannot be reported on, or None."""
     if run.outcome != "complete":
         return f"run {run.run_id} is {run.outcome}, not complete"
@@ -87,7 +87,7 @@ def pick_run(
     allow_partial: bool = False,
 ) -> RunRecord:
     """The run named, or the last complete run over the whole tenant."""
-    return _pick(store, tenant_id, plugin, (run_id,), 1, allow_partial)[0]
+    return _pick(store, tenant_id, plugin, (run_id,), 1, allow_partial=allow_partial)[0]
 
 
 def pick_runs(
@@ -104,7 +104,7 @@ def pick_runs(
     ``allow_partial``; a run that did not complete always is."""
     if (old is None) != (new is None):
         raise ConfigurationError("give both --from and --to, or neither")
-    first, second = _pick(store, tenant_id, plugin, (old, new), 2, allow_partial)
+    first, second = _pick(store, tenant_id, plugin, (old, new), 2, allow_partial=allow_partial)
     return first, second
 
 
@@ -114,6 +114,7 @@ def _pick(
     plugin: str,
     wanted: tuple[int | None, ...],
     needed: int,
+    *,
     allow_partial: bool,
 ) -> list[RunRecord]:
     runs = [r for r in store.runs(tenant_id) if r.plugin == plugin]
@@ -139,7 +140,7 @@ def _pick(
     for run_id in wanted:
         if run_id not in by_id:
             raise ConfigurationError(f"run {run_id} is not a run of {tenant_id}/{plugin}")
-        if problem := _refusal(by_id[run_id], allow_partial):
+        if problem := _refusal(by_id[run_id], allow_partial=allow_partial):
             raise ConfigurationError(problem)
         picked.append(by_id[run_id])
     return picked
@@ -205,7 +206,7 @@ def diff_runs(store: SnapshotStore, old: int, new: int) -> RunDiff:
     )
 
 
-def write_diff(result: RunDiff, fmt: str, out: TextIO) -> None:
+def write_diff(result: RunDiff, fmt: str, out: TextIO) -> None:  # noqa: C901 - one branch per output format
     """Render a diff as a readable table, JSON or CSV; privileged grant changes are flagged."""
     sections = result.sections()
     if fmt == "json":

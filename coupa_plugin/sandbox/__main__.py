@@ -82,6 +82,7 @@ def main(
     host: str,
     port: int,
     latency: float,
+    *,
     no_rate_limit: bool,
     list_put: str,
     quirks: tuple[str, ...],

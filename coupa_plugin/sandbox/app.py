@@ -171,7 +171,9 @@ class CoupaSandbox:
             table, _, key = entry.partition(".")
             lacks.setdefault(table, set()).add(key)
         self.renderer = Renderer(
-            state, self.quirks.hide_new_fields, {t: frozenset(k) for t, k in lacks.items()}
+            state,
+            hide_new_fields=self.quirks.hide_new_fields,
+            lacks={t: frozenset(k) for t, k in lacks.items()},
         )
         from coupa_plugin.sandbox.graphql_api import GraphQLApi
 
@@ -269,7 +271,7 @@ class CoupaSandbox:
             self._sleep(delay / 2)
         return response
 
-    def _handle(self, request: SandboxRequest) -> tuple[SandboxResponse, str | None]:
+    def _handle(self, request: SandboxRequest) -> tuple[SandboxResponse, str | None]:  # noqa: C901 - the request pipeline: auth, bucket, faults, route
         json_wanted = "application/json" in request.headers.get("accept", "")
         client_id: str | None = None
         try:
@@ -316,12 +318,18 @@ class CoupaSandbox:
                 return SandboxResponse(0, {}, b"", drop=True), client_id
         except _HttpError as exc:
             status, root, payload = exc.status, "errors", exc.payload
-            body, ctype = self._encode(payload, root, json_wanted or request.path == "/api/graphql")
+            body, ctype = self._encode(
+                payload, root, as_json=json_wanted or request.path == "/api/graphql"
+            )
             return SandboxResponse(status, {"Content-Type": ctype, **exc.headers}, body), client_id
         except QueryError as exc:
-            body, ctype = self._encode({"errors": {"base": [str(exc)]}}, "errors", json_wanted)
+            body, ctype = self._encode(
+                {"errors": {"base": [str(exc)]}}, "errors", as_json=json_wanted
+            )
             return SandboxResponse(400, {"Content-Type": ctype}, body), client_id
-        body, ctype = self._encode(payload, root, json_wanted or request.path == "/api/graphql")
+        body, ctype = self._encode(
+            payload, root, as_json=json_wanted or request.path == "/api/graphql"
+        )
         if (
             request.method == "GET"
             and self.ops.malformed_rate
@@ -350,7 +358,7 @@ class CoupaSandbox:
             return SandboxResponse(status, {"Content-Type": "text/html"}, body)
         return None
 
-    def _encode(self, payload: Any, root: str, as_json: bool) -> tuple[bytes, str]:
+    def _encode(self, payload: Any, root: str, *, as_json: bool) -> tuple[bytes, str]:
         if as_json:
             return json.dumps(payload, separators=(",", ":")).encode(), "application/json"
         return to_xml(root, payload), "application/xml"
@@ -452,7 +460,7 @@ class CoupaSandbox:
         with self.state.lock:
             return self._route(table, parts[1:], method, params, request)
 
-    def _route(
+    def _route(  # noqa: C901 - the route table, one branch per route
         self,
         table: str,
         rest: list[str],
@@ -604,7 +612,7 @@ class CoupaSandbox:
         if status is not None:
             inner, wanted = predicate, status.lower() == "active"
             predicate = lambda r: inner(r) and bool(r.get("active")) == wanted  # noqa: E731
-        result = select(records.values(), predicate, order_by, descending)
+        result = select(records.values(), predicate, order_by, descending=descending)
         if len(self._query_cache) > 64:
             self._query_cache.clear()
         self._query_cache[key] = result  # type: ignore[assignment]
@@ -676,7 +684,9 @@ class CoupaSandbox:
                 problems.append(f"{flag} must be true or false")
         return problems
 
-    def _apply_user(self, record: dict[str, Any], body: Mapping[str, Any], creating: bool) -> None:
+    def _apply_user(  # noqa: C901 - one branch per kind of user field
+        self, record: dict[str, Any], body: Mapping[str, Any], *, creating: bool
+    ) -> None:
         changes = {kebab(k): v for k, v in body.items()}
         problems = self._validate_scalars(None if creating else record["id"], changes)
         if problems:

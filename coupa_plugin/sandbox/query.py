@@ -159,6 +159,7 @@ def select(
     records: Iterable[Record],
     predicate: Callable[[Record], bool],
     order_by: str | None,
+    *,
     descending: bool,
 ) -> list[Record]:
     """Filter and order records (default: ascending id)."""

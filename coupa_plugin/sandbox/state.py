@@ -31,8 +31,8 @@ SANDBOX_CLIENT_SECRET: Final = "sandbox-secret"
 
 # License flags of the R39 user record plus two seen only in newer payloads. "navi-agent-user"
 # stands for a flag no client has heard of yet. The sandbox is a Coupa and imports nothing of
-# the client, so this list is Coupa's side of the wire; tests/contract/test_facts.py holds it against
-# the client's coupa.models.KNOWN_LICENSE_FLAGS.
+# the client, so this list is Coupa's side of the wire; tests/contract/test_facts.py holds it
+# against the client's coupa.models.KNOWN_LICENSE_FLAGS.
 LICENSE_FLAGS: Final = (
     "purchasing-user",
     "expense-user",
@@ -258,7 +258,7 @@ class TenantState:
             self.add_membership(user_id, group_id)
 
 
-def _role(rid: int, name: str, description: str, omnipotent: bool) -> dict[str, Any]:
+def _role(rid: int, name: str, description: str, *, omnipotent: bool) -> dict[str, Any]:
     stamp = _iso(_BASE_TIME - timedelta(days=900))
     return {
         "id": rid,
@@ -281,7 +281,7 @@ def _skewed_sizes(rng: random.Random, count: int, population: int) -> list[int]:
     return sizes
 
 
-def generate_tenant(users: int = 200, seed: int = 0) -> TenantState:
+def generate_tenant(users: int = 200, seed: int = 0) -> TenantState:  # noqa: C901 - one step per generated resource kind
     """A realistic tenant of ``users`` users (plus a support and an integration account).
 
     Roles include Admin (id 2, omnipotent) and User (id 3) and roles nobody holds; user groups
@@ -291,7 +291,7 @@ def generate_tenant(users: int = 200, seed: int = 0) -> TenantState:
     rng = random.Random(seed)
     state = TenantState()
     for rid, name, description, omnipotent in _ROLES:
-        state.roles[rid] = _role(rid, name, description, omnipotent)
+        state.roles[rid] = _role(rid, name, description, omnipotent=omnipotent)
 
     state.business_groups[1] = {
         "id": 1,

@@ -156,7 +156,7 @@ def test_a_planted_fifo_in_the_journal_does_not_hang_the_call() -> None:
     def run() -> None:
         try:
             outcome.append(unrelated(plugin_for(sandbox), t))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome.append(exc)
 
     worker = threading.Thread(target=run, daemon=True)
@@ -183,7 +183,7 @@ def test_a_planted_file_whose_rejected_name_is_taken_raises_no_raw_exception() -
         unrelated(plugin_for(sandbox), t)
     except PluginError:
         pass
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any other type is the failure
         pytest.fail(f"a raw {type(exc).__name__} escaped provision: {exc}")
 
 
@@ -217,7 +217,7 @@ def test_a_facts_file_that_is_a_directory_gives_a_plugin_error_after_a_write() -
         unrelated(plugin_for(sandbox), t)
     except PluginError as exc:
         message = str(exc)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any other type is the failure
         pytest.fail(
             f"{sandbox.writes - writes} write(s) sent, then a raw {type(exc).__name__}: {exc}"
         )

@@ -237,7 +237,7 @@ def test_an_unforeseen_failure_in_provision_states_what_the_user_holds(
     )
     plugin = plugin_for(sandbox)
 
-    def broken(*_: Any) -> None:
+    def broken(*_: Any, **__: Any) -> None:
         raise KeyError("surprise")
 
     monkeypatch.setattr(PerItem, "_membership", broken)

@@ -701,7 +701,7 @@ def test_concurrent_calls_for_one_user_are_serialised(mode: str) -> None:
                 entitlement_id=f"role:{role}:member",
                 principal_id=str(uid),
             )
-        except BaseException as exc:  # collected for the assertion below
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=grant, args=(r,)) for r in roles]

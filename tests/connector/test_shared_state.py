@@ -246,7 +246,7 @@ def test_learnt_facts_are_shared_and_nothing_secret_is_stored(
 class Gate(httpx.BaseTransport):
     """Holds the first PUT of the user until released; counts the requests about the user."""
 
-    def __init__(self, sandbox: CoupaSandbox, hold: bool) -> None:
+    def __init__(self, sandbox: CoupaSandbox, *, hold: bool) -> None:
         self.inner = SandboxTransport(sandbox)
         self.hold = hold
         self.arrived, self.release = threading.Event(), threading.Event()

@@ -731,7 +731,7 @@ def test_shared_limiter_paces_several_workers_as_one(tmp_path: Any) -> None:
                 with lock:
                     sent.append(time.time())
             limiter.close()
-        except BaseException as exc:  # reported by the assertion below
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             failures.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]

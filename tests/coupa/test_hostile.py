@@ -139,7 +139,7 @@ def peak_bytes(action: Callable[[], object]) -> tuple[int, BaseException | None]
     error = None
     try:
         action()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - returned for the caller to judge
         error = exc
     finally:
         _, peak = tracemalloc.get_traced_memory()

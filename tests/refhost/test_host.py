@@ -90,7 +90,7 @@ def test_tenants_file_errors_name_the_problem(tmp_path: Path) -> None:
 class _FakePlugin:
     """A plugin that yields a small fixed tenant, optionally failing mid-stream."""
 
-    def __init__(self, fail_after: int | None = None, bad_item: bool = False) -> None:
+    def __init__(self, fail_after: int | None = None, *, bad_item: bool = False) -> None:
         self.fail_after = fail_after
         self.bad_item = bad_item
 

@@ -242,7 +242,7 @@ def test_report_refuses_what_it_cannot_review(tmp_path: Path, review: dict[str, 
 
 
 def test_never_signed_in_when_the_records_say(tmp_path: Path) -> None:
-    def user(uid: str, active: bool, last: str | None) -> Resource:
+    def user(uid: str, *, active: bool, last: str | None) -> Resource:
         return Resource(
             type="user",
             id=uid,
@@ -269,10 +269,10 @@ def test_never_signed_in_when_the_records_say(tmp_path: Path) -> None:
         with store.run("t", "p", SyncRequest(), None) as writer:
             for resource in (
                 role,
-                user("1", True, None),
-                user("2", True, "2026-01-01T00:00:00Z"),
-                user("3", False, None),
-                user("4", True, None),
+                user("1", active=True, last=None),
+                user("2", active=True, last="2026-01-01T00:00:00Z"),
+                user("3", active=False, last=None),
+                user("4", active=True, last=None),
             ):
                 writer.add_resource(resource)
             for uid in ("1", "2", "3"):
@@ -281,7 +281,8 @@ def test_never_signed_in_when_the_records_say(tmp_path: Path) -> None:
         since = SyncRequest(since=datetime(2026, 1, 1, tzinfo=UTC))
         with store.run("t", "p", since, None) as writer:
             writer.add_resource(attrs.evolve(role, display_name=HOSTILE))
-            writer.add_resource(attrs.evolve(user("1", True, None), display_name=HOSTILE))
+            hostile = attrs.evolve(user("1", active=True, last=None), display_name=HOSTILE)
+            writer.add_resource(hostile)
             writer.add_grant(Grant(entitlement_id="role:7:member", principal_id="1"))
         later = gather_review(store, "t", "p", now=datetime(2026, 1, 3, tzinfo=UTC), run_id=2)
     assert result.never_logged_in is not None

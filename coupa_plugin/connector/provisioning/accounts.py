@@ -126,7 +126,7 @@ class Accounts:
             raise s.failure(f"Coupa ignored {change}")
         return self._result("applied", s, "")
 
-    def create(
+    def create(  # noqa: C901 - the create's steps in order
         self, request: ProvisionRequest, grant: Callable[[ProvisionRequest], ProvisionResult]
     ) -> ProvisionResult:
         attributes = request.attributes

@@ -283,7 +283,7 @@ class Provisioner:
         check_grantable(kind, ident)
         user = s.user()
         if kind == "license":
-            return self._license(s, user, ident, granting, request.dry_run)
+            return self._license(s, user, ident, granting=granting, dry_run=request.dry_run)
         target = int(ident)
         key, attribute = LIST_KEYS[kind]
         before = ids_of(user, attribute)
@@ -303,7 +303,7 @@ class Provisioner:
             )
             return self._result("planned", s, "dry run: nothing was written")
         if kind in ("group", "content_group"):
-            self.per_item.change(s, kind, target, granting, before)
+            self.per_item.change(s, kind, target, granting=granting, before=before)
         else:
             self.lists.change(s, key, before, before | {target} if granting else before - {target})
         after = s.user()
@@ -320,7 +320,7 @@ class Provisioner:
         return self._result("applied", s, "")
 
     def _license(
-        self, s: UserSession, user: User, flag: str, granting: bool, dry_run: bool
+        self, s: UserSession, user: User, flag: str, *, granting: bool, dry_run: bool
     ) -> ProvisionResult:
         if flag not in user.licenses:
             raise NotFoundError(

@@ -44,7 +44,7 @@ class TenantFacts:
         with self._lock:
             self._loaded = False
 
-    def _load(self, fresh: bool = False) -> None:
+    def _load(self, *, fresh: bool = False) -> None:
         if self._loaded and not fresh:
             return
         self._loaded = True

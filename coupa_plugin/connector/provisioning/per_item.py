@@ -28,12 +28,12 @@ class PerItem:
         self.lists = lists
 
     def change(
-        self, s: UserSession, kind: str, target: int, granting: bool, before: set[int]
+        self, s: UserSession, kind: str, target: int, *, granting: bool, before: set[int]
     ) -> None:
         write: Callable[[], None] = (
-            (lambda: self._membership(s, target, granting))
+            (lambda: self._membership(s, target, granting=granting))
             if kind == "group"
-            else (lambda: self._business_group(s, target, granting))
+            else (lambda: self._business_group(s, target, granting=granting))
         )
         try:
             write()
@@ -55,7 +55,7 @@ class PerItem:
             ) from None
 
     @staticmethod
-    def _membership(s: UserSession, group_id: int, granting: bool) -> None:
+    def _membership(s: UserSession, group_id: int, *, granting: bool) -> None:
         """User-group membership through the per-item membership API."""
         uid, client = s.user_id, s.client
         if granting:
@@ -84,7 +84,7 @@ class PerItem:
             )
 
     @staticmethod
-    def _business_group(s: UserSession, group_id: int, granting: bool) -> None:
+    def _business_group(s: UserSession, group_id: int, *, granting: bool) -> None:
         """Content groups through the per-user add/remove routes."""
         action: Literal["add", "remove"] = "add" if granting else "remove"
         s.client.business_group(s.user_id, group_id, action)
