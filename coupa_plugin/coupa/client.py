@@ -677,7 +677,7 @@ class CoupaClient:
             except CoupaHTTPError as exc:
                 if exc.status != 400:
                     raise
-                dropped = self.fields.learn(spec, exc)
+                dropped = self.fields.learn(spec, exc, self._fields_probe(path, params))
                 if not dropped:
                     raise
                 log.warning(
@@ -688,6 +688,20 @@ class CoupaClient:
                         "fields": ",".join(sorted(dropped)),
                     },
                 )
+
+    def _fields_probe(self, path: str, params: Mapping[str, Any] | None) -> Callable[[str], bool]:
+        """Does Coupa take this ``fields=`` value on ``path``? One record's read per probe."""
+
+        def accepts(fields: str) -> bool:
+            try:
+                self.get(path, {**(params or {}), "limit": 1, "fields": fields})
+            except CoupaHTTPError as exc:
+                if exc.status == 400:
+                    return False
+                raise
+            return True
+
+        return accepts
 
     def _list(
         self,
