@@ -181,7 +181,7 @@ class Killer:
 
 
 class Chaos:
-    def __init__(self, semantics: str, seed: int, ops: int) -> None:
+    def __init__(self, semantics: str, seed: int, ops: int, *, default_role: bool) -> None:
         self.rng = random.Random(seed)
         self.ops = ops
         state = generate_tenant(users=10, seed=seed)
@@ -197,7 +197,10 @@ class Chaos:
             state.set_user_groups(uid, [1, 2, 3])
         self.sandbox = CoupaSandbox(
             state,
-            quirks=Quirks(list_put=semantics),  # type: ignore[arg-type]
+            quirks=Quirks(
+                list_put=semantics,  # type: ignore[arg-type]
+                empty_roles_become_user=default_role,
+            ),
             operations=Operations(rate_limit=False, error_rate=0.02, seed=seed),
         )
         self.killer = Killer(self.sandbox)
@@ -427,8 +430,8 @@ class Chaos:
         self.check(uid, "at the end")
 
 
-def run(semantics: str, seed: int, ops: int) -> dict[str, Any]:
-    chaos = Chaos(semantics, seed, ops)
+def run(semantics: str, seed: int, ops: int, *, default_role: bool = False) -> dict[str, Any]:
+    chaos = Chaos(semantics, seed, ops, default_role=default_role)
     started = time.monotonic()
     try:
         for n in range(ops):
@@ -471,9 +474,14 @@ def main() -> int:
     parser.add_argument("--ops", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--semantics", choices=["replace", "merge", "both"], default="both")
+    parser.add_argument(
+        "--default-role",
+        action="store_true",
+        help="Coupa gives a user whose roles were cleared the User role (empty_roles_become_user)",
+    )
     args = parser.parse_args()
     modes = ["replace", "merge"] if args.semantics == "both" else [args.semantics]
-    results = [run(mode, args.seed, args.ops) for mode in modes]
+    results = [run(mode, args.seed, args.ops, default_role=args.default_role) for mode in modes]
     print(json.dumps(results, indent=2))
     bad = sum(r["counts"][k] for r in results for k in _ZERO)
     return 1 if bad else 0

@@ -21,7 +21,13 @@ import pytest
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, Tenant
 from coupa_plugin.plugin import CoupaPlugin
-from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
+from coupa_plugin.sandbox import (
+    SANDBOX_CLIENT_ID,
+    CoupaSandbox,
+    Operations,
+    Quirks,
+    generate_tenant,
+)
 from coupa_plugin.sandbox.config import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 from tests.kit import CrashingTransport, clearing, plugin_for, tenant
@@ -31,11 +37,13 @@ ROLES = [3, 4, 5, 8]
 KEPT = [3, 5, 8]
 
 
-def world(**ops: Any) -> tuple[CoupaSandbox, Tenant, Path]:
+def world(
+    quirks: Quirks | None = None, **ops: Any
+) -> tuple[CoupaSandbox, Tenant, Path]:
     """A merging Coupa (the two-step rewrite is needed) where user 7 holds roles 3, 4, 5, 8."""
     sandbox = CoupaSandbox(
         generate_tenant(users=12, seed=3),
-        quirks=Quirks(list_put="merge"),
+        quirks=quirks or Quirks(list_put="merge"),
         operations=Operations(rate_limit=False, **ops),
     )
     sandbox.state.users[USER]["roles"] = list(ROLES)
@@ -164,6 +172,37 @@ def test_a_read_only_tenant_never_recovers() -> None:
 
 
 # -- someone else's later change always wins ---------------------------------------------------
+
+
+def test_a_crash_after_a_clear_that_left_the_default_role_is_repaired() -> None:
+    # Coupa gives an emptied user the User role (3): what the clear left is not exactly the
+    # empty list the journal expected, but the last change is still ours
+    sandbox, t, state_dir = world(Quirks(list_put="merge", empty_roles_become_user=True))
+    crash_during_revoke(sandbox, t)
+    assert roles(sandbox) == [3]
+    result = unrelated(plugin_for(sandbox), t)
+    assert roles(sandbox) == KEPT
+    assert any("put back roles" in c for c in result.changes), result.changes
+    assert not entries(state_dir)
+
+
+def test_a_first_write_that_reveals_our_own_api_user_goes_no_further() -> None:
+    # a fresh installation's first write is a revoke from the API user itself: the probe's
+    # echo names it, and the two-step rewrite (clear, put back) must not begin
+    sandbox, t, state_dir = world()
+    api_user = sandbox.state.client_users[SANDBOX_CLIENT_ID]
+    sandbox.state.users[api_user]["roles"] = list(ROLES)
+    with pytest.raises(ProvisioningError, match="API user this integration writes as") as caught:
+        call(
+            plugin_for(sandbox),
+            t,
+            action="revoke",
+            entitlement_id="role:4:member",
+            principal_id=str(api_user),
+        )
+    assert f"User {api_user} now holds roles [3, 4, 5, 8]" in str(caught.value)
+    assert sorted(sandbox.state.users[api_user]["roles"]) == ROLES
+    assert not entries(state_dir)
 
 
 def test_an_admin_regrant_after_a_crash_is_not_revoked_again() -> None:
