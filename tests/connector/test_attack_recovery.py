@@ -374,3 +374,51 @@ def test_pin_an_admin_change_after_a_crash_before_the_put_back_stops_recovery() 
     result = unrelated(plugin_for(sandbox), t)
     assert roles(sandbox) == [], "the admin's later change is the last word"
     assert "was changed after an interrupted rewrite" in result.message, result.message
+
+
+def test_what_recovery_dropped_is_said_even_when_the_call_then_fails() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    sandbox.admin_update(USER, {"firstname": "Changed"})  # someone else's change: superseded
+    with pytest.raises(PluginError, match="Journal: user 7 was changed after an interrupted"):
+        call(
+            plugin_for(sandbox),
+            t,
+            action="grant",
+            entitlement_id="role:999:member",
+            principal_id=str(USER),
+        )
+    assert not entries(state_dir)
+
+
+def test_a_folder_planted_at_a_tombstones_name_is_set_aside() -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    (pending,) = entries(state_dir)
+    planted = pending.with_name(pending.name.removesuffix(".json") + ".done.json")
+    planted.mkdir()
+    result = unrelated(plugin_for(sandbox), t)
+    assert roles(sandbox) == KEPT, result
+    assert not entries(state_dir)
+    assert list(planted.parent.glob("*.rejected")), "the planted folder is kept aside"
+
+
+def test_a_planted_lock_fails_that_users_recovery_not_configure(tmp_path: Path) -> None:
+    sandbox, t, state_dir = world()
+    crash_during_revoke(sandbox, t)
+    (lock,) = (state_dir / "locks").rglob(f"{USER}.lock")
+    lock.unlink()
+    lock.symlink_to(tmp_path / "elsewhere")
+    status = plugin_for(sandbox).configure(tenant=t)
+    assert status is not None
+    assert any("journal recovery: failed" in w for w in status.warnings), status.warnings
+    assert not (tmp_path / "elsewhere").exists(), "nothing written through the link"
+
+
+def test_a_looser_lock_file_is_tightened() -> None:
+    sandbox, t, state_dir = world()
+    unrelated(plugin_for(sandbox), t)
+    (lock,) = (state_dir / "locks").rglob(f"{USER}.lock")
+    lock.chmod(0o666)
+    unrelated(plugin_for(sandbox), t)
+    assert lock.stat().st_mode & 0o777 == 0o600

@@ -141,9 +141,12 @@ class Provisioner:
                 try:
                     result = self._handle(s, request)
                 except PluginError as exc:
-                    if not recovered:
-                        raise
-                    raise self._after_recovery(s, exc, recovered) from None
+                    if recovered:
+                        raise self._after_recovery(s, exc, recovered) from None
+                    if notes:  # what recovery dropped is said even when the call fails
+                        message = f"{str(exc).rstrip('.')}. Journal: {'; '.join(notes)}"
+                        raise type(exc)(message) from exc
+                    raise
         except StoreUnavailable as exc:
             if s is None:
                 raise ProvisioningError(f"{exc}; nothing was written") from None
@@ -243,11 +246,14 @@ class Provisioner:
                         try:
                             outcome = self.lists.recover(s, entry)
                         except PluginError as exc:
-                            outcome = Recovery(user_id, "refused", f"recovery failed: {exc}")
+                            outcome = Recovery(user_id, "failed", f"recovery failed: {exc}")
                         self._log(outcome)
                         outcomes.append(outcome)
-            except StoreUnavailable as exc:
-                outcome = Recovery(user_id, "refused", f"recovery failed: {exc}")
+            except (StoreUnavailable, OSError) as exc:
+                # a lock or journal file that cannot be used (planted, unreadable) fails this
+                # user's recovery, not the tenant's configure
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                outcome = Recovery(user_id, "failed", f"recovery failed: {detail}")
                 self._log(outcome)
                 outcomes.append(outcome)
         outcomes += [

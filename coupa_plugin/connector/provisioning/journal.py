@@ -244,7 +244,12 @@ class Journal:
             "finished": entry.entry_id,
             "created_at": entry.created_at,
         }
-        self.store.put_entry(self._tombstone(entry), self._seal.seal(stone))
+        name, sealed = self._tombstone(entry), self._seal.seal(stone)
+        try:
+            self.store.put_entry(name, sealed)
+        except OSError:  # something planted at the tombstone's name: set it aside, once
+            self.store.set_aside(name)
+            self.store.put_entry(name, sealed)
         self.store.remove_entry(self._name(entry))
 
     def pending(

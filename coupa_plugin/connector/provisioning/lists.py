@@ -47,7 +47,10 @@ log = logging.getLogger("coupa_plugin.connector.provisioning")
 _REPLANS: Final = 3
 _STEPS: Final = 4
 
-Outcome = Literal["repaired", "nothing_to_do", "superseded", "expired", "refused", "rejected"]
+# "failed": a repair that could not be made; the entry stays for the next attempt
+Outcome = Literal[
+    "repaired", "nothing_to_do", "superseded", "expired", "refused", "rejected", "failed"
+]
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -154,6 +155,8 @@ class LocalStore:
         folder = private_dir(self.state_dir, "locks", self._key)
         fd = os.open(folder / f"{user_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+                os.fchmod(fd, 0o600)  # found looser: tightened, as every state file is
             deadline = self._clock() + self._lock_wait_s
             while True:
                 try:
