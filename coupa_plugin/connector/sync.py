@@ -367,7 +367,8 @@ class TenantSync:
         try:
             roles = fetched.result("role")
         except (GraphQLError, CoupaError) as exc:
-            if isinstance(exc, GraphQLError) or getattr(exc, "status", None) in {403, 404}:
+            # refused (401/403: a token GraphQL will not take even fresh) or absent (404)
+            if isinstance(exc, GraphQLError) or getattr(exc, "status", None) in {401, 403, 404}:
                 log.warning(
                     "role catalog unavailable from GraphQL; listing held roles only",
                     extra={"tenant": self.tenant_id, "error": str(exc)[:200]},

@@ -542,3 +542,59 @@ def test_any_missing_optional_field_never_fails_a_sync(lacks: frozenset[str], re
     refusals = len(_refusals(sandbox))
     sync(plugin, t)
     assert len(_refusals(sandbox)) == refusals, "nothing is refused twice"
+
+
+def _answering(sandbox: CoupaSandbox, status: int, when: Any) -> None:
+    """Make ``sandbox`` answer ``status`` to every request ``when(request)`` picks."""
+    original = sandbox.handle
+
+    def handle(request: SandboxRequest) -> SandboxResponse:
+        if when(request):
+            body = json.dumps({"errors": {"base": [f"refused ({status})"]}}).encode()
+            return SandboxResponse(status, {"Content-Type": "application/json"}, body)
+        return original(request)
+
+    sandbox.handle = handle  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_graphql_refused_or_absent_keeps_roles_syncing(status: int) -> None:
+    sandbox = make("lenient", users=40)
+    _answering(sandbox, status, lambda r: r.path == "/api/graphql")
+    resources, grants = sync(plugin_for(sandbox), tenant(mode="read-only"))
+    held = {str(r) for u in sandbox.state.users.values() for r in u["roles"]}
+    assert {r.id for r in resources if r.type == "role"} == held, "held roles, listed"
+    assert grants == truth_grants(sandbox.state)
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_graphql_refused_or_absent_keeps_roles_provisionable(status: int) -> None:
+    sandbox = make("lenient", users=40)
+    _answering(sandbox, status, lambda r: r.path == "/api/graphql")
+    plugin, t = plugin_for(sandbox), tenant()
+    resources, grants = sync(plugin, t)
+    held = {str(r) for u in sandbox.state.users.values() for r in u["roles"]}
+    assert {r.id for r in resources if r.type == "role"} == held, "held roles, listed"
+    assert grants == truth_grants(sandbox.state)
+    uid = next(u for u, r in sandbox.state.users.items() if u > 2 and 4 not in r["roles"])
+    granted = provision(
+        plugin, t, action="grant", entitlement_id="role:4:member", principal_id=str(uid)
+    )
+    assert granted.status == "applied" and 4 in sandbox.state.users[uid]["roles"]
+    revoked = provision(
+        plugin, t, action="revoke", entitlement_id="role:4:member", principal_id=str(uid)
+    )
+    assert revoked.status == "applied" and 4 not in sandbox.state.users[uid]["roles"]
+
+
+def test_a_membership_delete_refused_with_400_falls_back_to_the_list() -> None:
+    sandbox = make("lenient", users=40)
+    _answering(sandbox, 400, lambda r: r.method == "DELETE")
+    plugin, t = plugin_for(sandbox), tenant()
+    uid = next(u for u in sandbox.state.users if u > 2 and 1 in sandbox.state.groups_of.get(u, ()))
+    others = set(sandbox.state.groups_of[uid]) - {1}
+    result = provision(
+        plugin, t, action="revoke", entitlement_id="group:1:member", principal_id=str(uid)
+    )
+    assert result.status == "applied"
+    assert set(sandbox.state.groups_of.get(uid, ())) == others, "the other groups are kept"
