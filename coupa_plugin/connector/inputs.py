@@ -22,6 +22,9 @@ __all__ = ["MAX_PRINCIPAL_IDS", "check_provision_request", "check_sync_request"]
 MAX_PRINCIPAL_IDS: Final = 100_000
 
 
+# entitlements one create_account may grant; each costs requests of its own
+MAX_CREATE_ENTITLEMENTS: Final = 1_000
+
 def _kind(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
@@ -99,6 +102,12 @@ def check_provision_request(request: object) -> None:  # noqa: C901 - one check 
     if granted is not None:
         if not isinstance(granted, list | tuple) or not all(isinstance(e, str) for e in granted):
             raise refuse("entitlements: expected a list of entitlement ids")
+        if len(granted) > MAX_CREATE_ENTITLEMENTS or len(set(granted)) != len(granted):
+            # each is checked and granted with requests of its own: no repeats, a sane count
+            raise refuse(
+                f"entitlements: at most {MAX_CREATE_ENTITLEMENTS} distinct entitlement ids "
+                f"(got {len(granted)}, {len(set(granted))} distinct)"
+            )
         for item in granted:
             if parse_entitlement_id(item) is None:
                 raise NotFoundError(f"unknown entitlement {item[:80]!r}; nothing was written")

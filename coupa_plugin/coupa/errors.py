@@ -35,6 +35,9 @@ _SCRUB: Final = [
 ]
 
 
+_MAX_SECRET_CHARS: Final = 8_192
+
+
 def scrub(text: str) -> str:
     """Remove anything that looks like a credential from ``text``."""
     for pattern, replacement in _SCRUB:
@@ -43,8 +46,13 @@ def scrub(text: str) -> str:
 
 
 def excerpt(body: bytes | str, limit: int = 200) -> str:
-    """A short, single-line, scrubbed excerpt of a response body."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    """A short, single-line, scrubbed excerpt of a response body.
+
+    Only the body's head is read: enough for the excerpt plus a whole credential starting in
+    it (tokens are at most 8,192 characters), so scrubbing costs the same however large, or
+    however crafted, the body is."""
+    window = limit * 4 + _MAX_SECRET_CHARS
+    text = body[:window].decode("utf-8", "replace") if isinstance(body, bytes) else body[:window]
     text = " ".join(text.split())
     text = scrub(text)
     return text if len(text) <= limit else text[:limit] + "…"

@@ -26,13 +26,13 @@ from hypothesis import strategies as st
 
 from coupa_plugin.connector.inputs import check_provision_request, check_sync_request
 from coupa_plugin.connector.settings import parse_settings
-from coupa_plugin.host.errors import PluginError
+from coupa_plugin.host.errors import PluginError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from coupa_plugin.sandbox.server import SandboxTransport
 from tests.hostile import deep_json
-from tests.kit import tenant
+from tests.kit import plugin_for, tenant
 
 # Requests a hook may make against a hostile server: retries included, far below anything
 # that would take real time; a hook that loops on an answer blows through it.
@@ -420,3 +420,20 @@ def test_reconfiguring_while_a_sync_streams_does_not_break_it() -> None:
         assert sum(1 for r in seen if r.type == "user") == len(sandbox.state.users)
     finally:
         plugin.close()
+
+
+@pytest.mark.parametrize(
+    "granted", [["role:2:member"] * 2, [f"group:{i}:member" for i in range(1, 1_002)]]
+)
+def test_create_account_refuses_repeated_or_too_many_entitlements(granted: list[str]) -> None:
+    sandbox = small_sandbox()
+    plugin = plugin_for(sandbox)
+    attributes = {"login": "n", "email": "n@x.example", "firstname": "N", "lastname": "N"}
+    with pytest.raises(ProvisioningError, match="distinct entitlement ids"):
+        plugin.provision(
+            tenant=tenant(),
+            request=ProvisionRequest(
+                action="create_account", attributes={**attributes, "entitlements": granted}
+            ),
+        )
+    assert sandbox.writes == 0

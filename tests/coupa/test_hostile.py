@@ -456,3 +456,22 @@ def test_read_body_returns_the_body_or_stops_at_the_limit(
             read_body(response, limit, "GET /x")
     else:
         assert read_body(response, limit, "GET /x") == data
+
+
+def test_an_excerpt_scrubs_only_the_head_of_a_crafted_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    # scrubbing is regex work that grows faster than the text: it must never see a whole body
+    import coupa_plugin.coupa.errors as errors
+
+    seen: list[int] = []
+    real = errors.scrub
+    def recording(text: str) -> str:
+        seen.append(len(text))
+        return real(text)
+
+    monkeypatch.setattr(errors, "scrub", recording)
+    text = errors.excerpt(b"eyJ" * 1_000_000)
+    assert text.endswith("…") and len(text) <= 201
+    assert seen and max(seen) <= 200 * 4 + 8_192
+    assert errors.excerpt("x eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcdefghijk y") == (
+        "x [redacted-jwt] y"
+    )
