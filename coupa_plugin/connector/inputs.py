@@ -7,6 +7,7 @@ request sent, never in an ``AttributeError`` from deep inside.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Final
@@ -24,6 +25,21 @@ MAX_PRINCIPAL_IDS: Final = 100_000
 
 # entitlements one create_account may grant; each costs requests of its own
 MAX_CREATE_ENTITLEMENTS: Final = 1_000
+
+# C0 and C1 control characters (tab, newline and the rest): no Coupa user field holds them,
+# and echoed to a terminal or a spreadsheet they are escape sequences
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _unsendable(text: str) -> str | None:
+    """Why ``text`` cannot be written to Coupa as a field value, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode text (a lone surrogate)"
+    if match := _CONTROL.search(text):
+        return f"holds the control character U+{ord(match.group()):04X}"
+    return None
 
 def _kind(value: object) -> str:
     return "None" if value is None else type(value).__name__
@@ -83,6 +99,8 @@ def check_provision_request(request: object) -> None:  # noqa: C901 - one check 
             raise refuse(f"attributes: keys must be strings, got {_kind(key)}")
         if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
             raise refuse(f"attributes.{key[:40]}: longer than {MAX_TEXT_CHARS:,} characters")
+        if isinstance(value, str) and (why := _unsendable(value)):
+            raise refuse(f"attributes.{key[:40]}: {why}")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
             raise refuse(f"attributes.{key[:40]}: number out of range")
     principal = request.principal_id

@@ -44,7 +44,7 @@ from coupa_plugin.coupa.scopes import (
     CONTENT_GROUP_SCOPE,
     WRITE_SCOPES,
 )
-from coupa_plugin.coupa.transport import deadline
+from coupa_plugin.coupa.transport import deadline, inherit_deadline
 from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -327,7 +327,8 @@ class CoupaConnector:
         if len(calls) < 2:
             return [call() for call in calls]
         with ThreadPoolExecutor(len(calls), thread_name_prefix="coupa-probe") as pool:
-            futures = [pool.submit(call) for call in calls]
+            # each probe ends by configure's deadline, not by one of its own thread's
+            futures = [pool.submit(inherit_deadline(call)) for call in calls]
         return [future.result() for future in futures]
 
     def _refused(self, kind: str, listing: Callable[[], Iterable[Any]]) -> str | None:

@@ -211,6 +211,12 @@ class TokenSource:
                 + (f"{len(value):,} characters" if isinstance(value, str) else plain(value, 0))
                 + ")"
             )
+        kind = payload.get("token_type", "bearer")  # RFC 6749 requires it; Coupa sends Bearer
+        if not isinstance(kind, str) or kind.lower() != "bearer":
+            raise CoupaResponseError(
+                f"POST /oauth2/token: a token of type {plain(kind, 40)}, not a bearer token; "
+                "the plugin sends bearer tokens only"
+            )
         expires_in = payload.get("expires_in")
         lifetime = (
             float(expires_in)

@@ -85,6 +85,8 @@ _STATS_EVERY: Final = 50
 _UNPARSEABLE: Final = ("illegal", "malformed", "invalid", "too long", "can't handle", "bad ")
 _WAIT_INITIAL_S: Final = 0.5
 _MAX_ROLE_PAGES: Final = 10_000
+# a role catalog is small (tens to hundreds); far more is a server gone wrong
+_MAX_ROLES: Final = 100_000
 _WAIT_MAX_S: Final = 30.0
 _WAIT_JITTER_S: Final = 1.0
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
@@ -846,7 +848,8 @@ class CoupaClient:
             seen: set[int] = set()
             honoured = True
             for row in listing:
-                if row.get("id") not in chunk:
+                ident = row.get("id")
+                if not isinstance(ident, int) or isinstance(ident, bool) or ident not in chunk:
                     honoured = False
                     break
                 seen.add(row["id"])
@@ -951,7 +954,9 @@ class CoupaClient:
                     raise CoupaResponseError("GraphQL roles: expected a list")
                 return [r for r in rows if isinstance(r, dict)]
 
-        for row in read_keyset(fetch_after, what="roles", max_pages=_MAX_ROLE_PAGES):
+        for row in read_keyset(
+            fetch_after, what="roles", max_pages=_MAX_ROLE_PAGES, max_rows=_MAX_ROLES
+        ):
             yield _record(row, Role, "GraphQL roles")
 
     # -- writes --------------------------------------------------------------------------------

@@ -123,6 +123,11 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
                     bound = remaining = None  # not the bound it was said to be
                 if key is None:
                     raise PagingError(f"{what}: a row without an id at offset {offset}")
+                if not isinstance(key, int | str) or isinstance(key, bool):
+                    raise PagingError(
+                        f"{what}: a row whose id is {type(key).__name__}, not a number, at "
+                        f"offset {offset}"
+                    )
                 if key in seen:
                     raise PagingError(
                         f"{what}: id {key} came back again at offset {offset}; the server "
@@ -164,14 +169,22 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
 
 
 def read_keyset(
-    fetch_after: Callable[[int], Page], *, what: str = "listing", max_pages: int = 1_000_000
+    fetch_after: Callable[[int], Page],
+    *,
+    what: str = "listing",
+    max_pages: int = 1_000_000,
+    max_rows: int = 50_000_000,
 ) -> Iterator[dict[str, Any]]:
-    """Yield every row of a listing paged by ``id > cursor`` until an empty page."""
-    cursor = 0
+    """Yield every row of a listing paged by ``id > cursor`` until an empty page; at most
+    ``max_rows`` rows in all (a PagingError naming the limit past that)."""
+    cursor, rows = 0, 0
     for _ in range(max_pages):
         page = fetch_after(cursor)
         if not page:
             return
+        rows += len(page)
+        if rows > max_rows:
+            raise PagingError(f"{what}: more than {max_rows} rows; refusing to go on")
         ids = [row.get("id") for row in page]
         numeric = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
         if len(numeric) != len(ids) or min(numeric) <= cursor:

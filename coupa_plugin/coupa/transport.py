@@ -9,9 +9,9 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpcore
 import httpx
@@ -26,11 +26,13 @@ __all__ = [
     "DeadlineTransport",
     "PacedTransport",
     "deadline",
+    "inherit_deadline",
     "read_body",
     "retry_after_seconds",
     "seconds_left",
 ]
 
+T = TypeVar("T")
 DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 # What the client asks for: the encodings :func:`read_body` can decode with a bound.
 ACCEPT_ENCODING: Final = "gzip, deflate"
@@ -45,6 +47,20 @@ def seconds_left() -> float | None:
     """Seconds until the current thread's deadline (None: no deadline is set)."""
     until: float | None = getattr(_local, "until", None)
     return None if until is None else until - time.monotonic()
+
+
+def inherit_deadline(call: Callable[[], T]) -> Callable[[], T]:
+    """``call``, bound to the calling thread's deadline when it has one: what another thread
+    (a pool's) runs on this thread's behalf ends by the same time."""
+    until: float | None = getattr(_local, "until", None)
+    if until is None:
+        return call
+
+    def bound() -> T:
+        with deadline(until - time.monotonic()):
+            return call()
+
+    return bound
 
 
 @contextmanager

@@ -437,3 +437,19 @@ def test_create_account_refuses_repeated_or_too_many_entitlements(granted: list[
             ),
         )
     assert sandbox.writes == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("x\ud800y", "lone surrogate"), ("Nia \x1b]0;PWNED\x07", r"U\+001B"), ("a\x00b", r"U\+0000")],
+)
+def test_text_coupa_cannot_hold_is_refused_before_any_request(value: str, why: str) -> None:
+    sandbox = small_sandbox()
+    with pytest.raises(ProvisioningError, match=why):
+        plugin_for(sandbox).provision(
+            tenant=tenant(),
+            request=ProvisionRequest(
+                action="update_account", principal_id="3", attributes={"lastname": value}
+            ),
+        )
+    assert not sandbox.log, "no request was sent"

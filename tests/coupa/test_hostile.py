@@ -13,6 +13,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -30,8 +31,15 @@ from coupa_plugin.coupa import (
     CoupaTransportError,
     Secret,
 )
-from coupa_plugin.coupa.errors import CoupaTimeoutError
-from coupa_plugin.coupa.transport import BodyTooLargeError, read_body
+from coupa_plugin.coupa.errors import CoupaTimeoutError, PagingError
+from coupa_plugin.coupa.paging import read_keyset
+from coupa_plugin.coupa.transport import (
+    BodyTooLargeError,
+    deadline,
+    inherit_deadline,
+    read_body,
+    seconds_left,
+)
 from coupa_plugin.host.errors import PluginError, SyncError
 from coupa_plugin.host.model import SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
@@ -475,3 +483,42 @@ def test_an_excerpt_scrubs_only_the_head_of_a_crafted_body(monkeypatch: pytest.M
     assert errors.excerpt("x eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abcdefghijk y") == (
         "x [redacted-jwt] y"
     )
+
+
+def test_a_pool_thread_inherits_the_callers_deadline() -> None:
+    assert inherit_deadline(seconds_left)() is None, "no deadline: nothing to inherit"
+    with deadline(30.0), ThreadPoolExecutor(1) as pool:
+        inherited = pool.submit(inherit_deadline(seconds_left)).result()
+        alone = pool.submit(seconds_left).result()
+    assert inherited is not None and 0 < inherited <= 30.0
+    assert alone is None, "a pool thread has no deadline of its own"
+
+
+def test_a_keyset_listing_stops_at_its_row_limit() -> None:
+    def endless(cursor: int) -> list[dict[str, Any]]:
+        return [{"id": cursor + i} for i in range(1, 1_001)]
+
+    with pytest.raises(PagingError, match="more than 2500 rows"):
+        list(read_keyset(endless, what="roles", max_rows=2_500))
+
+
+@pytest.mark.parametrize("ident", [[1], {"id": 1}, True])
+def test_a_listing_row_with_an_id_of_the_wrong_type_is_named(
+    make: Callable[..., CoupaClient], ident: object
+) -> None:
+    def api(method: str, target: str, body: bytes) -> Reply:
+        return json_reply([{"id": ident, "login": "x"}] if "offset=0" in target else [])
+
+    with serve(api) as server, pytest.raises(PagingError, match="id is"):
+        list(make(server).users())
+
+
+def test_a_token_that_is_not_a_bearer_token_is_refused(make: Callable[..., CoupaClient]) -> None:
+    def token(form: bytes) -> Reply:
+        return json_reply({"access_token": "abc", "token_type": "mac", "expires_in": 3600})
+
+    with (
+        serve(lambda *_: json_reply(USERS), token=token) as server,
+        pytest.raises(CoupaResponseError, match="not a bearer token"),
+    ):
+        make(server).connect()
