@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from coupa_plugin.connector.mapping import parse_entitlement_id, parse_id
@@ -63,6 +63,11 @@ def check_sync_request(request: object, hook: str) -> None:
         )
     if request.since is not None and not isinstance(request.since, datetime):
         raise refuse(f"since: expected a datetime, got {_kind(request.since)}")
+    if request.since is not None:
+        try:
+            request.since.astimezone(UTC)  # what the filter is built from
+        except (OverflowError, ValueError):
+            raise refuse("since: out of the range of dates") from None
     ids = request.principal_ids
     if ids is not None:
         if not _strings(ids):

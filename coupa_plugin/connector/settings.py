@@ -311,9 +311,15 @@ def parse_base_url(value: str, *, key: str = "base_url") -> str:
     return f"{match.group(1).lower()}://{hostport.lower()}"
 
 
+# no setting is a long text: a longer value is a mistake (or an attack), not a setting
+_MAX_SETTING_CHARS: Final = 4_096
+
+
 def _string(key: str, value: object) -> str:
     if not isinstance(value, str):
         raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
+    if len(value) > _MAX_SETTING_CHARS:
+        raise ConfigurationError(f"{key}: longer than {_MAX_SETTING_CHARS:,} characters")
     return value
 
 
@@ -353,7 +359,9 @@ def _string_list(key: str, value: object) -> list[str]:
     items = list(value)
     for item in items:
         if not isinstance(item, str):
-            raise ConfigurationError(f"{key}: expected a list of strings, found {item!r}")
+            raise ConfigurationError(
+                f"{key}: expected a list of strings, found a {type(item).__name__}"
+            )
     return items
 
 
@@ -450,10 +458,11 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:  # noqa: C901 -
         raise ConfigurationError(
             f"coupa settings: expected a table of settings, got {type(section).__name__}"
         )
-    unknown = sorted(str(k) for k in section if k not in _KNOWN_KEYS)
+    unknown = sorted(str(k)[:60] for k in section if k not in _KNOWN_KEYS)
     if unknown:
+        shown = unknown[:20] + ([f"… {len(unknown) - 20} more"] if len(unknown) > 20 else [])
         raise ConfigurationError(
-            f"unknown setting(s) {unknown}; known settings: {sorted(_KNOWN_KEYS)}"
+            f"unknown setting(s) {shown}; known settings: {sorted(_KNOWN_KEYS)}"
         )
     problems = [
         f"{spec.name}: required setting is missing"

@@ -221,3 +221,16 @@ def test_secret_never_renders() -> None:
     with pytest.raises(TypeError):
         pickle.dumps(settings.client_secret)
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+def test_settings_errors_stay_short_whatever_the_input() -> None:
+    huge = {**GOOD, "client_id": "c" * 50_000_000}
+    with pytest.raises(ConfigurationError, match="client_id: longer than 4,096") as caught:
+        parse_settings(huge)
+    assert len(str(caught.value)) < 1_000
+    with pytest.raises(ConfigurationError) as caught:
+        parse_settings({**GOOD, "protected_logins": [b"x" * 10_000_000]})
+    assert "found a bytes" in str(caught.value) and len(str(caught.value)) < 1_000
+    with pytest.raises(ConfigurationError, match="more") as caught:
+        parse_settings({**GOOD, **{f"bogus{i}": 1 for i in range(100_000)}})
+    assert len(str(caught.value)) < 3_000
