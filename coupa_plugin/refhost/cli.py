@@ -54,11 +54,12 @@ from coupa_plugin.refhost.reports import (
     pick_run,
     pick_runs,
     resource_rows,
+    safe_text,
     write_diff,
     write_export,
     write_rows,
 )
-from coupa_plugin.refhost.snapshot import Interrupted, RunRecord, SnapshotStore
+from coupa_plugin.refhost.snapshot import Interrupted, RunRecord, SnapshotStore, open_private
 from coupa_plugin.refhost.tenants import load_tenants
 
 __all__ = ["main"]
@@ -718,7 +719,7 @@ def export(
             count = write_export(store, run.run_id, fmt, sys.stdout)
         else:
             try:
-                handle = output.open("w", encoding="utf-8", newline="")
+                handle = open_private(output)
             except OSError as exc:
                 raise click.BadParameter(
                     f"cannot write {output}: {exc.strerror}", param_hint="--output"
@@ -774,7 +775,7 @@ def access(
         user = find_user(store, run.run_id, who)
         rows = access_rows(store, run.run_id, str(user["id"]))
         click.echo(
-            f"user {user['id']} ({user['display_name']}, {user['status']}): "
+            f"user {user['id']} ({safe_text(str(user['display_name']))}, {user['status']}): "
             f"{len(rows)} entitlement(s), {sum(1 for r in rows if r['privileged'])} privileged",
             err=True,
         )
@@ -878,13 +879,16 @@ def doctor(tenants_file: Path, tenant_id: str, plugin_name: str, fmt: str) -> No
 @click.option("--run", "run_id", type=int, help="Run id (default: the last complete full run).")
 @click.option("--against", type=int, help="Compare with this run (default: the full run before).")
 @click.option("--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@ALLOW_PARTIAL_OPTION
 def report(
+    *,
     snapshot: Path,
     tenant_id: str,
     plugin_name: str,
     run_id: int | None,
     against: int | None,
     output: Path,
+    allow_partial: bool,
 ) -> None:
     """The access review of a run as one self-contained HTML file: facts, exceptions first,
     changes since the previous full run, charts and a table per entitlement."""
@@ -900,8 +904,10 @@ def report(
                 now=datetime.now(UTC),
                 run_id=run_id,
                 against=against,
+                allow_partial=allow_partial,
             )
-        output.write_text(render_review(review), encoding="utf-8")
+        with open_private(output) as handle:
+            handle.write(render_review(review))
     except ConfigurationError as exc:
         _fail(exc)
     except OSError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any, Final, TextIO
 
@@ -66,7 +67,7 @@ class RunDiff:
         }
 
 
-def _refusal(run: RunRecord, *, allow_partial: bool) -> str | None:
+def refusal(run: RunRecord, *, allow_partial: bool) -> str | None:
     """Why ``run`` cannot be reported on, or None."""
     if run.outcome != "complete":
         return f"run {run.run_id} is {run.outcome}, not complete"
@@ -140,7 +141,7 @@ def _pick(
     for run_id in wanted:
         if run_id not in by_id:
             raise ConfigurationError(f"run {run_id} is not a run of {tenant_id}/{plugin}")
-        if problem := _refusal(by_id[run_id], allow_partial=allow_partial):
+        if problem := refusal(by_id[run_id], allow_partial=allow_partial):
             raise ConfigurationError(problem)
         picked.append(by_id[run_id])
     return picked
@@ -227,17 +228,16 @@ def write_diff(result: RunDiff, fmt: str, out: TextIO) -> None:  # noqa: C901 - 
         writer.writerow(["change", "id", "principal_id", "login", "name", "detail", "privileged"])
         for name, rows in sections.items():
             for row in rows:
-                writer.writerow(
-                    [
-                        name,
-                        row.get("entitlement_id") or row.get("id"),
-                        row.get("principal_id"),
-                        row.get("login"),
-                        row.get("entitlement") or row.get("display_name"),
-                        row.get("was") or row.get("resource_type") or row.get("status"),
-                        "true" if row.get("privileged") else "",
-                    ]
-                )
+                cells = [
+                    name,
+                    row.get("entitlement_id") or row.get("id"),
+                    row.get("principal_id"),
+                    row.get("login"),
+                    row.get("entitlement") or row.get("display_name"),
+                    row.get("was") or row.get("resource_type") or row.get("status"),
+                    "true" if row.get("privileged") else "",
+                ]
+                writer.writerow([_csv_value(cell) for cell in cells])
         return
     console = _console(out)
     console.print(f"changes from run {result.old_run} to run {result.new_run}")
@@ -275,12 +275,26 @@ def _table(columns: list[str], title: str | None = None) -> Any:
     return table
 
 
-def _cell(value: Any) -> str:
+# control characters (a terminal's escape sequences) and the bidirectional overrides that
+# make a name read as another: shown as U+FFFD, never passed to a terminal or a spreadsheet
+_UNSAFE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# what a spreadsheet takes for the start of a formula (OWASP's list for CSV injection)
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_text(value: str) -> str:
+    """``value`` with nothing a terminal or a spreadsheet would act on."""
+    return _UNSAFE.sub("\ufffd", value)
+
+
+def _cell(value: Any) -> Any:
+    from rich.text import Text  # a Text is shown as it is: no markup read from the data
+
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else ""
-    return str(value)
+    return Text(safe_text(str(value)))
 
 
 def write_rows(rows: Iterable[dict[str, Any]], columns: list[str], fmt: str, out: TextIO) -> int:
@@ -315,6 +329,10 @@ def write_rows(rows: Iterable[dict[str, Any]], columns: list[str], fmt: str, out
 def _csv_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        value = safe_text(value)
+        # a cell a spreadsheet would run as a formula is kept as text
+        return f"'{value}" if value.startswith(_FORMULA_START) else value
     return value
 
 

@@ -27,7 +27,7 @@ import attrs
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import SyncRequest
-from coupa_plugin.refhost.reports import RunDiff, diff_runs
+from coupa_plugin.refhost.reports import RunDiff, diff_runs, refusal
 from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore
 
 __all__ = [
@@ -153,20 +153,28 @@ class Review:
 
 
 def pick_review_runs(
-    store: SnapshotStore, tenant_id: str, plugin: str, run_id: int | None, against: int | None
+    store: SnapshotStore,
+    tenant_id: str,
+    plugin: str,
+    run_id: int | None,
+    against: int | None,
+    *,
+    allow_partial: bool = False,
 ) -> tuple[RunRecord, RunRecord | None]:
     """The run to review and the run to compare it with.
 
     By default the latest complete full run, compared with the latest complete full run before
-    it (None when there is none). A named run must be a complete run of the tenant and plugin.
+    it (None when there is none); runs narrowed by type, user or ``since`` never count as
+    full. A named run must be a complete run of the tenant and plugin, and a whole one unless
+    ``allow_partial``.
     """
     by_id = {r.run_id: r for r in store.runs(tenant_id) if r.plugin == plugin}
 
     def named(ident: int, option: str) -> RunRecord:
         if ident not in by_id:
             raise ConfigurationError(f"{option} {ident} is not a run of {tenant_id}/{plugin}")
-        if by_id[ident].outcome != "complete":
-            raise ConfigurationError(f"{option} {ident} is {by_id[ident].outcome}, not complete")
+        if why := refusal(by_id[ident], allow_partial=allow_partial):
+            raise ConfigurationError(f"{option}: {why}")
         return by_id[ident]
 
     if run_id is None:
@@ -274,9 +282,12 @@ def gather_review(  # noqa: C901 - one branch per exception the review lists
     now: datetime,
     run_id: int | None = None,
     against: int | None = None,
+    allow_partial: bool = False,
 ) -> Review:
     """Read everything the report shows about one run of ``tenant_id``/``plugin``."""
-    run, other = pick_review_runs(store, tenant_id, plugin, run_id, against)
+    run, other = pick_review_runs(
+        store, tenant_id, plugin, run_id, against, allow_partial=allow_partial
+    )
     rid = run.run_id
     users, user_index, never = _load_users(store, rid)
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from html import escape
 from itertools import count
 
+from coupa_plugin.refhost.reports import safe_text
 from coupa_plugin.refhost.review import EntitlementRow, Holding, Review, UserRow
 
 __all__ = ["CSP", "render_review"]
@@ -173,7 +174,9 @@ document.body.setAttribute("data-ready","1");
 
 
 def _e(value: object) -> str:
-    return escape("" if value is None else str(value), quote=True)
+    """HTML-escaped, with control characters and bidirectional overrides shown as U+FFFD
+    (a name must not read as another)."""
+    return escape(safe_text("" if value is None else str(value)), quote=True)
 
 
 def _when(stamp: str | None) -> str:
@@ -713,7 +716,13 @@ def _data(review: Review) -> str:
             holders[ent.id] = gaps
     payload = {
         "users": [
-            [u.id, u.login, u.name, status.get(u.status, "u"), kinds.get(u.kind, "p")]
+            [
+                u.id,
+                safe_text(u.login),
+                safe_text(u.name),
+                status.get(u.status, "u"),
+                kinds.get(u.kind, "p"),
+            ]
             for u in review.users
         ],
         "holders": holders,

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
@@ -83,6 +83,8 @@ CREATE TABLE IF NOT EXISTS grants (
     principal_id   TEXT NOT NULL,
     PRIMARY KEY (run_id, entitlement_id, principal_id)
 ) WITHOUT ROWID;
+-- what one account holds (exports, access queries) without scanning the run's grants
+CREATE INDEX IF NOT EXISTS grants_by_principal ON grants (run_id, principal_id);
 """
 _BATCH = 2_000
 _Args = tuple[Any, ...] | Mapping[str, Any]
@@ -216,6 +218,19 @@ class RunWriter:
             self._grant_rows.clear()
 
 
+def open_private(path: Path) -> TextIO:
+    """``path`` opened for writing text, created 0600 (tightened when it existed looser) and
+    never through a symbolic link: reports and exports hold the snapshot's personal data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w", encoding="utf-8", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _owner_only(path: Path) -> None:
     """A snapshot holds personal data: create it 0600 or tighten it (with SQLite's side files,
     which take the database's mode), and never follow a symbolic link to it (OSError)."""
@@ -236,9 +251,24 @@ class SnapshotStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _owner_only(self.path)
+        if self.path.is_symlink() or not self.path.exists():
+            _owner_only(self.path)  # created 0600; a symbolic link is refused (OSError)
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         try:
+            # another program's database is left exactly as it is
+            tables = {
+                name
+                for (name,) in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
+            if tables and "runs" not in tables:
+                self._conn.close()
+                raise ConfigurationError(
+                    f"{self.path} is not a snapshot file (it holds other tables: "
+                    f"{', '.join(sorted(tables)[:5])}); nothing was changed"
+                )
+            _owner_only(self.path)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
@@ -425,12 +455,14 @@ class SnapshotStore:
     def complete_before(
         self, tenant_id: str, plugin: str, run_id: int, kind: str = "full"
     ) -> list[RunRecord]:
-        """Complete runs of ``kind`` of a tenant and plugin older than ``run_id``, oldest first."""
+        """Complete runs of ``kind`` over the whole tenant (no partial run: not narrowed by
+        type, user or ``since``) of a tenant and plugin older than ``run_id``, oldest first."""
         return [
             run
             for run in self.runs(tenant_id)
             if run.plugin == plugin
             and run.outcome == "complete"
             and run.kind == kind
+            and not run.partial
             and run.run_id < run_id
         ]

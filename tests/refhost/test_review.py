@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import coupa_plugin
+from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Entitlement, Grant, Resource, SyncRequest
 from coupa_plugin.refhost.cli import main
 from coupa_plugin.refhost.facts import service_instance
@@ -284,7 +285,11 @@ def test_never_signed_in_when_the_records_say(tmp_path: Path) -> None:
             hostile = attrs.evolve(user("1", active=True, last=None), display_name=HOSTILE)
             writer.add_resource(hostile)
             writer.add_grant(Grant(entitlement_id="role:7:member", principal_id="1"))
-        later = gather_review(store, "t", "p", now=datetime(2026, 1, 3, tzinfo=UTC), run_id=2)
+        with pytest.raises(ConfigurationError, match="partial"):  # only when asked for
+            gather_review(store, "t", "p", now=datetime(2026, 1, 3, tzinfo=UTC), run_id=2)
+        later = gather_review(
+            store, "t", "p", now=datetime(2026, 1, 3, tzinfo=UTC), run_id=2, allow_partial=True
+        )
     assert result.never_logged_in is not None
     assert [h.user.login for h in result.never_logged_in] == ["u1"]  # active, holds access
     assert result.facts == {} and result.against is None and result.changes is None

