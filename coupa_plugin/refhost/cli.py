@@ -413,6 +413,7 @@ class _Timestamp(click.ParamType):  # type: ignore[type-arg]
     "sandbox_users",
     default=2_000,
     show_default=True,
+    type=click.IntRange(min=0),
     help="With --sandbox: how many users to generate.",
 )
 @click.option(

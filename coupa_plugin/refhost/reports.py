@@ -263,7 +263,14 @@ def write_diff(result: RunDiff, fmt: str, out: TextIO) -> None:  # noqa: C901 - 
 def _console(out: TextIO) -> Any:
     from rich.console import Console
 
-    return Console(file=out, width=None if out.isatty() else 200, highlight=False)
+    class _PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # the reader went away (`| head`): the command line ends quietly with success,
+            # as it does for every other output; rich would exit with 1
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _PipedConsole(file=out, width=None if out.isatty() else 200, highlight=False)
 
 
 def _table(columns: list[str], title: str | None = None) -> Any:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import time
 
 import attrs
@@ -44,8 +46,16 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
                 raise click.BadParameter(
                     f"{name}: expected an integer, got {raw!r}", param_hint="--quirk"
                 ) from None
+            if value < 1:  # page caps and statuses alike
+                raise click.BadParameter(
+                    f"{name}: expected a positive integer, got {value}", param_hint="--quirk"
+                )
         elif isinstance(current, frozenset):
             value = frozenset(v for v in raw.split(",") if v)
+        elif name == "list_put" and raw not in {"replace", "merge"}:
+            raise click.BadParameter(
+                f"list_put: expected replace or merge, got {raw!r}", param_hint="--quirk"
+            )
         else:
             value = raw
         setattr(quirks, name, value)
@@ -53,11 +63,29 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
 
 
 @click.command()
-@click.option("--users", default=1_000, show_default=True, help="Users to generate.")
+@click.option(
+    "--users",
+    default=1_000,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Users to generate.",
+)
 @click.option("--seed", default=0, show_default=True, help="Generator and fault seed.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, help="0 picks a free port.")
-@click.option("--latency", default=0.0, show_default=True, help="Seconds added to each request.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65_535),
+    help="0 picks a free port.",
+)
+@click.option(
+    "--latency",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds added to each request.",
+)
 @click.option("--no-rate-limit", is_flag=True, help="Do not enforce 25 req/s, burst 20.")
 @click.option(
     "--list-put",
@@ -74,8 +102,20 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
     help="Set a Quirks switch, e.g. membership_bumps_updated_at=true, "
     "retry_after=false, page_cap=25 (repeatable).",
 )
-@click.option("--error-rate", default=0.0, show_default=True, help="Share of 5xx answers.")
-@click.option("--drop-rate", default=0.0, show_default=True, help="Share of dropped connections.")
+@click.option(
+    "--error-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of 5xx answers.",
+)
+@click.option(
+    "--drop-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of dropped connections.",
+)
 def main(
     users: int,
     seed: int,
@@ -106,10 +146,16 @@ def main(
     try:
         server = SandboxServer(sandbox, host=host, port=port)
     except OSError as exc:
+        # an address that does not resolve or is not this machine's is the host's fault
+        unknown_host = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
         raise click.BadParameter(
-            f"cannot listen on {host}:{port}: {exc.strerror} (another process may hold the "
-            "port; --port 0 picks a free one)",
-            param_hint="--port",
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            + (
+                ""
+                if unknown_host
+                else " (another process may hold the port; --port 0 picks a free one)"
+            ),
+            param_hint="--host" if unknown_host else "--port",
         ) from None
     if not is_loopback(host):
         banner = "!" * 78

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
 from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.reports import write_export, write_rows
+from coupa_plugin.refhost.reports import RunDiff, write_diff, write_export, write_rows
 from coupa_plugin.refhost.snapshot import SnapshotStore
 
 
@@ -104,3 +104,32 @@ def test_exports_and_reports_are_private_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", *args, "--output", str(html)])
     assert result.exit_code == 0, result.output
     assert stat.S_IMODE(html.stat().st_mode) == 0o600
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_a_table_into_a_closed_pipe_is_a_broken_pipe_not_an_exit() -> None:
+    # the command line turns BrokenPipeError into a quiet exit 0; rich would exit with 1
+    rows = [{"entitlement_id": "role:2:member", "principal_id": "1", "privileged": False}]
+    diff = RunDiff(
+        old_run=1,
+        new_run=2,
+        grants_added=rows,
+        grants_removed=[],
+        users_new=[],
+        users_gone=[],
+        users_enabled=[],
+        users_disabled=[],
+        entitlements_new=[],
+        entitlements_gone=[],
+    )
+    with pytest.raises(BrokenPipeError):
+        write_diff(diff, "table", _ClosedPipe())
+    with pytest.raises(BrokenPipeError):
+        write_rows(rows, ["entitlement_id"], "table", _ClosedPipe())

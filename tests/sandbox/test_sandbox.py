@@ -511,3 +511,27 @@ def test_command_line_quirks() -> None:
     for bad in ("nosuch=1", "retry_after=maybe", "page_cap"):
         with pytest.raises(click.BadParameter):
             parse_quirks((bad,), "replace")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--port", "99999"], "--port"),
+        (["--host", "999.1.1.1", "--port", "0"], "--host"),
+        (["--quirk", "page_cap=0"], "page_cap"),
+        (["--quirk", "list_put=xyz"], "list_put"),
+        (["--latency", "-1"], "--latency"),
+        (["--error-rate", "2"], "--error-rate"),
+        (["--users", "-5"], "--users"),
+    ],
+)
+def test_the_sandbox_command_line_refuses_values_it_cannot_serve(
+    args: list[str], named: str
+) -> None:
+    from click.testing import CliRunner
+
+    from coupa_plugin.sandbox.__main__ import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and named in result.output, result.output
+    assert "Traceback" not in result.output
