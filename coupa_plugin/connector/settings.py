@@ -458,17 +458,18 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:  # noqa: C901 -
         raise ConfigurationError(
             f"coupa settings: expected a table of settings, got {type(section).__name__}"
         )
+    problems = []
     unknown = sorted(str(k)[:60] for k in section if k not in _KNOWN_KEYS)
     if unknown:
         shown = unknown[:20] + ([f"… {len(unknown) - 20} more"] if len(unknown) > 20 else [])
-        raise ConfigurationError(
-            f"unknown setting(s) {shown}; known settings: {sorted(_KNOWN_KEYS)}"
-        )
-    problems = [
+        problems.append(f"unknown setting(s) {shown}; known settings: {sorted(_KNOWN_KEYS)}")
+    problems += [
         f"{spec.name}: required setting is missing"
         for spec in SETTINGS_SCHEMA
         if spec.required and spec.name not in section
     ]
+    if "domain" not in section and "base_url" not in section:
+        problems.append("domain: required setting is missing (or base_url for a sandbox)")
     values: dict[str, Any] = {}
     for name, parse in _FIELD_PARSERS.items():
         if name in section:

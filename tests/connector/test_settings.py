@@ -234,3 +234,17 @@ def test_settings_errors_stay_short_whatever_the_input() -> None:
     with pytest.raises(ConfigurationError, match="more") as caught:
         parse_settings({**GOOD, **{f"bogus{i}": 1 for i in range(100_000)}})
     assert len(str(caught.value)) < 3_000
+
+
+def test_an_unknown_key_does_not_hide_the_other_problems() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_settings({"bogus": 1, "client_id": 5, "timeout_s": "x"})
+    message = str(caught.value)
+    for part in (
+        "unknown setting(s) ['bogus']",
+        "client_id",
+        "timeout_s",
+        "client_secret",
+        "domain: required",
+    ):
+        assert part in message, message
