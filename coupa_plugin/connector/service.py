@@ -36,7 +36,8 @@ from coupa_plugin.coupa import (
     CoupaHTTPError,
     ScopeError,
 )
-from coupa_plugin.coupa.client import GraphQLError, ScopeGrant
+from coupa_plugin.coupa.errors import GraphQLError
+from coupa_plugin.coupa.negotiation import ScopeGrant
 from coupa_plugin.coupa.ratelimit import RateLimiter
 from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
 from coupa_plugin.coupa.scopes import (

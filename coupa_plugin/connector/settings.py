@@ -18,7 +18,7 @@ import attrs
 from coupa_plugin.connector.shared_state import SharedStateURL, parse_shared_state
 from coupa_plugin.coupa import Secret
 from coupa_plugin.coupa.client import ClientConfig
-from coupa_plugin.coupa.client import Mode as Mode  # the connector names the client's type
+from coupa_plugin.coupa.negotiation import Mode as Mode  # the client's type, re-exported
 from coupa_plugin.coupa.transport import DEFAULT_MAX_BODY_BYTES
 from coupa_plugin.host.errors import ConfigurationError
 

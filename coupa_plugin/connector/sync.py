@@ -39,7 +39,7 @@ from coupa_plugin.connector.mapping import (
     user_resource,
 )
 from coupa_plugin.coupa import CoupaClient, CoupaError
-from coupa_plugin.coupa.client import GraphQLError
+from coupa_plugin.coupa.errors import GraphQLError
 from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Role, User, UserGroup
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest

@@ -1,7 +1,7 @@
 """A typed client for Coupa's API. It knows nothing of the IGA host."""
 
 from coupa_plugin.coupa._secret import Secret
-from coupa_plugin.coupa.client import ClientConfig, CoupaClient, ScopeGrant
+from coupa_plugin.coupa.client import ClientConfig, CoupaClient
 from coupa_plugin.coupa.errors import (
     CoupaAuthError,
     CoupaError,
@@ -12,6 +12,7 @@ from coupa_plugin.coupa.errors import (
     ReadOnlyClientError,
     ScopeError,
 )
+from coupa_plugin.coupa.negotiation import ScopeGrant
 
 __all__ = [
     "ClientConfig",

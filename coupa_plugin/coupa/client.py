@@ -1,38 +1,31 @@
-"""The Coupa client: scopes and mode, paced and retried requests, complete listings, typed
-records. It knows nothing of the IGA host."""
+"""The Coupa client: Coupa's endpoints as typed reads and writes, complete listings, the
+license flags a tenant shows. Scope negotiation lives in ``negotiation``, the request loop
+in ``http``. It knows nothing of the IGA host."""
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
-from urllib.parse import quote, urlencode
 
 import attrs
 import httpx
-import orjson
-import stamina
 
 from coupa_plugin.coupa._secret import Secret
 from coupa_plugin.coupa.auth import CoupaAuth, TokenSource
 from coupa_plugin.coupa.errors import (
-    CoupaError,
     CoupaHTTPError,
     CoupaResponseError,
-    CoupaTimeoutError,
-    CoupaTransportError,
+    GraphQLError,
     ReadOnlyClientError,
-    ScopeError,
-    excerpt,
     plain,
 )
 from coupa_plugin.coupa.fields import FieldSpec, TenantFields
+from coupa_plugin.coupa.http import GRAPHQL_PATH, RequestLoop
 from coupa_plugin.coupa.models import (
     KNOWN_LICENSE_FLAGS,
     AccountGroup,
@@ -46,24 +39,14 @@ from coupa_plugin.coupa.models import (
     structure,
     structure_user,
 )
+from coupa_plugin.coupa.negotiation import Mode, ScopeGrant, negotiate, read_scopes
 from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import RateLimiter, SharedRateLimiter
-from coupa_plugin.coupa.scopes import (
-    OPTIONAL_SCOPES,
-    PROVISIONING_SCOPES,
-    READ_ONLY_SCOPES,
-    REQUIRED_SCOPES,
-    WRITE_SCOPES,
-)
 from coupa_plugin.coupa.transport import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_BODY_BYTES,
     DeadlineTransport,
     PacedTransport,
-    deadline,
-    read_body,
-    retry_after_seconds,
-    seconds_left,
 )
 
 __all__ = [
@@ -72,23 +55,15 @@ __all__ = [
     "ClientConfig",
     "CoupaClient",
     "GraphQLError",
+    "Mode",
     "ScopeGrant",
 ]
 
 log = logging.getLogger("coupa_plugin.coupa")
-Mode = Literal["auto", "read-only", "provisioning"]
 T = TypeVar("T")
-_RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
-_NEVER_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-_STATS_EVERY: Final = 50
-# h11's words for an answer it cannot parse (as opposed to a connection closed early)
-_UNPARSEABLE: Final = ("illegal", "malformed", "invalid", "too long", "can't handle", "bad ")
-_WAIT_INITIAL_S: Final = 0.5
 _MAX_ROLE_PAGES: Final = 10_000
 # a role catalog is small (tens to hundreds); far more is a server gone wrong
 _MAX_ROLES: Final = 100_000
-_WAIT_MAX_S: Final = 30.0
-_WAIT_JITTER_S: Final = 1.0
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
 USER_FIELDS: Final[tuple[Any, ...]] = (
     "id",
@@ -129,17 +104,6 @@ _BUSINESS_GROUP_FIELDS: Final = FieldSpec(
 _ACCOUNT_GROUP_FIELDS: Final = FieldSpec(
     "account_groups", ("id", "name", "description", "active"), _CATALOG_REQUIRED
 )
-GRAPHQL_PATH: Final = "/api/graphql"
-
-
-class GraphQLError(CoupaError):
-    """Coupa's GraphQL endpoint answered with errors."""
-
-    def __init__(self, messages: list[str]) -> None:
-        self.messages = messages
-        super().__init__("GraphQL: " + "; ".join(messages)[:500])
-
-
 @attrs.frozen(kw_only=True)
 class ClientConfig:
     """How to reach and pace one Coupa instance."""
@@ -161,40 +125,7 @@ class ClientConfig:
     shared_rate_limit_file: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class ScopeGrant:
-    """What the token endpoint granted and the mode that follows from it."""
-
-    mode: Literal["read-only", "provisioning"]
-    scopes: frozenset[str]
-    optional_missing: frozenset[str]
-    reported_by_server: bool
-    documented_missing: frozenset[str] = frozenset()
-
-
 Answer = tuple[int, httpx.Headers, bytes]
-
-
-class _Retryable(Exception):
-    """Internal: a failed attempt worth another try."""
-
-    def __init__(
-        self,
-        reason: str,
-        answer: Answer | None = None,
-        wait: float | None = None,
-        *,
-        timed_out: bool = False,
-    ) -> None:
-        super().__init__(reason)
-        self.reason, self.answer, self.wait, self.timed_out = reason, answer, wait, timed_out
-
-
-def _dropped(exc: httpx.RemoteProtocolError) -> bool:
-    """The server closed the connection early (worth a retry), as opposed to sending
-    something HTTP cannot parse, such as a header h11 rejects (the same next time)."""
-    text = str(exc).lower()
-    return not any(marker in text for marker in _UNPARSEABLE)
 
 
 def _record(row: Any, cls: type[T], what: str) -> T:
@@ -286,6 +217,9 @@ class CoupaClient:
         self.read_tokens = token_source()
         self._graphql_auth = CoupaAuth(self.read_tokens, sleep)
         self._graphql_http = api_client(self._graphql_auth)
+        self.http = RequestLoop(
+            config, api=self._http, graphql=self._graphql_http, limiter=self.limiter, clock=clock
+        )
         self.fields = TenantFields()
         self._license_flags: frozenset[str] = frozenset()  # seen on this tenant
         self._flags_discovered = False
@@ -296,8 +230,6 @@ class CoupaClient:
         self._page_size = PageSize()
         self.newest_user_id: int | None = None  # from the last license-flag probe
         self._lock = threading.Lock()
-        self.requests = 0
-        self.retries = 0
 
     # -- lifecycle and scopes ------------------------------------------------------------------
 
@@ -327,7 +259,7 @@ class CoupaClient:
         """
         with self._lock:
             if self._grant is None or refresh:
-                self._grant = self._negotiate()
+                self._grant = negotiate(self.tokens, self.config.mode, self.config.tenant)
                 self._use_read_tokens()
             return self._grant
 
@@ -335,11 +267,7 @@ class CoupaClient:
         """Point GraphQL at a token without write scopes (minted on first use, refreshed like
         the other one)."""
         scopes = self.tokens.scopes
-        read = (
-            None
-            if scopes is None
-            else frozenset(s for s in scopes if not s.endswith(".write")) - {"offline_access"}
-        )
+        read = read_scopes(scopes)
         if read is None or read == scopes:
             self._graphql_auth.source = self.tokens
             return
@@ -347,78 +275,18 @@ class CoupaClient:
             self.read_tokens.use(read)
         self._graphql_auth.source = self.read_tokens
 
-    def _negotiate(self) -> ScopeGrant:
-        mode = self.config.mode
-        bases: list[frozenset[str]] = []
-        if mode in {"auto", "provisioning"}:
-            # offline_access is in the documented set, but client credentials get no refresh
-            # token anyway: writing does not depend on it
-            bases += [PROVISIONING_SCOPES, PROVISIONING_SCOPES - {"offline_access"}]
-        if mode in {"auto", "read-only"}:
-            bases.append(READ_ONLY_SCOPES)
-        for base in bases:
-            for asked in (base | OPTIONAL_SCOPES, base):
-                try:
-                    token = self.tokens.mint(asked)
-                except ScopeError:
-                    continue
-                self.tokens.use(asked, token)
-                documented = PROVISIONING_SCOPES if base != READ_ONLY_SCOPES else READ_ONLY_SCOPES
-                return self._decide(asked, token.reported_scopes, documented - asked)
-        # None of the documented sets: find out scope by scope what the client may have.
-        candidates = (
-            READ_ONLY_SCOPES if mode == "read-only" else PROVISIONING_SCOPES
-        ) | OPTIONAL_SCOPES
-        refused = frozenset(self._refused_scopes(candidates))
-        granted = candidates - refused
-        required = REQUIRED_SCOPES | (WRITE_SCOPES if mode == "provisioning" else frozenset())
-        if required - granted:
-            raise ScopeError(
-                f"the OAuth client was not granted the scopes mode {mode!r} needs; missing: "
-                f"{' '.join(sorted(required - granted))}"
-                + (
-                    f" (also not granted: {' '.join(sorted(refused - required))})"
-                    if refused - required
-                    else ""
-                )
-                + ". Grant them to the client under Setup > Integrations > "
-                "OAuth2/OpenID Connect Clients"
-            )
-        token = self.tokens.mint(granted)
-        self.tokens.use(granted, token)
-        return self._decide(granted, token.reported_scopes, refused - OPTIONAL_SCOPES)
+    @property
+    def requests(self) -> int:
+        """Requests sent (attempts, retries included; tokens not)."""
+        return self.http.requests
 
-    def _decide(
-        self, asked: frozenset[str], reported: frozenset[str] | None, missing: frozenset[str]
-    ) -> ScopeGrant:
-        scopes = reported if reported is not None else asked
-        writes = self.config.mode != "read-only" and scopes >= WRITE_SCOPES
-        if self.config.mode == "provisioning" and not writes:
-            raise ScopeError(
-                "the OAuth client was not granted the scopes mode 'provisioning' needs; "
-                f"missing: {' '.join(sorted(WRITE_SCOPES - scopes))}"
-            )
-        grant = ScopeGrant(
-            mode="provisioning" if writes else "read-only",
-            scopes=scopes,
-            optional_missing=OPTIONAL_SCOPES - scopes,
-            reported_by_server=reported is not None,
-            documented_missing=missing | ((READ_ONLY_SCOPES - scopes) if reported else frozenset()),
-        )
-        log.info(
-            "scopes negotiated",
-            extra={"tenant": self.config.tenant, "mode": grant.mode, "scopes": len(scopes)},
-        )
-        return grant
+    @property
+    def retries(self) -> int:
+        return self.http.retries
 
-    def _refused_scopes(self, scopes: Iterable[str]) -> list[str]:
-        refused = []
-        for scope in sorted(scopes):
-            try:
-                self.tokens.mint({scope})
-            except ScopeError:
-                refused.append(scope)
-        return refused
+    def log_stats(self) -> None:
+        """One INFO record with the request counters (the reference host shows them)."""
+        self.http.log_stats()
 
     @property
     def writes_allowed(self) -> bool:
@@ -450,217 +318,7 @@ class CoupaClient:
                 f"{method} {path} refused: this client runs in read-only mode"
             )
         safe = read or bool(idempotent)
-        content = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        url = self._url(path, params)
-        started = self._clock()
-        until = started + self.config.retry_timeout_s
-        made = 0
-        try:
-            for attempt in stamina.retry_context(
-                on=self._backoff_until(until),
-                attempts=self.config.retry_attempts,
-                timeout=None,
-            ):
-                with attempt:
-                    made = attempt.num
-                    if attempt.num > 1:
-                        with self._lock:
-                            self.retries += 1
-                    left = self._left(until)
-                    if left <= 0:
-                        raise _Retryable("the time budget is spent", timed_out=True)
-                    with deadline(min(self.config.timeout_s, left)):
-                        return self._attempt(
-                            method, path, url, content, headers, safe=safe, attempt=made
-                        )
-        except _Retryable as exc:
-            spent = self._clock() - started
-            tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
-            if exc.answer is not None:
-                raise self._http_error(method, path, *exc.answer, tries=tries) from None
-            if spent >= self.config.retry_timeout_s or exc.timed_out:
-                raise CoupaTimeoutError(
-                    f"{method} {path} did not complete within its time budget "
-                    f"(timeout_s={self.config.timeout_s:g} per attempt, "
-                    f"{self.config.retry_timeout_s:g} s per call); {tries}: {exc.reason}"
-                ) from None
-            raise CoupaTransportError(
-                f"{method} {path} failed after {tries}: {exc.reason}"
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _left(self, until: float) -> float:
-        """Seconds left before ``until`` (this client's clock) or the thread's outer deadline
-        (a hook's budget), whichever comes first."""
-        left = until - self._clock()
-        outer = seconds_left()
-        return left if outer is None else min(left, outer)
-
-    def _backoff_until(self, until: float) -> Callable[[Exception], bool | float]:
-        """stamina's retry predicate: how long to wait before the next attempt, or False when
-        the failure is final or the wait would not end before ``until``."""
-        failures = 0
-
-        def on(exc: Exception) -> bool | float:
-            nonlocal failures
-            if not isinstance(exc, _Retryable):
-                return False
-            failures += 1
-            wait = exc.wait
-            if wait is None:
-                wait = min(_WAIT_MAX_S, _WAIT_INITIAL_S * 2 ** (failures - 1))
-                wait += random.uniform(0, _WAIT_JITTER_S)
-            return wait if wait < self._left(until) else False
-
-        return on
-
-    def _attempt(  # noqa: C901 - one branch per retry decision of an answer
-        self,
-        method: str,
-        path: str,
-        url: httpx.URL,
-        content: bytes | None,
-        headers: dict[str, str] | None,
-        *,
-        safe: bool,
-        attempt: int,
-    ) -> Any:
-        started = time.monotonic()
-        with self._lock:
-            self.requests += 1
-            report = self.requests % _STATS_EVERY == 0
-        if report:
-            self.log_stats()
-        what = f"{method} {path}"
-        http = self._graphql_http if path == GRAPHQL_PATH else self._http
-        try:
-            response = http.send(
-                http.build_request(method, url, content=content, headers=headers),
-                stream=True,
-            )
-            data = read_body(response, self.config.max_body_bytes, what)
-        except httpx.TransportError as exc:
-            reason = type(exc).__name__
-            log.info(
-                "request failed",
-                extra={
-                    "tenant": self.config.tenant,
-                    "method": method,
-                    "path": path,
-                    "error": reason,
-                    "attempt": attempt,
-                },
-            )
-            if isinstance(exc, httpx.LocalProtocolError) or (
-                isinstance(exc, httpx.RemoteProtocolError) and not _dropped(exc)
-            ):
-                # a malformed request or answer is the same on the next try
-                raise CoupaResponseError(
-                    f"{what} failed ({reason}: {excerpt(str(exc), 120)})"
-                    + ("" if safe else "; Coupa may or may not have applied it")
-                ) from None
-            if safe or isinstance(exc, _NEVER_SENT):
-                raise _Retryable(
-                    reason, timed_out=isinstance(exc, httpx.TimeoutException)
-                ) from None
-            raise CoupaTransportError(
-                f"{what} failed ({reason}); Coupa may or may not have applied it"
-            ) from None
-        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
-        status = response.status_code
-        log.debug(
-            "request",
-            extra={
-                "tenant": self.config.tenant,
-                "method": method,
-                "path": path,
-                "status": status,
-                "attempt": attempt,
-                "elapsed_ms": elapsed_ms,
-            },
-        )
-        answer = (status, response.headers, data)
-        if status == 401 and safe:
-            # the auth flow already re-minted once; a token can still be revoked between the
-            # mint and the retry, so safe requests get another round
-            raise _Retryable("HTTP 401", answer)
-        # a 500 on a read is as transient as a 502-504; a write answered 500 is reported (the
-        # caller's read-back tells what Coupa holds)
-        if (status in _RETRY_STATUSES and (safe or status == 429)) or (
-            status == 500 and (method == "GET" or path == GRAPHQL_PATH)
-        ):
-            log.info(
-                "retrying",
-                extra={
-                    "tenant": self.config.tenant,
-                    "method": method,
-                    "path": path,
-                    "status": status,
-                    "attempt": attempt,
-                },
-            )
-            wait = retry_after_seconds(response) if status == 429 else None
-            raise _Retryable(f"HTTP {status}", answer, wait)
-        if status >= 300 or status < 200:
-            raise self._http_error(method, path, *answer)
-        if not data.strip():
-            return None
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            problem = f"{what}: invalid JSON in the response ({excerpt(data, 80)})"
-            kind = response.headers.get("content-type", "").split(";")[0].lower()
-            if safe and "html" not in kind and "xml" not in kind:
-                raise _Retryable(problem) from None  # a truncated body may come whole next time
-            raise CoupaResponseError(
-                problem + ("" if safe else "; Coupa may or may not have applied it")
-            ) from None
-
-    def _url(self, path: str, params: Mapping[str, Any] | None) -> httpx.URL:
-        """The absolute, percent-encoded URL, built once: httpx validates a URL character by
-        character each time it parses or merges one, and ``fields=[…]`` makes it long."""
-        query = urlencode(params, quote_via=quote) if params else ""
-        return httpx.URL(f"{self.config.base_url}{path}{'?' + query if query else ''}")
-
-    @staticmethod
-    def _http_error(
-        method: str,
-        path: str,
-        status: int,
-        headers: httpx.Headers,
-        body: bytes,
-        *,
-        tries: str = "",
-    ) -> CoupaHTTPError:
-        errors = None
-        try:
-            payload = orjson.loads(body)
-            if isinstance(payload, dict) and isinstance(payload.get("errors"), dict):
-                errors = payload["errors"]
-        except orjson.JSONDecodeError:
-            pass
-        detail = excerpt(body)
-        if 300 <= status < 400:
-            location = excerpt(headers.get("location", ""), 120)
-            detail = f"a redirect (to {location or 'nowhere'}) where an answer was expected"
-        if tries:
-            detail += f" ({tries})"
-        return CoupaHTTPError(method, path, status, detail, errors)
-
-    def log_stats(self) -> None:
-        """One INFO record with the request counters (``requests``, ``retries``,
-        ``throttled``, ``rate``): the reference host shows them as progress."""
-        log.info(
-            "request stats",
-            extra={
-                "tenant": self.config.tenant,
-                "requests": self.requests,
-                "retries": self.retries,
-                "throttled": self.limiter.throttled,
-                "rate": round(self.limiter.rate, 2),
-            },
-        )
+        return self.http.send(method, path, params=params, body=body, safe=safe)
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
@@ -870,8 +528,15 @@ class CoupaClient:
                 if isinstance(row, dict):
                     yield row
 
-    def users(self, **kwargs: Any) -> Iterator[User]:
-        for payload in self.users_raw(**kwargs):
+    def users(
+        self,
+        *,
+        fields: FieldSpec | None = None,
+        since: datetime | None = None,
+        ids: Iterable[int] | None = None,
+    ) -> Iterator[User]:
+        """Typed users, as :meth:`users_raw` selects them."""
+        for payload in self.users_raw(fields=fields, since=since, ids=ids):
             try:
                 yield structure_user(payload)
             except RecordError as exc:

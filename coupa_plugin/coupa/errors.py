@@ -13,6 +13,7 @@ __all__ = [
     "CoupaResponseError",
     "CoupaTimeoutError",
     "CoupaTransportError",
+    "GraphQLError",
     "PagingError",
     "ReadOnlyClientError",
     "ScopeError",
@@ -127,3 +128,11 @@ def _format_errors(errors: dict[str, Any]) -> str:
         else:
             parts.append(f"{plain(key, 60)}: {plain(messages)}")
     return scrub(" | ".join(parts))[:500]
+
+
+class GraphQLError(CoupaError):
+    """Coupa's GraphQL endpoint answered with errors."""
+
+    def __init__(self, messages: list[str]) -> None:
+        self.messages = messages
+        super().__init__("GraphQL: " + "; ".join(messages)[:500])

@@ -6,7 +6,7 @@ from typing import Final
 
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
-from coupa_plugin.coupa.client import GraphQLError
+from coupa_plugin.coupa.errors import GraphQLError
 from coupa_plugin.coupa.models import User
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 
