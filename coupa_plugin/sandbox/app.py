@@ -8,20 +8,17 @@ is slept outside every lock.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
-import secrets
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl
 
-import attrs
-
+from coupa_plugin.sandbox import oauth, writes
 from coupa_plugin.sandbox.config import Operations, Quirks, SimulatedCrash
 from coupa_plugin.sandbox.query import (
     QueryError,
@@ -33,56 +30,21 @@ from coupa_plugin.sandbox.query import (
 from coupa_plugin.sandbox.render import USER_SIMPLE_KEYS, Renderer, select_plain, to_xml
 from coupa_plugin.sandbox.state import (
     ASSOCIATIONS,
-    LICENSE_FLAGS,
     TenantState,
-    now_iso,
 )
+from coupa_plugin.sandbox.wire import HttpError as _HttpError
+from coupa_plugin.sandbox.wire import RequestLogEntry, SandboxRequest, SandboxResponse
+from coupa_plugin.sandbox.wire import errors as _errors
+from coupa_plugin.sandbox.wire import parse_int as _int
+from coupa_plugin.sandbox.wire import request_fields as _fields
+from coupa_plugin.sandbox.wire import route_of as _route_of
 
 __all__ = ["CoupaSandbox", "RequestLogEntry", "SandboxRequest", "SandboxResponse"]
 
 _RESERVED: Final = frozenset(
     {"limit", "offset", "fields", "order_by", "dir", "return_object", "filter", "status"}
 )
-_USER_READ_ONLY: Final = frozenset(
-    {
-        "id",
-        "created-at",
-        "updated-at",
-        "created-by",
-        "updated-by",
-        "fullname",
-        "api-user",
-        "supplier-user",
-        "support-user",
-        "msp-user",
-        "supplier-id",
-        "category-planner-user",
-        "mention-name",
-    }
-)
-_USER_WRITABLE_SCALARS: Final = frozenset(
-    {
-        "login",
-        "email",
-        "firstname",
-        "lastname",
-        "middlename",
-        "employee-number",
-        "active",
-        "sso-identifier",
-        "authentication-method",
-        "account-security-type",
-        "business-group-security-type",
-        "default-locale",
-        "phone-work",
-        "phone-mobile",
-        "country-of-residence",
-        "salesforce-id",
-        "custom-fields",
-    }
-) | frozenset(LICENSE_FLAGS)
 _USER_REFS: Final = frozenset({"manager", "created-by", "updated-by"})
-_AUTH_METHODS: Final = frozenset({"coupa_credentials", "ldap", "saml"})
 _SCOPE_FOR: Final = {
     ("users", False): "core.user.read",
     ("users", True): "core.user.write",
@@ -93,48 +55,6 @@ _SCOPE_FOR: Final = {
     ("business_groups", False): "core.business_entity.read",
     ("account_groups", False): "core.accounting.read",
 }
-
-
-@attrs.frozen
-class SandboxRequest:
-    method: str
-    path: str
-    query: str
-    headers: Mapping[str, str]  # lower-case names
-    body: bytes = b""
-
-
-@attrs.frozen
-class SandboxResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    drop: bool = False
-
-
-@attrs.frozen
-class RequestLogEntry:
-    at: float
-    method: str
-    route: str
-    path: str
-    query: str
-    status: int
-    client_id: str | None
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status, self.payload, self.headers = status, payload, headers or {}
-
-
-def _errors(status: int, resource: str, *messages: str) -> _HttpError:
-    return _HttpError(status, {"errors": {resource: list(messages)}})
-
-
-def _route_of(path: str) -> str:
-    return re.sub(r"/\d+(?=/|$)", "/:id", path)
 
 
 class CoupaSandbox:
@@ -237,7 +157,7 @@ class CoupaSandbox:
         with self.state.lock:
             semantics, self.quirks.list_put = self.quirks.list_put, "replace"
             try:
-                self._update_user(user_id, body, [])
+                writes.update_user(self, user_id, body, [])
             finally:
                 self.quirks.list_put = semantics
                 self._local.actor = previous
@@ -279,10 +199,10 @@ class CoupaSandbox:
                 headers = {"Retry-After": "1"} if self.quirks.retry_after else {}
                 raise _HttpError(429, {"errors": {"base": ["Too many requests"]}}, headers)
             if request.path == "/oauth2/token":
-                return self._token(request), None
+                return oauth.token(self, request), None
             if not request.path.startswith("/api/"):
                 raise _errors(404, "base", "Not found")
-            client_id, scopes = self._authenticate(request)
+            client_id, scopes = oauth.authenticate(self, request)
             self._local.actor = self.state.client_users.get(client_id)
             fault = self._fault(request)
             if fault is not None:
@@ -365,68 +285,6 @@ class CoupaSandbox:
 
     # -- OAuth ---------------------------------------------------------------------------------
 
-    def _token(self, request: SandboxRequest) -> SandboxResponse:
-        if request.method != "POST":
-            raise _errors(404, "base", "Not found")
-        form = dict(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("basic "):
-            try:
-                decoded = base64.b64decode(auth[6:].strip()).decode()
-            except (ValueError, UnicodeDecodeError):
-                decoded = ""
-            user, _, password = decoded.partition(":")
-            client_id, secret = unquote(user), unquote(password)
-        if form.get("grant_type") != "client_credentials":
-            return self._oauth_error(400, "unsupported_grant_type")
-        known = self.state.clients.get(client_id or "")
-        if known is None or not secret or not secrets.compare_digest(known[0], secret):
-            return self._oauth_error(401, "invalid_client")
-        granted = known[1]
-        asked = frozenset(form.get("scope", "").split())
-        if asked - granted:
-            return self._oauth_error(self.quirks.invalid_scope_status, "invalid_scope")
-        scopes = asked or granted
-        header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"JWT"}').rstrip(b"=").decode()
-        claims = (
-            base64.urlsafe_b64encode(
-                json.dumps({"sub": client_id, "scope": " ".join(sorted(scopes))}).encode()
-            )
-            .rstrip(b"=")
-            .decode()
-        )
-        token = f"{header}.{claims}.{secrets.token_urlsafe(32)}"
-        with self._meta:
-            self._tokens[token] = (client_id or "", scopes, self._clock() + self.ops.token_ttl_s)
-            self.tokens_issued += 1
-        payload: dict[str, Any] = {
-            "access_token": token,
-            "token_type": "bearer",
-            "expires_in": int(self.ops.token_ttl_s),
-        }
-        if self.quirks.token_scope_field:
-            payload["scope"] = " ".join(sorted(scopes))
-        return SandboxResponse(
-            200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
-        )
-
-    def _oauth_error(self, status: int, error: str) -> SandboxResponse:
-        return SandboxResponse(
-            status, {"Content-Type": "application/json"}, json.dumps({"error": error}).encode()
-        )
-
-    def _authenticate(self, request: SandboxRequest) -> tuple[str, frozenset[str]]:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise _errors(401, "base", "Authentication required")
-        with self._meta:
-            entry = self._tokens.get(token.strip())
-        if entry is None or entry[2] <= self._clock():
-            raise _errors(401, "base", "Invalid or expired access token")
-        return entry[0], entry[1]
-
     # -- routing -------------------------------------------------------------------------------
 
     def _dispatch(self, request: SandboxRequest, scopes: frozenset[str]) -> tuple[int, str, Any]:
@@ -478,7 +336,7 @@ class CoupaSandbox:
                 raise _errors(400, "fields", "Unknown field(s): " + ", ".join(unknown))
         if table == "users":
             if len(rest) >= 2 and rest[1] == "business_groups":
-                return self._user_business_groups(ident, rest[2:], method)
+                return writes.user_business_groups(self, ident, rest[2:], method)
             if len(rest) > 1:
                 raise _errors(404, "base", "Not found")
             if method == "GET":
@@ -488,9 +346,19 @@ class CoupaSandbox:
                     else (200, "users", self._list("users", params))
                 )
             if method == "POST" and not rest:
-                return 201, "user", self._create_user(self._body(request, "user"), params)
+                return (
+                    201,
+                    "user",
+                    writes.create_user(self, writes.request_body(self, request, "user"), params),
+                )
             if method in {"PUT", "PATCH"} and rest:
-                return 200, "user", self._update_user(ident, self._body(request, "user"), params)
+                return (
+                    200,
+                    "user",
+                    writes.update_user(
+                        self, ident, writes.request_body(self, request, "user"), params
+                    ),
+                )
         elif table == "user_groups":
             if method == "GET":
                 return (
@@ -499,12 +367,18 @@ class CoupaSandbox:
                     else (200, "user-groups", self._list("user_groups", params))
                 )
             if method == "POST" and not rest:
-                return 201, "user-group", self._create_group(self._body(request, "user_group"))
+                return (
+                    201,
+                    "user-group",
+                    writes.create_group(self, writes.request_body(self, request, "user_group")),
+                )
             if method in {"PUT", "PATCH"} and rest:
                 return (
                     200,
                     "user-group",
-                    self._update_group(ident, self._body(request, "user_group")),
+                    writes.update_group(
+                        self, ident, writes.request_body(self, request, "user_group")
+                    ),
                 )
         elif table == "memberships":
             if method == "GET":
@@ -517,10 +391,12 @@ class CoupaSandbox:
                 return (
                     201,
                     "user-group-membership",
-                    self._create_membership(self._body(request, "user_group_membership")),
+                    writes.create_membership(
+                        self, writes.request_body(self, request, "user_group_membership")
+                    ),
                 )
             if method == "DELETE" and rest and self.quirks.membership_delete:
-                return 200, "user-group-membership", self._delete_membership(ident)
+                return 200, "user-group-membership", writes.delete_membership(self, ident)
         elif method == "GET":
             root = "business-group" if table == "business_groups" else "account-group"
             return (
@@ -631,304 +507,3 @@ class CoupaSandbox:
         return [self._render(table, r, fields) for r in rows]
 
     # -- writes --------------------------------------------------------------------------------
-
-    def _body(self, request: SandboxRequest, root: str) -> dict[str, Any]:
-        if "json" not in request.headers.get("content-type", "application/json"):
-            raise _errors(400, "base", "The sandbox accepts JSON request bodies only")
-        try:
-            body = json.loads(request.body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _errors(400, "base", "Malformed JSON body") from None
-        if not isinstance(body, dict):
-            raise _errors(400, "base", "Expected a JSON object")
-        for key in (root, kebab(root)):
-            if isinstance(body.get(key), dict) and len(body) == 1:
-                return dict(body[key])
-        return body
-
-    def _resolve_refs(self, association: str, items: Any) -> list[int]:
-        """Ids of existing records named by ``{"id": …}`` or ``{"name": …}``; unknown ones are
-        silently dropped, as Coupa does for references that do not exist."""
-        if items is None:
-            return []
-        if not isinstance(items, list):
-            raise _errors(400, "user", f"{association} must be a list")
-        table: dict[int, dict[str, Any]] = getattr(self.state, ASSOCIATIONS[association])
-        by_name = {r["name"]: i for i, r in table.items()}
-        found = []
-        for item in items:
-            if isinstance(item, dict) and _int(item.get("id")) in table:
-                found.append(_int(item["id"]))
-            elif isinstance(item, dict) and item.get("name") in by_name:
-                found.append(by_name[item["name"]])
-        return [i for i in dict.fromkeys(found) if i is not None]
-
-    def _validate_scalars(self, user_id: int | None, changes: Mapping[str, Any]) -> list[str]:
-        problems = []
-        for key in ("login", "email", "firstname", "lastname"):
-            if key in changes and (not isinstance(changes[key], str) or not changes[key].strip()):
-                problems.append(f"{key.capitalize()} can't be blank")
-        for key in ("login", "email", "employee-number", "mention-name"):
-            value = changes.get(key)
-            if value in (None, ""):
-                continue
-            for other in self.state.users.values():
-                if other["id"] != user_id and other.get(key) == value:
-                    problems.append(f"{key.replace('-', ' ').capitalize()} has already been taken")
-                    break
-        method = changes.get("authentication-method")
-        if method is not None and method not in _AUTH_METHODS:
-            problems.append("Authentication method is not included in the list")
-        for flag in (*LICENSE_FLAGS, "active"):
-            if flag in changes and not isinstance(changes[flag], bool):
-                problems.append(f"{flag} must be true or false")
-        return problems
-
-    def _apply_user(  # noqa: C901 - one branch per kind of user field
-        self, record: dict[str, Any], body: Mapping[str, Any], *, creating: bool
-    ) -> None:
-        changes = {kebab(k): v for k, v in body.items()}
-        problems = self._validate_scalars(None if creating else record["id"], changes)
-        if problems:
-            raise _errors(400, "user", *problems)
-        ignored = self.quirks.read_only_flags | self.renderer.lacks.get("users", frozenset())
-        for key, value in changes.items():
-            if key in ignored:
-                continue  # read-only or not in this release: Coupa ignores the write
-            if key in _USER_WRITABLE_SCALARS:
-                if value is False and key in self.quirks.sticky_licenses and not creating:
-                    continue
-                record[key] = value
-            elif key == "manager":
-                target = value if isinstance(value, dict) else {}
-                match = next(
-                    (
-                        u["id"]
-                        for u in self.state.users.values()
-                        if target and all(u.get(kebab(k)) == v for k, v in target.items())
-                    ),
-                    None,
-                )
-                if value is None or match is not None:
-                    record["manager"] = match
-        record["fullname"] = f"{record.get('firstname', '')} {record.get('lastname', '')}".strip()
-        for association in ASSOCIATIONS:
-            if association not in changes:
-                continue
-            wanted = self._resolve_refs(association, changes[association])
-            current = (
-                sorted(self.state.groups_of.get(record["id"], set()))
-                if association == "user-groups"
-                else list(record.get(association, []))
-            )
-            if wanted and self.quirks.list_put == "merge":
-                wanted = list(dict.fromkeys(current + wanted))
-            if association == "roles" and not wanted and self.quirks.empty_roles_become_user:
-                wanted = [3]
-            if association == "user-groups":
-                self.state.set_user_groups(record["id"], wanted)
-            else:
-                record[association] = sorted(wanted)
-
-    def _create_user(self, body: dict[str, Any], params: list[tuple[str, str]]) -> Any:
-        missing = [
-            k.capitalize() + " can't be blank"
-            for k in ("login", "email", "firstname", "lastname")
-            if not body.get(k)
-        ]
-        if missing:
-            raise _errors(400, "user", *missing)
-        user_id = self.state.next_id("users")
-        stamp = now_iso()
-        record: dict[str, Any] = {
-            "id": user_id,
-            "created-at": stamp,
-            "updated-at": stamp,
-            "middlename": None,
-            "employee-number": None,
-            "active": True,
-            "authentication-method": "coupa_credentials",
-            "sso-identifier": None,
-            "account-security-type": 0,
-            "business-group-security-type": 0,
-            "mention-name": None,
-            "default-locale": None,
-            "phone-work": None,
-            "phone-mobile": None,
-            "country-of-residence": None,
-            "salesforce-id": None,
-            "supplier-id": None,
-            "api-user": False,
-            "supplier-user": False,
-            "support-user": False,
-            "msp-user": False,
-            "manager": None,
-            "custom-fields": {},
-            "created-by": self._actor(),
-            "updated-by": self._actor(),
-            "roles": [],
-            "content-groups": [],
-            "account-groups": [],
-            "approval-groups": [],
-            **dict.fromkeys(LICENSE_FLAGS, False),
-        }
-        self.state.users[user_id] = record
-        try:
-            self._apply_user(record, body, creating=True)
-        except _HttpError:
-            del self.state.users[user_id]
-            self.state.groups_of.pop(user_id, None)
-            raise
-        record["mention-name"] = record["mention-name"] or str(record["login"]).split("@")[0]
-        if not record["roles"]:
-            record["roles"] = [3]
-        self.state.touch()
-        return self._render("users", record, _fields(params))
-
-    def _update_user(
-        self, user_id: int | None, body: dict[str, Any], params: list[tuple[str, str]]
-    ) -> Any:
-        record = self.state.users.get(user_id or -1)
-        if record is None:
-            raise _errors(404, "user", "Record not found")
-        candidate = {**record, **{a: list(record[a]) for a in ASSOCIATIONS if a in record}}
-        groups_before = set(self.state.groups_of.get(record["id"], set()))
-        try:
-            self._apply_user(candidate, body, creating=False)
-        except _HttpError:
-            self.state.set_user_groups(record["id"], groups_before)
-            raise
-        candidate["updated-at"] = now_iso()
-        candidate["updated-by"] = self._actor()
-        record.clear()
-        record.update(candidate)
-        self.state.touch()
-        return self._render("users", record, _fields(params))
-
-    def _actor(self) -> int | None:
-        actor: int | None = getattr(self._local, "actor", None)
-        return actor
-
-    def _bump(self, user_id: int) -> None:
-        if self.quirks.membership_bumps_updated_at and user_id in self.state.users:
-            self.state.users[user_id]["updated-at"] = now_iso()
-            self.state.users[user_id]["updated-by"] = self._actor()
-
-    def _user_business_groups(
-        self, user_id: int | None, rest: list[str], method: str
-    ) -> tuple[int, str, Any]:
-        if not self.quirks.business_group_routes:
-            raise _errors(404, "base", "Not found")
-        user = self.state.users.get(user_id or -1)
-        if user is None:
-            raise _errors(404, "user", "Record not found")
-        if method == "GET" and not rest:
-            return (
-                200,
-                "business-groups",
-                [dict(self.state.business_groups[g]) for g in user["content-groups"]],
-            )
-        if method == "PUT" and len(rest) == 2 and rest[1] in {"add", "remove"}:
-            group_id = _int(rest[0])
-            if group_id not in self.state.business_groups:
-                raise _errors(404, "business_group", "Record not found")
-            groups = set(user["content-groups"])
-            before = set(groups)
-            if rest[1] == "add":
-                groups.add(group_id)
-            else:
-                groups.discard(group_id)
-            user["content-groups"] = sorted(groups)
-            if groups != before:
-                self._bump(user["id"])
-                self.state.touch()
-            return 200, "user", self.renderer.user(user)
-        raise _errors(404, "base", "Not found")
-
-    def _create_membership(self, body: dict[str, Any]) -> Any:
-        changes = {kebab(k): v for k, v in body.items()}
-        user_id, group_id = _int(changes.get("user-id")), _int(changes.get("user-group-id"))
-        if user_id not in self.state.users:
-            raise _errors(400, "user_group_membership", "User must exist")
-        if group_id not in self.state.user_groups:
-            raise _errors(400, "user_group_membership", "User group must exist")
-        if user_id in self.state.members_of.get(group_id, {}):
-            raise _errors(400, "user_group_membership", "User has already been taken")
-        membership_id = self.state.add_membership(user_id, group_id)
-        self._bump(user_id)
-        self.state.touch()
-        return self.renderer.membership(membership_id)
-
-    def _delete_membership(self, membership_id: int | None) -> Any:
-        if membership_id is None or membership_id not in self.state.memberships:
-            raise _errors(404, "user_group_membership", "Record not found")
-        rendered = self.renderer.membership(membership_id)
-        user_id, _ = self.state.memberships[membership_id]
-        self.state.remove_membership(membership_id)
-        self._bump(user_id)
-        self.state.touch()
-        return rendered
-
-    def _create_group(self, body: dict[str, Any]) -> Any:
-        changes = {kebab(k): v for k, v in body.items()}
-        name = changes.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise _errors(400, "user_group", "Name can't be blank")
-        if any(g["name"] == name for g in self.state.user_groups.values()):
-            raise _errors(400, "user_group", "Name has already been taken")
-        group_id = self.state.next_id("user_groups")
-        stamp = now_iso()
-        self.state.user_groups[group_id] = {
-            "id": group_id,
-            "name": name,
-            "description": changes.get("description"),
-            "active": bool(changes.get("active", True)),
-            "can-approve": bool(changes.get("can-approve", False)),
-            "open": bool(changes.get("open", False)),
-            "type": None,
-            "mention-name": name.lower().replace(" ", "_"),
-            "created-at": stamp,
-            "updated-at": stamp,
-        }
-        self.state.touch()
-        return self.renderer.user_group(self.state.user_groups[group_id])
-
-    def _update_group(self, group_id: int | None, body: dict[str, Any]) -> Any:
-        group = self.state.user_groups.get(group_id or -1)
-        if group is None:
-            raise _errors(404, "user_group", "Record not found")
-        changes = {kebab(k): v for k, v in body.items()}
-        for key in ("name", "description", "active", "can-approve", "open"):
-            if key in changes:
-                group[key] = changes[key]
-        if "users" in changes:
-            users = changes["users"] or []
-            wanted = {_int(u.get("id")) for u in users if isinstance(u, dict)} & set(
-                self.state.users
-            )
-            current = set(self.state.members_of.get(group["id"], {}))
-            if wanted and self.quirks.list_put == "merge":
-                wanted |= current
-            for uid in current - wanted:
-                self.state.remove_membership(self.state.members_of[group["id"]][uid])
-                self._bump(uid)
-            for uid in sorted(w for w in wanted - current if w is not None):
-                self.state.add_membership(uid, group["id"])
-                self._bump(uid)
-        group["updated-at"] = now_iso()
-        self.state.touch()
-        return self.renderer.user_group(group)
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _fields(params: list[tuple[str, str]]) -> list[Any] | None:
-    return next((parse_fields(v) for k, v in params if k == "fields"), None)
