@@ -28,7 +28,7 @@ from coupa_plugin.coupa import (
     ScopeError,
     Secret,
 )
-from coupa_plugin.coupa.errors import excerpt
+from coupa_plugin.coupa.errors import CoupaAuthError, excerpt
 from coupa_plugin.coupa.models import Ref, User, structure_user, unstructure_user
 from coupa_plugin.coupa.paging import read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import RateLimiter
@@ -331,7 +331,7 @@ def test_wrong_credentials_are_an_auth_error() -> None:
         ),
         SandboxTransport(sandbox),
     )
-    with pytest.raises(Exception, match="invalid_client") as info:
+    with pytest.raises(CoupaAuthError, match="invalid_client") as info:
         client.connect()
     assert "wrong" not in str(info.value)
 
