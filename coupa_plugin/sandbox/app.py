@@ -318,7 +318,7 @@ class CoupaSandbox:
         with self.state.lock:
             return self._route(table, parts[1:], method, params, request)
 
-    def _route(  # noqa: C901 - the route table, one branch per route
+    def _route(
         self,
         table: str,
         rest: list[str],
@@ -334,77 +334,16 @@ class CoupaSandbox:
             unknown = self._unknown_fields(table, fields)
             if unknown:
                 raise _errors(400, "fields", "Unknown field(s): " + ", ".join(unknown))
-        if table == "users":
-            if len(rest) >= 2 and rest[1] == "business_groups":
-                return writes.user_business_groups(self, ident, rest[2:], method)
-            if len(rest) > 1:
-                raise _errors(404, "base", "Not found")
-            if method == "GET":
-                return (
-                    (200, "user", self._show("users", ident, params))
-                    if rest
-                    else (200, "users", self._list("users", params))
-                )
-            if method == "POST" and not rest:
-                return (
-                    201,
-                    "user",
-                    writes.create_user(self, writes.request_body(self, request, "user"), params),
-                )
-            if method in {"PUT", "PATCH"} and rest:
-                return (
-                    200,
-                    "user",
-                    writes.update_user(
-                        self, ident, writes.request_body(self, request, "user"), params
-                    ),
-                )
-        elif table == "user_groups":
-            if method == "GET":
-                return (
-                    (200, "user-group", self._show("user_groups", ident, params))
-                    if rest
-                    else (200, "user-groups", self._list("user_groups", params))
-                )
-            if method == "POST" and not rest:
-                return (
-                    201,
-                    "user-group",
-                    writes.create_group(self, writes.request_body(self, request, "user_group")),
-                )
-            if method in {"PUT", "PATCH"} and rest:
-                return (
-                    200,
-                    "user-group",
-                    writes.update_group(
-                        self, ident, writes.request_body(self, request, "user_group")
-                    ),
-                )
-        elif table == "memberships":
-            if method == "GET":
-                return (
-                    (200, "user-group-membership", self._show("memberships", ident, params))
-                    if rest
-                    else (200, "user-group-memberships", self._list("memberships", params))
-                )
-            if method == "POST" and not rest:
-                return (
-                    201,
-                    "user-group-membership",
-                    writes.create_membership(
-                        self, writes.request_body(self, request, "user_group_membership")
-                    ),
-                )
-            if method == "DELETE" and rest and self.quirks.membership_delete:
-                return 200, "user-group-membership", writes.delete_membership(self, ident)
-        elif method == "GET":
-            root = "business-group" if table == "business_groups" else "account-group"
-            return (
-                (200, root, self._show(table, ident, params))
-                if rest
-                else (200, root + "s", self._list(table, params))
-            )
-        raise _errors(404, "base", f"No route matches {method} {request.path}")
+        if table == "users" and len(rest) >= 2 and rest[1] == "business_groups":
+            return writes.user_business_groups(self, ident, rest[2:], method)
+        route = _ROUTES.get((table, "PUT" if method == "PATCH" else method, bool(rest)))
+        missing = (
+            table == "memberships" and method == "DELETE" and not self.quirks.membership_delete
+        )
+        if route is None or len(rest) > 1 or missing:
+            raise _errors(404, "base", f"No route matches {method} {request.path}")
+        status, root, handler = route
+        return status, root, handler(self, ident, params, request)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -507,3 +446,71 @@ class CoupaSandbox:
         return [self._render(table, r, fields) for r in rows]
 
     # -- writes --------------------------------------------------------------------------------
+
+
+Params = list[tuple[str, str]]
+Handler = Callable[["CoupaSandbox", int | None, Params, SandboxRequest], Any]
+
+
+def _reads(table: str) -> tuple[Handler, Handler]:
+    """The routes that show one record of ``table`` and list them."""
+
+    def show(sb: CoupaSandbox, ident: int | None, params: Params, _: SandboxRequest) -> Any:
+        return sb._show(table, ident, params)
+
+    def listing(sb: CoupaSandbox, _: int | None, params: Params, __: SandboxRequest) -> Any:
+        return sb._list(table, params)
+
+    return show, listing
+
+
+def _route_table() -> dict[tuple[str, str, bool], tuple[int, str, Handler]]:
+    """(table, method, with an id) -> (status, the answer's root element, what answers)."""
+    roots = {
+        "users": "user",
+        "user_groups": "user-group",
+        "memberships": "user-group-membership",
+        "business_groups": "business-group",
+        "account_groups": "account-group",
+    }
+    routes: dict[tuple[str, str, bool], tuple[int, str, Handler]] = {}
+    for table, root in roots.items():
+        show, listing = _reads(table)
+        routes[table, "GET", True] = (200, root, show)
+        routes[table, "GET", False] = (200, root + "s", listing)
+    routes["users", "POST", False] = (
+        201,
+        "user",
+        lambda sb, _, p, r: writes.create_user(sb, writes.request_body(sb, r, "user"), p),
+    )
+    routes["users", "PUT", True] = (
+        200,
+        "user",
+        lambda sb, i, p, r: writes.update_user(sb, i, writes.request_body(sb, r, "user"), p),
+    )
+    routes["user_groups", "POST", False] = (
+        201,
+        "user-group",
+        lambda sb, _, p, r: writes.create_group(sb, writes.request_body(sb, r, "user_group")),
+    )
+    routes["user_groups", "PUT", True] = (
+        200,
+        "user-group",
+        lambda sb, i, p, r: writes.update_group(sb, i, writes.request_body(sb, r, "user_group")),
+    )
+    routes["memberships", "POST", False] = (
+        201,
+        "user-group-membership",
+        lambda sb, _, p, r: writes.create_membership(
+            sb, writes.request_body(sb, r, "user_group_membership")
+        ),
+    )
+    routes["memberships", "DELETE", True] = (
+        200,
+        "user-group-membership",
+        lambda sb, i, p, r: writes.delete_membership(sb, i),
+    )
+    return routes
+
+
+_ROUTES: Final = _route_table()
