@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from html import escape
 from itertools import count
 
@@ -144,7 +145,21 @@ function holdersTable(ent,name){
    cell(tr,STATUS[u[3]]);cell(tr,KIND[u[4]]);});
   note.textContent=total>shown?("Showing "+shown+" of "+total+"; filter to narrow."):"";
  }
- input.addEventListener("input",draw);draw();sortable(table);
+ var order={col:-1,dir:1};
+ function field(u,col){return col===0?Number(u[0]):col===3?STATUS[u[3]]:col===4?KIND[u[4]]:
+  String(u[col]).toLowerCase();}
+ Array.prototype.forEach.call(head.cells,function(th,col){
+  var b=document.createElement("button");b.type="button";b.textContent=th.textContent;
+  th.textContent="";th.appendChild(b);
+  b.addEventListener("click",function(){  // sorts every holder, not only those drawn
+   order.dir=order.col===col?-order.dir:1;order.col=col;
+   Array.prototype.forEach.call(head.cells,function(h){h.removeAttribute("aria-sort");});
+   th.setAttribute("aria-sort",order.dir>0?"ascending":"descending");
+   ids.sort(function(a,b){var x=field(data.users[a],col),y=field(data.users[b],col);
+    return (x<y?-1:x>y?1:0)*order.dir;});
+   draw();});
+ });
+ input.addEventListener("input",draw);draw();
  wrap.appendChild(input);wrap.appendChild(table);wrap.appendChild(note);return wrap;
 }
 Array.prototype.forEach.call(document.querySelectorAll("table.sortable"),sortable);
@@ -162,7 +177,8 @@ Array.prototype.forEach.call(document.querySelectorAll("button.holders"),functio
   b.setAttribute("aria-expanded","true");
  });
 });
-var wanted=decodeURIComponent(location.hash.replace(/^#holders=/,""));
+var wanted="";
+try{wanted=decodeURIComponent(location.hash.replace(/^#holders=/,""));}catch(e){wanted="";}
 if(wanted&&location.hash.indexOf("#holders=")===0){
  Array.prototype.forEach.call(document.querySelectorAll("button.holders"),function(b){
   if(b.getAttribute("data-entitlement")===wanted){b.click();b.scrollIntoView();}});
@@ -171,6 +187,11 @@ document.querySelectorAll(".noscript").forEach(function(e){e.hidden=true;});
 document.body.setAttribute("data-ready","1");
 })();
 """
+
+
+def _row_order(field: str, row: dict[str, object]) -> tuple[int, int, str]:
+    text = str(row[field])
+    return (0, int(text), "") if text.isascii() and text.isdigit() else (1, 0, text)
 
 
 def _e(value: object) -> str:
@@ -603,7 +624,8 @@ def _changes(review: Review) -> str:
         ("grants_added", "Grants added", "Grants added since the earlier run", grants),
         ("grants_removed", "Grants removed", "Grants removed since the earlier run", grants),
     ):
-        rows = getattr(diff, key)
+        # by user id, in numeric order (the snapshot keeps ids as text)
+        rows = sorted(getattr(diff, key), key=partial(_row_order, columns[0][2]))
         parts.append(f"<h3>{_e(title)}: {_num(len(rows))}</h3>")
         if rows:
             parts.append(

@@ -407,3 +407,9 @@ def check_rendered(dom: str, review: dict[str, Any]) -> None:
     promoted = state.users[review["promoted"]]
     status = "enabled" if promoted["active"] else "disabled"
     assert row[1:] == [promoted["login"], promoted["fullname"], status, "person"]
+
+
+def test_a_malformed_link_still_lets_the_page_finish(review: dict[str, Any], browser: str) -> None:
+    with Recorder(review["path"].parent) as server:
+        dom, _, _ = server.visit(browser, "review.html#holders=%E0%A4%A")
+    assert 'data-ready="1"' in dom, "the page's script stopped at the malformed link"
