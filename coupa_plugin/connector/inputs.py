@@ -17,7 +17,7 @@ from coupa_plugin.coupa.models import MAX_TEXT_CHARS
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, SyncError
 from coupa_plugin.host.model import PROVISION_ACTIONS, ProvisionRequest, SyncRequest
 
-__all__ = ["MAX_PRINCIPAL_IDS", "check_provision_request", "check_sync_request"]
+__all__ = ["MAX_PRINCIPAL_IDS", "check_provision_request", "check_sync_request", "unsendable"]
 
 # A targeted refresh names users one by one; more than this is a full sync in disguise.
 MAX_PRINCIPAL_IDS: Final = 100_000
@@ -31,7 +31,7 @@ MAX_CREATE_ENTITLEMENTS: Final = 1_000
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _unsendable(text: str) -> str | None:
+def unsendable(text: str) -> str | None:
     """Why ``text`` cannot be written to Coupa as a field value, or None."""
     try:
         text.encode("utf-8")
@@ -104,7 +104,7 @@ def check_provision_request(request: object) -> None:  # noqa: C901 - one check 
             raise refuse(f"attributes: keys must be strings, got {_kind(key)}")
         if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
             raise refuse(f"attributes.{key[:40]}: longer than {MAX_TEXT_CHARS:,} characters")
-        if isinstance(value, str) and (why := _unsendable(value)):
+        if isinstance(value, str) and (why := unsendable(value)):
             raise refuse(f"attributes.{key[:40]}: {why}")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**18:
             raise refuse(f"attributes.{key[:40]}: number out of range")

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from coupa_plugin.connector.inputs import unsendable
 from coupa_plugin.connector.shared_state import SharedStateURL, parse_shared_state
 from coupa_plugin.coupa import Secret
 from coupa_plugin.coupa.client import ClientConfig
@@ -320,6 +321,8 @@ def _string(key: str, value: object) -> str:
         raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
     if len(value) > _MAX_SETTING_CHARS:
         raise ConfigurationError(f"{key}: longer than {_MAX_SETTING_CHARS:,} characters")
+    if why := unsendable(value):
+        raise ConfigurationError(f"{key}: {why}")
     return value
 
 
@@ -362,6 +365,8 @@ def _string_list(key: str, value: object) -> list[str]:
             raise ConfigurationError(
                 f"{key}: expected a list of strings, found a {type(item).__name__}"
             )
+        if why := unsendable(item):
+            raise ConfigurationError(f"{key}: an item {why}")
     return items
 
 
@@ -381,7 +386,7 @@ def _secret(key: str, value: object) -> Secret:
     if isinstance(value, Secret):
         secret = value
     elif isinstance(value, str):
-        secret = Secret(value.strip())
+        secret = Secret(_string(key, value).strip())  # the same checks, never echoing it
     else:
         raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
     if not secret:

@@ -49,7 +49,7 @@ _WARMUP_S = 5.0
 _MIN_TOKEN_LIFETIME_S: Final = 60.0
 # Bearer tokens (RFC 6750 b64token) of a sane length: anything else would go out as a header.
 _MAX_TOKEN_CHARS: Final = 8192
-_TOKEN_RE: Final = re.compile(rf"[A-Za-z0-9\-._~+/]{{1,{_MAX_TOKEN_CHARS}}}=*")
+_TOKEN_RE: Final = re.compile(rf"[A-Za-z0-9\-._~+/]{{1,{_MAX_TOKEN_CHARS}}}={{0,2}}")
 _MINT_ATTEMPTS: Final = 4
 
 

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import attrs
 
-from coupa_plugin.coupa.errors import CoupaError, CoupaHTTPError
+from coupa_plugin.coupa.errors import CoupaError, CoupaHTTPError, plain
 
 __all__ = ["FieldSpec", "FieldsRefusedError", "TenantFields", "snake"]
 
@@ -75,9 +75,9 @@ class FieldsRefusedError(CoupaError):
 def _error_text(error: CoupaHTTPError) -> str:
     parts: list[str] = [error.excerpt]
     if error.errors:
-        for messages in error.errors.values():
+        for messages in list(error.errors.values())[:20]:
             items = messages if isinstance(messages, list) else [messages]
-            parts += [str(m) for m in items]
+            parts += [plain(m, 2_000) for m in items[:20]]  # scalars only, bounded
     return " ".join(parts)
 
 

@@ -38,7 +38,19 @@ _RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 _NEVER_SENT: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _STATS_EVERY: Final = 50
 # h11's words for an answer it cannot parse (as opposed to a connection closed early)
-_UNPARSEABLE: Final = ("illegal", "malformed", "invalid", "too long", "can't handle", "bad ")
+_UNPARSEABLE: Final = (
+    "illegal",
+    "malformed",
+    "invalid",
+    "too long",
+    "can't handle",
+    "bad ",
+    "conflicting",
+    "is supported",
+    "multiple transfer-encoding",
+    "should be in range",
+    "continuation line",
+)
 _WAIT_INITIAL_S: Final = 0.5
 _WAIT_MAX_S: Final = 30.0
 _WAIT_JITTER_S: Final = 1.0

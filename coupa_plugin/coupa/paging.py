@@ -22,11 +22,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
+from functools import partial
 from typing import Any, Final
 
 import attrs
 
 from coupa_plugin.coupa.errors import PagingError
+from coupa_plugin.coupa.transport import inherit_deadline
 
 __all__ = ["MAX_PAGE", "PageSize", "read_all", "read_keyset"]
 
@@ -91,7 +93,8 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
             if not ahead or executor is None:
                 pending.append((next_offset, fetch(next_offset, limit)))
             else:
-                pending.append((next_offset, executor.submit(fetch, next_offset, limit)))
+                page = inherit_deadline(partial(fetch, next_offset, limit))
+                pending.append((next_offset, executor.submit(page)))
             next_offset += stride
 
     def cancel_all() -> None:

@@ -155,7 +155,7 @@ def _exit_code(exc: BaseException) -> int:
 
 
 def _fail(exc: BaseException) -> NoReturn:
-    click.echo(f"error: {exc}", err=True)
+    click.echo(f"error: {safe_text(str(exc))}", err=True)  # a server's words, made harmless
     sys.exit(_exit_code(exc))
 
 
@@ -353,7 +353,7 @@ def run_sync(
 def _summary_line(row: dict[str, Any]) -> str:
     where = f"{row['tenant']}/{row['plugin']}"
     if row["outcome"] == "failed":
-        return f"{where}: FAILED: {row['error']}"
+        return f"{where}: FAILED: {safe_text(str(row['error']))}"
     return (
         f"{where}: {row['outcome']} run={row['run_id']} mode={row['mode'] or '-'} "
         f"users={row['users']} resources={row['resources']} grants={row['grants']} "
@@ -714,6 +714,9 @@ def export(
 ) -> None:
     """Every account of a complete run with what it holds, for access reviews: one row per
     grant, and one row for an account that holds nothing."""
+    if output is not None and str(output) == "-":
+        output = None  # standard output, as without --output
+    _refuse_the_snapshot(output, snapshot)
     with _open_store(snapshot) as store:
         run = pick_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         if output is None:
@@ -728,6 +731,23 @@ def export(
             with handle:
                 count = write_export(store, run.run_id, fmt, handle)
         click.echo(f"exported {count} rows of run {run.run_id}", err=True)
+
+
+def _refuse_the_snapshot(output: Path | None, snapshot: Path) -> None:
+    """An output file must not be the snapshot it is read from (or SQLite's side files of
+    it): writing there would destroy every run."""
+    if output is None:
+        return
+    for path in (
+        snapshot,
+        snapshot.with_name(snapshot.name + "-wal"),
+        snapshot.with_name(snapshot.name + "-shm"),
+    ):
+        same = output.resolve() == path.resolve()
+        if not same and output.exists() and path.exists():
+            same = os.path.samefile(output, path)
+        if same:
+            _fail(ConfigurationError(f"--output {output} is the snapshot; choose another file"))
 
 
 def _query_run(
@@ -896,6 +916,7 @@ def report(
     from coupa_plugin.refhost.review import gather_review
     from coupa_plugin.refhost.review_html import render_review
 
+    _refuse_the_snapshot(output, snapshot)
     try:
         with _open_store(snapshot) as store:
             review = gather_review(

@@ -166,7 +166,11 @@ class SyncProgress:
             self._report(tenant_id)
 
     def message(self, text: str) -> None:
-        """A line for the user (an error, a warning) that stays on screen."""
+        """A line for the user (an error, a warning) that stays on screen; what a server said
+        in it cannot act on the terminal."""
+        from coupa_plugin.refhost.reports import safe_text
+
+        text = safe_text(text)
         if self._live_display is not None:
             self._live_display.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:

@@ -92,7 +92,7 @@ var KIND={p:"person",a:"API account",s:"support account"};
 var STATUS={e:"enabled",d:"disabled",u:"unknown"};
 var LIMIT=500;
 function key(cell,numeric){var t=cell.getAttribute("data-sort")||cell.textContent;
- return numeric?parseFloat(t)||0:t.toLowerCase();}
+ return numeric?parseFloat(t.replace(/[^0-9.\-]/g,""))||0:t.toLowerCase();}
 function sortable(table){
  var heads=table.tHead?table.tHead.rows[0].cells:[];
  Array.prototype.forEach.call(heads,function(th,col){
@@ -758,10 +758,11 @@ def render_review(review: Review) -> str:
     """The whole report as one HTML document."""
     run = review.run
     title = f"Access review: {run.tenant_id}, run {run.run_id}"
+    what = run.kind if run.kind != "full" else run.scope  # an incremental run, or the types
     warning = (
-        f'<p class="warn">Run {run.run_id} is not a full run ({_e(run.kind)}): it holds only the '
-        "accounts that run read, so counts and lists cover those accounts only.</p>"
-        if run.kind != "full"
+        f'<p class="warn">Run {run.run_id} is not a full run ({_e(what)}): it holds only what '
+        "that run read, so counts and lists cover that only.</p>"
+        if run.kind != "full" or run.partial
         else ""
     )
     return (

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -223,7 +224,8 @@ def open_private(path: Path) -> TextIO:
     never through a symbolic link: reports and exports hold the snapshot's personal data."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        if os.fstat(fd).st_mode & 0o077:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISREG(mode) and mode & 0o077:  # a device or a pipe keeps its own mode
             os.fchmod(fd, 0o600)
         return os.fdopen(fd, "w", encoding="utf-8", newline="")
     except BaseException:

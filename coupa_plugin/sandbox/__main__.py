@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import socket
 import time
 
@@ -62,6 +63,12 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
     return quirks
 
 
+def _finite(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"expected a finite number, got {value}", param=param)
+    return value
+
+
 @click.command()
 @click.option(
     "--users",
@@ -84,6 +91,7 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
+    callback=_finite,
     help="Seconds added to each request.",
 )
 @click.option("--no-rate-limit", is_flag=True, help="Do not enforce 25 req/s, burst 20.")
@@ -107,6 +115,7 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 1),
+    callback=_finite,
     help="Share of 5xx answers.",
 )
 @click.option(
@@ -114,6 +123,7 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 1),
+    callback=_finite,
     help="Share of dropped connections.",
 )
 def main(

@@ -453,3 +453,16 @@ def test_text_coupa_cannot_hold_is_refused_before_any_request(value: str, why: s
             ),
         )
     assert not sandbox.log, "no request was sent"
+
+
+@pytest.mark.parametrize("value", [12345, True])
+def test_a_text_attribute_given_a_number_is_refused_before_any_write(value: object) -> None:
+    sandbox = small_sandbox()
+    with pytest.raises(ProvisioningError, match="employee_number: expected a string"):
+        plugin_for(sandbox).provision(
+            tenant=tenant(),
+            request=ProvisionRequest(
+                action="update_account", principal_id="3", attributes={"employee_number": value}
+            ),
+        )
+    assert sandbox.writes == 0

@@ -248,3 +248,11 @@ def test_an_unknown_key_does_not_hide_the_other_problems() -> None:
         "domain: required",
     ):
         assert part in message, message
+
+
+@pytest.mark.parametrize("key", ["client_id", "client_secret", "state_dir", "integration_login"])
+def test_settings_text_coupa_or_a_file_system_cannot_hold_is_refused(key: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"{key}: .*(surrogate|control)"):
+        parse_settings({**GOOD, key: "x\ud800y"})
+    with pytest.raises(ConfigurationError, match="protected_logins: an item"):
+        parse_settings({**GOOD, "protected_logins": ["ok", "a\nb"]})

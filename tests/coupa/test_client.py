@@ -29,6 +29,7 @@ from coupa_plugin.coupa import (
     Secret,
 )
 from coupa_plugin.coupa.errors import CoupaAuthError, excerpt
+from coupa_plugin.coupa.fields import FieldSpec, TenantFields
 from coupa_plugin.coupa.models import Ref, User, structure_user, unstructure_user
 from coupa_plugin.coupa.paging import read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import RateLimiter
@@ -753,3 +754,12 @@ def test_shared_limiter_paces_several_workers_as_one(tmp_path: Any) -> None:
     assert other.rate < rate * 0.7
     again = SharedRateLimiter(path, "https://other.coupahost.com", rate, burst=1)
     assert again.rate == pytest.approx(other.rate), "a 429 slows every process down"
+
+
+def test_a_refusal_with_deeply_nested_messages_is_read_without_recursion() -> None:
+    deep: object = "id"
+    for _ in range(5_000):
+        deep = [deep]
+    error = CoupaHTTPError("GET", "/api/users", 400, "bad", {"fields": [deep, "unknown: email"]})
+    spec = FieldSpec("users", ("id", "login", "email"), frozenset({"id", "login"}))
+    assert TenantFields().learn(spec, error) == {"email"}

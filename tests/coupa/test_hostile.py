@@ -32,7 +32,7 @@ from coupa_plugin.coupa import (
     Secret,
 )
 from coupa_plugin.coupa.errors import CoupaTimeoutError, PagingError
-from coupa_plugin.coupa.paging import read_keyset
+from coupa_plugin.coupa.paging import PageSize, read_all, read_keyset
 from coupa_plugin.coupa.transport import (
     BodyTooLargeError,
     deadline,
@@ -520,5 +520,30 @@ def test_a_token_that_is_not_a_bearer_token_is_refused(make: Callable[..., Coupa
     with (
         serve(lambda *_: json_reply(USERS), token=token) as server,
         pytest.raises(CoupaResponseError, match="not a bearer token"),
+    ):
+        make(server).connect()
+
+
+def test_pages_read_ahead_in_a_pool_keep_the_callers_deadline() -> None:
+    seen: list[float | None] = []
+
+    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        seen.append(seconds_left())
+        return [{"id": offset + i + 1} for i in range(limit)] if offset < 200 else []
+
+    with deadline(30.0), ThreadPoolExecutor(4) as pool:
+        seen_size = PageSize(served_in_full=50)  # read ahead from the first page on
+        rows = list(read_all(fetch, pool, limit=50, in_flight=4, page_size=seen_size))
+    assert len(rows) == 200 and len(seen) > 4
+    assert all(left is not None and left <= 30.0 for left in seen), seen
+
+
+def test_a_token_padded_past_its_limit_is_refused(make: Callable[..., CoupaClient]) -> None:
+    def token(form: bytes) -> Reply:
+        return json_reply({"access_token": "a" + "=" * 1_000_000, "expires_in": 3600})
+
+    with (
+        serve(lambda *_: json_reply(USERS), token=token) as server,
+        pytest.raises(CoupaResponseError, match="no usable access_token"),
     ):
         make(server).connect()

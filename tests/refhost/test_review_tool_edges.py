@@ -8,6 +8,7 @@ import csv
 import io
 import sqlite3
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,35 @@ def test_a_table_into_a_closed_pipe_is_a_broken_pipe_not_an_exit() -> None:
         write_diff(diff, "table", _ClosedPipe())
     with pytest.raises(BrokenPipeError):
         write_rows(rows, ["entitlement_id"], "table", _ClosedPipe())
+
+
+def test_an_output_that_is_the_snapshot_is_refused(tmp_path: Path) -> None:
+    snapshot = tmp_path / "s.sqlite"
+    with SnapshotStore(snapshot) as store:
+        _run(store, SyncRequest(), [_user("1")])
+    before = snapshot.read_bytes()
+    args = ["--snapshot", str(snapshot), "--tenant", "t", "--plugin", "p"]
+    for command in ("export", "report"):
+        result = CliRunner().invoke(main, [command, *args, "--output", str(snapshot)])
+        assert result.exit_code == 3 and "is the snapshot" in result.output, result.output
+    assert snapshot.read_bytes() == before
+
+
+def test_a_servers_words_in_an_error_cannot_act_on_the_terminal() -> None:
+    from coupa_plugin.refhost.cli import _summary_line
+
+    row = {"tenant": "t", "plugin": "p", "outcome": "failed", "error": "x\x1b]0;PWNED\x07\x1b[2J"}
+    assert "\x1b" not in _summary_line(row) and "\x07" not in _summary_line(row)
+
+
+def test_a_run_narrowed_by_type_says_so_in_its_report(tmp_path: Path) -> None:
+    from coupa_plugin.refhost.review import gather_review
+    from coupa_plugin.refhost.review_html import render_review
+
+    with SnapshotStore(tmp_path / "s.sqlite") as store:
+        _run(store, SyncRequest(), [_user("1")])
+        _run(store, SyncRequest(resource_types=frozenset({"role"})), [_user("1")])
+        review = gather_review(
+            store, "t", "p", now=datetime.now(UTC), run_id=2, allow_partial=True
+        )
+    assert "Run 2 is not a full run (types=role)" in render_review(review)

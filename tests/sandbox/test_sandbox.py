@@ -533,6 +533,8 @@ def test_command_line_quirks() -> None:
         (["--latency", "-1"], "--latency"),
         (["--error-rate", "2"], "--error-rate"),
         (["--users", "-5"], "--users"),
+        (["--latency", "inf"], "--latency"),
+        (["--error-rate", "nan"], "--error-rate"),
     ],
 )
 def test_the_sandbox_command_line_refuses_values_it_cannot_serve(

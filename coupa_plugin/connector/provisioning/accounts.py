@@ -50,10 +50,9 @@ def attribute_body(attributes: Mapping[str, Any], *, creating: bool) -> dict[str
             raise ProvisioningError(
                 f"{name} is required by Coupa and cannot be empty or cleared; nothing was written"
             )
-        if value is not None and not isinstance(value, str | int | bool):
-            raise ProvisioningError(
-                f"{name}: expected a string, number or boolean; nothing was written"
-            )
+        if value is not None and not isinstance(value, str):
+            # every attribute is text in Coupa; a number written there breaks later reads
+            raise ProvisioningError(f"{name}: expected a string; nothing was written")
         if name == "manager":
             body["manager"] = None if value is None else {"login": value}
         else:
