@@ -25,7 +25,13 @@ from coupa_plugin.coupa.errors import (
     excerpt,
 )
 from coupa_plugin.coupa.ratelimit import RateLimiter
-from coupa_plugin.coupa.transport import deadline, read_body, retry_after_seconds, seconds_left
+from coupa_plugin.coupa.transport import (
+    deadline,
+    pacing_budget,
+    read_body,
+    retry_after_seconds,
+    seconds_left,
+)
 
 if TYPE_CHECKING:
     from coupa_plugin.coupa.client import ClientConfig
@@ -132,7 +138,7 @@ class RequestLoop:
                     left = self._left(until)
                     if left <= 0:
                         raise _Retryable("the time budget is spent", timed_out=True)
-                    with deadline(min(self.config.timeout_s, left)):
+                    with deadline(min(self.config.timeout_s, left)), pacing_budget(left):
                         return self._attempt(
                             method, path, url, content, headers, safe=safe, attempt=made
                         )

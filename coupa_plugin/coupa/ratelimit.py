@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
-__all__ = ["PaceState", "RateLimiter", "SharedRateLimiter", "private_file"]
+__all__ = ["PaceState", "PacingTimeout", "RateLimiter", "SharedRateLimiter", "private_file"]
 
 CUT: Final = 0.7  # the share of the rate really sent kept after a 429 event
 RECOVER_PER_S: Final = 0.02  # share of the target regained per second after the window
@@ -64,6 +64,10 @@ class PaceState(NamedTuple):
     throttled: int  # 429s seen
     sent_rate: float = 0.0  # the measured rate requests are asked for, as of ``sent_at``
     sent_at: float = 0.0
+
+
+class PacingTimeout(Exception):
+    """The pacer would hold a request past its caller's deadline; it was not sent."""
 
 
 class RateLimiter:
@@ -160,10 +164,12 @@ class RateLimiter:
             self._state, send_at = self._take(self._state, now)
         return send_at
 
-    def acquire(self) -> float:
+    def acquire(self, max_wait: float | None = None) -> float:
         """Block until a request may be sent; returns the seconds waited.
 
         A caller already waiting when a 429 opens a hold window waits for the window too.
+        :raises PacingTimeout: the request could not leave within ``max_wait`` seconds (its
+            caller's deadline); it was not sent.
         """
         waited = 0.0
         while True:
@@ -171,6 +177,11 @@ class RateLimiter:
             wait = self._update_take(now) - now
             if wait <= 0:
                 break
+            if max_wait is not None and waited + wait > max_wait:
+                raise PacingTimeout(
+                    f"the request could not leave within its deadline ({max_wait:.1f} s): "
+                    f"the pacer holds it for {wait:.1f} s more"
+                )
             self._sleep(wait)
             waited += wait
             if self._clock() >= self._current().hold_until:

@@ -17,7 +17,7 @@ import httpcore
 import httpx
 
 from coupa_plugin.coupa.errors import CoupaResponseError
-from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.ratelimit import PacingTimeout, RateLimiter
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -27,6 +27,7 @@ __all__ = [
     "PacedTransport",
     "deadline",
     "inherit_deadline",
+    "pacing_budget",
     "read_body",
     "retry_after_seconds",
     "seconds_left",
@@ -46,6 +47,23 @@ _local = threading.local()
 def seconds_left() -> float | None:
     """Seconds until the current thread's deadline (None: no deadline is set)."""
     until: float | None = getattr(_local, "until", None)
+    return None if until is None else until - time.monotonic()
+
+
+@contextmanager
+def pacing_budget(seconds: float) -> Iterator[None]:
+    """The longest the pacer may hold this thread's requests: what is left of the call's
+    budget (the per-attempt deadline bounds the network, not a wait for a slot)."""
+    outer: float | None = getattr(_local, "pacing", None)
+    _local.pacing = time.monotonic() + max(seconds, 0.0)
+    try:
+        yield
+    finally:
+        _local.pacing = outer
+
+
+def _pacing_left() -> float | None:
+    until: float | None = getattr(_local, "pacing", None)
     return None if until is None else until - time.monotonic()
 
 
@@ -258,7 +276,10 @@ class PacedTransport(httpx.BaseTransport):
         self.max_body_bytes = max_body_bytes
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.limiter.acquire()
+        try:
+            self.limiter.acquire(max_wait=_pacing_left())
+        except PacingTimeout as exc:  # never sent: as safe to report as a full pool
+            raise httpx.PoolTimeout(str(exc), request=request) from None
         response = self.inner.handle_request(request)
         if response.status_code == 429:
             self.limiter.throttled_by_server(retry_after_seconds(response))

@@ -10,15 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from coupa_plugin.connector.sync import HEAD_START_TTL_S
 from coupa_plugin.coupa.paging import PageSize, read_all
-from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.ratelimit import PacingTimeout, RateLimiter
 from coupa_plugin.host.model import SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from coupa_plugin.sandbox.server import SandboxTransport
-from tests.kit import tenant, truth_resources
+from tests.kit import VirtualTime, tenant, truth_resources
 
 
 def listing(rows: int, offsets: list[int]) -> Any:
@@ -343,3 +344,14 @@ def test_a_pacer_left_alone_climbs_back_quickly() -> None:
     state = limiter._state._replace(hold_until=10.0, floor=4.8)  # a fifth of the target
     assert limiter.rate_at(state, 10.0 + 5.0) < 12.0, "slow at first"
     assert limiter.rate_at(state, 10.0 + 20.0) == 24.0, "back at the target within 20 s"
+
+
+def test_the_pacer_never_holds_a_request_past_its_callers_budget() -> None:
+    virtual = VirtualTime(real=False)
+    limiter = RateLimiter(10.0, burst=1, clock=virtual.clock, sleep=virtual.sleep)
+    limiter.acquire()
+    limiter.throttled_by_server(60.0)  # Coupa said: come back in a minute
+    with pytest.raises(PacingTimeout, match="deadline"):
+        limiter.acquire(max_wait=5.0)
+    assert virtual.slept < 5.0, "it did not sit out the hold it could not finish"
+    assert limiter.acquire(max_wait=None) >= 55.0, "without a budget it waits as before"
