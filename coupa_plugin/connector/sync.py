@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Final, TypeVar
 
@@ -39,7 +39,7 @@ from coupa_plugin.connector.mapping import (
     user_resource,
 )
 from coupa_plugin.coupa import CoupaClient, CoupaError
-from coupa_plugin.coupa.errors import GraphQLError
+from coupa_plugin.coupa.errors import CoupaResponseError, GraphQLError
 from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Role, User, UserGroup
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
@@ -93,6 +93,25 @@ def guard(items: Iterable[T], what: str, tenant: str) -> Iterator[T]:
 
 def _request_key(request: SyncRequest, types: frozenset[str]) -> tuple[object, ...]:
     return (types, request.since, request.principal_ids)
+
+
+# Distinct groups, roles, … that users may hold, and license flags, in one tenant: far above
+# any real catalog, far below what would exhaust memory (each is kept for the whole pass).
+MAX_HELD_PER_KIND: Final = 200_000
+MAX_LICENSE_FLAGS: Final = 1_000
+
+
+def _bounded(held: Mapping[str, Mapping[int, object]], flags: set[str]) -> None:
+    for kind, ids in held.items():
+        if len(ids) > MAX_HELD_PER_KIND:
+            raise CoupaResponseError(
+                f"users hold more than {MAX_HELD_PER_KIND:,} distinct {kind} ids; no tenant "
+                "has that many: refusing to go on"
+            )
+    if len(flags) > MAX_LICENSE_FLAGS:
+        raise CoupaResponseError(
+            f"users show more than {MAX_LICENSE_FLAGS:,} distinct license flags; refusing to go on"
+        )
 
 
 @attrs.define
@@ -302,6 +321,7 @@ class TenantSync:
                     for attribute, kind in GRANT_SOURCES:
                         for ref in getattr(user, attribute):
                             held[kind].setdefault(ref.id, ref.name)
+                    _bounded(held, flags)
                     spool.add(user.id, user_entitlements(user, types))
                     read_users = count
                     if count % 5000 == 0:

@@ -64,6 +64,8 @@ T = TypeVar("T")
 _MAX_ROLE_PAGES: Final = 10_000
 # a role catalog is small (tens to hundreds); far more is a server gone wrong
 _MAX_ROLES: Final = 100_000
+# groups, content groups and account groups: catalogs, held whole while users stream
+_MAX_CATALOG_ROWS: Final = 200_000
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
 USER_FIELDS: Final[tuple[Any, ...]] = (
     "id",
@@ -371,6 +373,7 @@ class CoupaClient:
         spec: FieldSpec | None = None,
         last_id: int | None = None,
         in_flight: int | None = None,
+        max_rows: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
             page_params = {**params, "limit": limit, "offset": offset}
@@ -391,7 +394,7 @@ class CoupaClient:
             what=what,
             page_size=self._page_size,
             saturated=self.limiter.saturated,
-            max_rows=self.config.max_listing_rows,
+            max_rows=max_rows or self.config.max_listing_rows,
             last_id=last_id,
         )
 
@@ -567,7 +570,12 @@ class CoupaClient:
 
     def user_groups(self, *, in_flight: int | None = None) -> Iterator[UserGroup]:
         for row in self._list(
-            "/api/user_groups", {}, "user groups", _USER_GROUP_FIELDS, in_flight=in_flight
+            "/api/user_groups",
+            {},
+            "user groups",
+            _USER_GROUP_FIELDS,
+            in_flight=in_flight,
+            max_rows=_MAX_CATALOG_ROWS,
         ):
             yield _record(row, UserGroup, "GET /api/user_groups")
 
@@ -578,12 +586,18 @@ class CoupaClient:
             "content groups",
             _BUSINESS_GROUP_FIELDS,
             in_flight=in_flight,
+            max_rows=_MAX_CATALOG_ROWS,
         ):
             yield _record(row, BusinessGroup, "GET /api/business_groups")
 
     def account_groups(self, *, in_flight: int | None = None) -> Iterator[AccountGroup]:
         for row in self._list(
-            "/api/account_groups", {}, "account groups", _ACCOUNT_GROUP_FIELDS, in_flight=in_flight
+            "/api/account_groups",
+            {},
+            "account groups",
+            _ACCOUNT_GROUP_FIELDS,
+            in_flight=in_flight,
+            max_rows=_MAX_CATALOG_ROWS,
         ):
             yield _record(row, AccountGroup, "GET /api/account_groups")
 

@@ -358,3 +358,14 @@ def test_entitlements_held_but_missing_from_a_catalog_are_still_discovered() -> 
     assert names[("account_group", "9")] == "Unlisted"
     entitlements = {e.id for r in resources for e in r.entitlements}
     assert {e for e, _ in grants} <= entitlements
+
+
+def test_what_users_hold_across_a_pass_is_bounded() -> None:
+    from coupa_plugin.connector.sync import MAX_HELD_PER_KIND, MAX_LICENSE_FLAGS, _bounded
+    from coupa_plugin.coupa.errors import CoupaResponseError
+
+    _bounded({"role": dict.fromkeys(range(MAX_HELD_PER_KIND))}, set())  # at the limit: fine
+    with pytest.raises(CoupaResponseError, match="distinct role ids"):
+        _bounded({"role": dict.fromkeys(range(MAX_HELD_PER_KIND + 1))}, set())
+    with pytest.raises(CoupaResponseError, match="license flags"):
+        _bounded({}, {f"f{i}-user" for i in range(MAX_LICENSE_FLAGS + 1)})

@@ -547,3 +547,19 @@ def test_a_token_padded_past_its_limit_is_refused(make: Callable[..., CoupaClien
         pytest.raises(CoupaResponseError, match="no usable access_token"),
     ):
         make(server).connect()
+
+
+def test_a_catalog_listing_stops_at_its_row_limit(
+    make: Callable[..., CoupaClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import coupa_plugin.coupa.client as client_module
+
+    monkeypatch.setattr(client_module, "_MAX_CATALOG_ROWS", 500)  # 200,000 in production
+
+    def api(method: str, target: str, body: bytes) -> Reply:
+        offset = int(target.split("offset=")[1].split("&")[0]) if "offset=" in target else 0
+        return json_reply([{"id": offset + i + 1, "name": "g"} for i in range(50)])
+
+    with serve(api) as server, pytest.raises(PagingError, match="more than 500 rows"):
+        for _ in make(server).user_groups():
+            pass
