@@ -258,17 +258,18 @@ class SnapshotStore:
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             # another program's database is left exactly as it is
-            tables = {
+            objects = {
                 name
                 for (name,) in self._conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
                 )
             }
-            if tables and "runs" not in tables:
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+            if objects and not {"run_id", "tenant_id", "plugin", "kind", "outcome"} <= columns:
                 self._conn.close()
                 raise ConfigurationError(
-                    f"{self.path} is not a snapshot file (it holds other tables: "
-                    f"{', '.join(sorted(tables)[:5])}); nothing was changed"
+                    f"{self.path} is not a snapshot file (it holds "
+                    f"{', '.join(sorted(objects)[:5])}); nothing was changed"
                 )
             _owner_only(self.path)
             self._conn.execute("PRAGMA journal_mode=WAL")

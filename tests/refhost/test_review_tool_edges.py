@@ -47,10 +47,13 @@ def test_runs_narrowed_by_type_never_count_as_the_previous_full_run(tmp_path: Pa
     assert [r.run_id for r in earlier] == [1], "the --type run is no baseline"
 
 
-def test_another_programs_database_is_left_untouched(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "schema", ["CREATE TABLE foo (x)", "CREATE VIEW v AS SELECT 1", "CREATE TABLE runs (x)"]
+)
+def test_another_programs_database_is_left_untouched(tmp_path: Path, schema: str) -> None:
     path = tmp_path / "other.sqlite"
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE foo (x)")
+        conn.execute(schema)
     path.chmod(0o644)
     before = path.read_bytes()
     with pytest.raises(ConfigurationError, match="not a snapshot file"):
