@@ -394,7 +394,7 @@ class CoupaClient:
             what=what,
             page_size=self._page_size,
             saturated=self.limiter.saturated,
-            max_rows=max_rows or self.config.max_listing_rows,
+            max_rows=min(max_rows or self.config.max_listing_rows, self.config.max_listing_rows),
             last_id=last_id,
         )
 

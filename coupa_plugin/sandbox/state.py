@@ -281,6 +281,48 @@ def _skewed_sizes(rng: random.Random, count: int, population: int) -> list[int]:
     return sizes
 
 
+def blank_user(user_id: int, stamp: str) -> dict[str, Any]:
+    """A user record with every field the sandbox keeps, each at Coupa's default for a new
+    user: the one template the generator and ``POST /api/users`` start from."""
+    return {
+        "id": user_id,
+        "created-at": stamp,
+        "updated-at": stamp,
+        "login": None,
+        "email": None,
+        "firstname": None,
+        "lastname": None,
+        "fullname": None,
+        "middlename": None,
+        "employee-number": None,
+        "active": True,
+        "authentication-method": "coupa_credentials",
+        "sso-identifier": None,
+        "account-security-type": 0,
+        "business-group-security-type": 0,
+        "mention-name": None,
+        "default-locale": None,
+        "phone-work": None,
+        "phone-mobile": None,
+        "country-of-residence": None,
+        "salesforce-id": None,
+        "supplier-id": None,
+        "api-user": False,
+        "supplier-user": False,
+        "support-user": False,
+        "msp-user": False,
+        "manager": None,
+        "custom-fields": {},
+        "created-by": None,
+        "updated-by": None,
+        "roles": [],
+        "content-groups": [],
+        "account-groups": [],
+        "approval-groups": [],
+        **dict.fromkeys(LICENSE_FLAGS, False),
+    }
+
+
 def generate_tenant(users: int = 200, seed: int = 0) -> TenantState:  # noqa: C901 - one step per generated resource kind
     """A realistic tenant of ``users`` users (plus a support and an integration account).
 
@@ -364,38 +406,24 @@ def generate_tenant(users: int = 200, seed: int = 0) -> TenantState:  # noqa: C9
             if support
             else ("integration" if uid == 2 else f"{first.lower()}.{last.lower()}{uid}")
         )
-        record: dict[str, Any] = {
-            "id": uid,
-            "created-at": _iso(created),
-            "updated-at": _iso(updated),
-            "login": login,
-            "email": f"{login}@example.com",
-            "firstname": first,
-            "lastname": last,
-            "fullname": f"{first} {last}",
-            "middlename": None,
-            "employee-number": None if support or api else f"E{100000 + uid}",
-            "active": support or api or rng.random() > 0.08,
-            "authentication-method": rng.choice(["saml", "saml", "saml", "coupa_credentials"]),
-            "sso-identifier": None,
-            "account-security-type": 0,
-            "business-group-security-type": 1 if rng.random() < 0.3 else 0,
-            "mention-name": login.replace(".", "_"),
-            "default-locale": None,
-            "phone-work": None,
-            "phone-mobile": None,
-            "country-of-residence": None,
-            "salesforce-id": None,
-            "supplier-id": None,
-            "api-user": api,
-            "supplier-user": False,
-            "support-user": support,
-            "msp-user": False,
-            "manager": None,
-            "custom-fields": {},
-            "created-by": None,
-            "updated-by": None,
-        }
+        record = blank_user(uid, _iso(created))
+        record.update(
+            {
+                "updated-at": _iso(updated),
+                "login": login,
+                "email": f"{login}@example.com",
+                "firstname": first,
+                "lastname": last,
+                "fullname": f"{first} {last}",
+                "employee-number": None if support or api else f"E{100000 + uid}",
+                "active": support or api or rng.random() > 0.08,
+                "authentication-method": rng.choice(["saml", "saml", "saml", "coupa_credentials"]),
+                "business-group-security-type": 1 if rng.random() < 0.3 else 0,
+                "mention-name": login.replace(".", "_"),
+                "api-user": api,
+                "support-user": support,
+            }
+        )
         if record["authentication-method"] == "saml":
             record["sso-identifier"] = record["email"]
         for flag in LICENSE_FLAGS:

@@ -11,11 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from coupa_plugin.sandbox.query import (
     kebab,
 )
-from coupa_plugin.sandbox.state import (
-    ASSOCIATIONS,
-    LICENSE_FLAGS,
-    now_iso,
-)
+from coupa_plugin.sandbox.state import ASSOCIATIONS, LICENSE_FLAGS, blank_user, now_iso
 from coupa_plugin.sandbox.wire import HttpError as _HttpError
 from coupa_plugin.sandbox.wire import SandboxRequest
 from coupa_plugin.sandbox.wire import errors as _errors
@@ -173,39 +169,8 @@ def create_user(sb: CoupaSandbox, body: dict[str, Any], params: list[tuple[str, 
     if missing:
         raise _errors(400, "user", *missing)
     user_id = sb.state.next_id("users")
-    stamp = now_iso()
-    record: dict[str, Any] = {
-        "id": user_id,
-        "created-at": stamp,
-        "updated-at": stamp,
-        "middlename": None,
-        "employee-number": None,
-        "active": True,
-        "authentication-method": "coupa_credentials",
-        "sso-identifier": None,
-        "account-security-type": 0,
-        "business-group-security-type": 0,
-        "mention-name": None,
-        "default-locale": None,
-        "phone-work": None,
-        "phone-mobile": None,
-        "country-of-residence": None,
-        "salesforce-id": None,
-        "supplier-id": None,
-        "api-user": False,
-        "supplier-user": False,
-        "support-user": False,
-        "msp-user": False,
-        "manager": None,
-        "custom-fields": {},
-        "created-by": actor(sb),
-        "updated-by": actor(sb),
-        "roles": [],
-        "content-groups": [],
-        "account-groups": [],
-        "approval-groups": [],
-        **dict.fromkeys(LICENSE_FLAGS, False),
-    }
+    record = blank_user(user_id, now_iso())
+    record["created-by"] = record["updated-by"] = actor(sb)
     sb.state.users[user_id] = record
     try:
         apply_user(sb, record, body, creating=True)
