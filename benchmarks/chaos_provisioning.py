@@ -52,6 +52,7 @@ from coupa_plugin.sandbox import (
 )
 from coupa_plugin.sandbox.app import SandboxRequest, SandboxResponse
 
+USER_ROLE = 3  # what the sandbox gives an emptied user under empty_roles_become_user
 KINDS = ("role", "group", "content_group", "account_group", "approval_group")
 LIST_KEYS = {
     "role": "roles",
@@ -184,6 +185,7 @@ class Chaos:
     def __init__(self, semantics: str, seed: int, ops: int, *, default_role: bool) -> None:
         self.rng = random.Random(seed)
         self.ops = ops
+        self.default_role = default_role
         state = generate_tenant(users=10, seed=seed)
         for gid in (1, 2):
             state.user_groups[gid]["can-approve"] = True
@@ -368,6 +370,7 @@ class Chaos:
         if kind == "error":
             self.counts[f"errors: {payload['type']}"] += 1
             self._check_error(uid, op, payload["message"], wrote=wrote, before=before)
+            self._coupas_default_role(uid, payload["message"])
             self.open[uid].add((field, item))
             self.check(uid, f"after a failed {op}")
             return
@@ -388,6 +391,17 @@ class Chaos:
             self.problem("wrong statuses", f"{op}: {status}, yet {field} is {actual!r}")
             self.model[uid][field] = actual
         self.check(uid, f"after {op}")
+
+    def _coupas_default_role(self, uid: int, message: str) -> None:
+        """Coupa gives a user whose roles were cleared the User role (``--default-role``); a
+        merging Coupa then keeps it through the put-back, and the call says so: that role is
+        Coupa's doing, stated, not a grant appearing unasked."""
+        if not self.default_role or "which this call did not write" not in message:
+            return
+        given = self.truth(uid)["role"] - self.model[uid]["role"]
+        if given == {USER_ROLE}:
+            self.model[uid]["role"].add(USER_ROLE)
+            self.counts["User role given by Coupa, stated"] += 1
 
     def _check_error(
         self, uid: int, op: dict[str, Any], message: str, *, wrote: bool, before: dict[str, Any]
