@@ -386,6 +386,8 @@ class Chaos:
         self.adopt(uid)
         expected = self.expect(uid, field, item, op)
         self.model[uid][field] = expected
+        self._coupas_default_role(uid, payload["message"])
+        expected = self.model[uid][field]
         actual = self.truth(uid)[field]
         if actual != expected:
             self.problem("wrong statuses", f"{op}: {status}, yet {field} is {actual!r}")
@@ -396,7 +398,7 @@ class Chaos:
         """Coupa gives a user whose roles were cleared the User role (``--default-role``); a
         merging Coupa then keeps it through the put-back, and the call says so: that role is
         Coupa's doing, stated, not a grant appearing unasked."""
-        if not self.default_role or "which this call did not write" not in message:
+        if not self.default_role or "this call did not write" not in message:
             return
         given = self.truth(uid)["role"] - self.model[uid]["role"]
         if given == {USER_ROLE}:

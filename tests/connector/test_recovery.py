@@ -37,9 +37,7 @@ ROLES = [3, 4, 5, 8]
 KEPT = [3, 5, 8]
 
 
-def world(
-    quirks: Quirks | None = None, **ops: Any
-) -> tuple[CoupaSandbox, Tenant, Path]:
+def world(quirks: Quirks | None = None, **ops: Any) -> tuple[CoupaSandbox, Tenant, Path]:
     """A merging Coupa (the two-step rewrite is needed) where user 7 holds roles 3, 4, 5, 8."""
     sandbox = CoupaSandbox(
         generate_tenant(users=12, seed=3),
@@ -414,3 +412,16 @@ def test_a_fact_learnt_by_another_process_is_seen_at_once() -> None:
     unrelated(plugin_for(sandbox), t)  # this process writes and learns it writes as user 2
     with pytest.raises(ProvisioningError, match="API user this integration writes as"):
         _disable(other, t, 2)()
+
+
+@pytest.mark.parametrize("semantics", ["replace", "merge"])
+def test_a_role_coupa_gives_an_emptied_user_is_stated(semantics: str) -> None:
+    sandbox, t, _ = world(Quirks(list_put=semantics, empty_roles_become_user=True))  # type: ignore[arg-type]
+    sandbox.state.users[USER]["roles"] = [4]
+    try:
+        result = revoke_4(plugin_for(sandbox), t)
+        message = result.message
+    except ProvisioningError as exc:  # merge: the put-back cannot drop what Coupa added
+        message = str(exc)
+    assert roles(sandbox) == [3]
+    assert "[3]" in message and "this call did not write" in message, message

@@ -203,7 +203,7 @@ class Provisioner:
             status=status,
             grants=grants,
             changes=tuple(s.changes),
-            message=message,
+            message="; ".join(part for part in (message, *s.notes) if part),
             principal_id=str(user.id),
         )
 

@@ -98,12 +98,21 @@ class ListWriter:
         """Make ``key`` of the user exactly ``desired`` (it was ``before``); plan again if
         someone else changes the list meanwhile. Returns the list Coupa holds afterwards."""
         removed, added = before - desired, desired - before
+        planned = before | added
         for _ in range(_REPLANS):
             try:
-                return self._rewrite(s, key, before, desired)
+                now = self._rewrite(s, key, before, desired)
             except _Replan:
                 before = s.current(ATTRIBUTE_OF[key])
                 desired = (before - removed) | added
+                continue
+            if unasked := now - planned:
+                s.notes.append(
+                    f"{key} {describe(unasked)} of user {s.user_id} came in that this call did "
+                    "not write (a change made meanwhile, or Coupa's own rule, such as giving a "
+                    "user left without roles the User role); left as they are"
+                )
+            return now
         raise s.failure(
             f"user {s.user_id} kept changing while {key} was being written; "
             "nothing further was written"

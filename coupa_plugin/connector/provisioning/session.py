@@ -72,13 +72,15 @@ def stamp_of(user: User) -> Stamp:
 
 
 class UserSession:
-    """Reads and writes of one call for one user; ``changes`` lists every write sent."""
+    """Reads and writes of one call for one user; ``changes`` lists every write sent,
+    ``notes`` what the result must say beyond them."""
 
     def __init__(self, client: CoupaClient, facts: TenantFacts, user_id: int) -> None:
         self.client = client
         self.facts = facts
         self.user_id = user_id
         self.changes: list[str] = []
+        self.notes: list[str] = []
         self.last_seen: User | None = None
 
     # -- reading ---------------------------------------------------------------------------
