@@ -39,6 +39,7 @@ from coupa_plugin.connector.mapping import (
     user_resource,
 )
 from coupa_plugin.coupa import CoupaClient, CoupaError
+from coupa_plugin.coupa.client import MAX_CATALOG_ROWS
 from coupa_plugin.coupa.errors import CoupaResponseError, GraphQLError
 from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Role, User, UserGroup
 from coupa_plugin.host.errors import SyncError
@@ -95,9 +96,9 @@ def _request_key(request: SyncRequest, types: frozenset[str]) -> tuple[object, .
     return (types, request.since, request.principal_ids)
 
 
-# Distinct groups, roles, … that users may hold, and license flags, in one tenant: far above
-# any real catalog, far below what would exhaust memory (each is kept for the whole pass).
-MAX_HELD_PER_KIND: Final = 200_000
+# Distinct groups, roles, … that users may hold (each kept for the whole pass): no more than
+# a catalog may list; and license flags in one tenant.
+MAX_HELD_PER_KIND: Final = MAX_CATALOG_ROWS
 MAX_LICENSE_FLAGS: Final = 1_000
 
 

@@ -50,6 +50,7 @@ from coupa_plugin.coupa.transport import (
 )
 
 __all__ = [
+    "MAX_CATALOG_ROWS",
     "USER_FIELDS",
     "USER_REQUIRED_FIELDS",
     "ClientConfig",
@@ -64,8 +65,9 @@ T = TypeVar("T")
 _MAX_ROLE_PAGES: Final = 10_000
 # a role catalog is small (tens to hundreds); far more is a server gone wrong
 _MAX_ROLES: Final = 100_000
-# groups, content groups and account groups: catalogs, held whole while users stream
-_MAX_CATALOG_ROWS: Final = 200_000
+# groups, content groups and account groups: catalogs, held whole while users stream; far
+# above any real tenant's, far below what would exhaust memory
+MAX_CATALOG_ROWS: Final = 200_000
 # What a sync reads of a user, as a ``fields=`` selection (snake_case, nested by association).
 USER_FIELDS: Final[tuple[Any, ...]] = (
     "id",
@@ -575,7 +577,7 @@ class CoupaClient:
             "user groups",
             _USER_GROUP_FIELDS,
             in_flight=in_flight,
-            max_rows=_MAX_CATALOG_ROWS,
+            max_rows=MAX_CATALOG_ROWS,
         ):
             yield _record(row, UserGroup, "GET /api/user_groups")
 
@@ -586,7 +588,7 @@ class CoupaClient:
             "content groups",
             _BUSINESS_GROUP_FIELDS,
             in_flight=in_flight,
-            max_rows=_MAX_CATALOG_ROWS,
+            max_rows=MAX_CATALOG_ROWS,
         ):
             yield _record(row, BusinessGroup, "GET /api/business_groups")
 
@@ -597,7 +599,7 @@ class CoupaClient:
             "account groups",
             _ACCOUNT_GROUP_FIELDS,
             in_flight=in_flight,
-            max_rows=_MAX_CATALOG_ROWS,
+            max_rows=MAX_CATALOG_ROWS,
         ):
             yield _record(row, AccountGroup, "GET /api/account_groups")
 

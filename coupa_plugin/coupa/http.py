@@ -55,7 +55,6 @@ _UNPARSEABLE: Final = (
     "is supported",
     "multiple transfer-encoding",
     "should be in range",
-    "continuation line",
 )
 _WAIT_INITIAL_S: Final = 0.5
 _WAIT_MAX_S: Final = 30.0

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import attrs
 
 from coupa_plugin.refhost.logfmt import HOST_LOGGER, host_handlers, logfmt_line
+from coupa_plugin.refhost.reports import safe_text
 
 __all__ = ["SyncProgress"]
 
@@ -168,8 +169,6 @@ class SyncProgress:
     def message(self, text: str) -> None:
         """A line for the user (an error, a warning) that stays on screen; what a server said
         in it cannot act on the terminal."""
-        from coupa_plugin.refhost.reports import safe_text
-
         text = safe_text(text)
         if self._live_display is not None:
             self._live_display.console.print(text, markup=False, highlight=False, soft_wrap=True)

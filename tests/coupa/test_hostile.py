@@ -554,7 +554,7 @@ def test_a_catalog_listing_stops_at_its_row_limit(
 ) -> None:
     import coupa_plugin.coupa.client as client_module
 
-    monkeypatch.setattr(client_module, "_MAX_CATALOG_ROWS", 500)  # 200,000 in production
+    monkeypatch.setattr(client_module, "MAX_CATALOG_ROWS", 500)  # 200,000 in production
 
     def api(method: str, target: str, body: bytes) -> Reply:
         offset = int(target.split("offset=")[1].split("&")[0]) if "offset=" in target else 0
