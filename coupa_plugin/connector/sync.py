@@ -133,13 +133,13 @@ class GrantSpool:
 
     def replay(self) -> Iterator[Grant]:
         names = list(self.entitlements)
-        pairs = self.pairs
+        pairs = iter(self.pairs)
         last, principal = -1, ""
-        for i in range(0, len(pairs), 2):
-            if pairs[i + 1] != last:  # a user's grants are stored together
-                last = pairs[i + 1]
-                principal = str(last)
-            yield Grant(entitlement_id=names[pairs[i]], principal_id=principal)
+        for entitlement, user in zip(pairs, pairs, strict=True):  # (entitlement, user) pairs
+            if user != last:  # a user's grants are stored together
+                last = user
+                principal = str(user)
+            yield Grant(entitlement_id=names[entitlement], principal_id=principal)
 
     def usable_for(self, key: tuple[object, ...], now: float) -> bool:
         return (

@@ -250,6 +250,16 @@ class TokenSource:
             self.scopes = scopes
             self._token = token
 
+    def holds(self, scopes: frozenset[str]) -> bool:
+        """True when a token for ``scopes`` is held and not yet due for refresh."""
+        with self._lock:
+            token = self._token
+            return (
+                token is not None
+                and self.scopes == scopes
+                and self._clock() < token.refresh_at
+            )
+
     def current(self) -> AccessToken:
         """A valid token, minting one if there is none or it is due for refresh."""
         with self._lock:

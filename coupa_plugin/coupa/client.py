@@ -8,15 +8,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import httpx
 
 from coupa_plugin.coupa._secret import Secret
-from coupa_plugin.coupa.auth import CoupaAuth, TokenSource
+from coupa_plugin.coupa.auth import AccessToken, CoupaAuth, TokenSource
 from coupa_plugin.coupa.errors import (
     CoupaHTTPError,
     CoupaResponseError,
@@ -42,11 +43,13 @@ from coupa_plugin.coupa.models import (
 from coupa_plugin.coupa.negotiation import Mode, ScopeGrant, negotiate, read_scopes
 from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import RateLimiter, SharedRateLimiter
+from coupa_plugin.coupa.scopes import OPTIONAL_SCOPES, PROVISIONING_SCOPES
 from coupa_plugin.coupa.transport import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_BODY_BYTES,
     DeadlineTransport,
     PacedTransport,
+    inherit_deadline,
 )
 
 __all__ = [
@@ -63,6 +66,9 @@ __all__ = [
 log = logging.getLogger("coupa_plugin.coupa")
 T = TypeVar("T")
 _MAX_ROLE_PAGES: Final = 10_000
+# the read scopes of the first set negotiation asks for: GraphQL's token when that set is
+# granted, and the main token when only the read-only set (with the optional scope) is
+_EARLY_READ_SCOPES: Final = read_scopes(PROVISIONING_SCOPES | OPTIONAL_SCOPES) or frozenset()
 # a role catalog is small (tens to hundreds); far more is a server gone wrong
 _MAX_ROLES: Final = 100_000
 # groups, content groups and account groups: catalogs, held whole while users stream; far
@@ -137,6 +143,17 @@ def _record(row: Any, cls: type[T], what: str) -> T:
         return structure(row, cls)
     except RecordError as exc:
         raise CoupaResponseError(f"{what}: {exc}") from None
+
+
+def _settled(future: Future[AccessToken] | None) -> AccessToken | None:
+    """The token ``future`` minted, once it has finished; None when it failed (the scopes
+    were refused, or the mint failed as the main one would have: nothing to report twice)."""
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception:  # noqa: BLE001 - a token asked for ahead of need; its failure is moot
+        return None
 
 
 def _updated_at_or_before(row: Mapping[str, Any], moment: datetime) -> bool:
@@ -234,6 +251,7 @@ class CoupaClient:
         self._page_size = PageSize()
         self.newest_user_id: int | None = None  # from the last license-flag probe
         self._lock = threading.Lock()
+        self._learning = threading.Lock()
 
     # -- lifecycle and scopes ------------------------------------------------------------------
 
@@ -259,23 +277,43 @@ class CoupaClient:
         """Authenticate and detect the granted scopes; decides read-only or provisioning.
 
         The result is kept; ``refresh`` negotiates again (the admin may have changed the
-        OAuth client's scopes in Coupa since).
+        OAuth client's scopes in Coupa since). GraphQL's token for the read scopes of the
+        fullest set asked for is minted meanwhile, not after: it is GraphQL's token when that
+        set is granted, and the read-only set's token when only that is.
         """
         with self._lock:
             if self._grant is None or refresh:
-                self._grant = negotiate(self.tokens, self.config.mode, self.config.tenant)
-                self._use_read_tokens()
+                early = self._mint_read_token_early()
+                try:
+                    prepared = {} if early is None else {_EARLY_READ_SCOPES: early.result}
+                    self._grant = negotiate(
+                        self.tokens, self.config.mode, self.config.tenant, prepared=prepared
+                    )
+                finally:
+                    ready = _settled(early)
+                self._use_read_tokens(ready)
             return self._grant
 
-    def _use_read_tokens(self) -> None:
-        """Point GraphQL at a token without write scopes (minted on first use, refreshed like
-        the other one)."""
+    def _mint_read_token_early(self) -> Future[AccessToken] | None:
+        """GraphQL's likely token, asked for on another thread while the main one is, unless
+        the mode is read-only (GraphQL then uses the main token) or it is held already."""
+        if self.config.mode == "read-only" or self.read_tokens.holds(_EARLY_READ_SCOPES):
+            return None
+        return self._executor.submit(
+            inherit_deadline(partial(self.read_tokens.mint, _EARLY_READ_SCOPES))
+        )
+
+    def _use_read_tokens(self, early: AccessToken | None = None) -> None:
+        """Point GraphQL at a token without write scopes (``early`` when it is for them,
+        else minted on first use; refreshed like the other one)."""
         scopes = self.tokens.scopes
         read = read_scopes(scopes)
         if read is None or read == scopes:
             self._graphql_auth.source = self.tokens
             return
-        if self.read_tokens.scopes != read:  # keep a valid token across re-negotiations
+        if early is not None and read == _EARLY_READ_SCOPES:
+            self.read_tokens.use(read, early)
+        elif self.read_tokens.scopes != read:  # keep a valid token across re-negotiations
             self.read_tokens.use(read)
         self._graphql_auth.source = self.read_tokens
 
@@ -336,12 +374,16 @@ class CoupaClient:
         :raises FieldsRefusedError: Coupa refused a field ``spec`` cannot do without.
         """
         while True:
+            sent = self.fields.render(spec)
             try:
-                return self.get(path, {**(params or {}), "fields": self.fields.render(spec)})
+                return self.get(path, {**(params or {}), "fields": sent})
             except CoupaHTTPError as exc:
                 if exc.status != 400:
                     raise
-                dropped = self.fields.learn(spec, exc, self._fields_probe(path, params))
+                with self._learning:  # pages refused together are pinned down once
+                    if self.fields.render(spec) != sent:
+                        continue  # learnt meanwhile, from another page's refusal: read again
+                    dropped = self.fields.learn(spec, exc, self._fields_probe(path, params))
                 if not dropped:
                     raise
                 log.warning(

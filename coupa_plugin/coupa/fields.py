@@ -81,6 +81,10 @@ def _error_text(error: CoupaHTTPError) -> str:
     return " ".join(parts)
 
 
+def _render(selection: Selection) -> str:
+    return json.dumps(list(selection), separators=(",", ":"))
+
+
 def _prune(wanted: Selection, refused: frozenset[str]) -> Selection:
     out: list[Any] = []
     for item in wanted:
@@ -113,7 +117,7 @@ class TenantFields:
     def render(self, spec: FieldSpec, without: frozenset[str] = frozenset()) -> str:
         """The ``fields=`` value for ``spec``, without what this tenant refused (and
         ``without``: names as :meth:`refused` gives them)."""
-        return json.dumps(list(self.selection(spec, without)), separators=(",", ":"))
+        return _render(self.selection(spec, without))
 
     def learn(
         self,
@@ -135,11 +139,16 @@ class TenantFields:
         mentioned = self._mentioned(spec, error)
         if not mentioned:
             return frozenset()
+        # probes are judged against what was known when the refusal came: a name another
+        # thread learns meanwhile must not make a probe's success look like this one's
+        known_then = self.refused(spec.endpoint)
         if len(mentioned) == 1:
             refused = mentioned
         elif accepts is not None:
             isolated = _isolate(
-                sorted(mentioned), lambda out: accepts(self.render(spec, out)), max_probes
+                sorted(mentioned),
+                lambda out: accepts(_render(_prune(spec.wanted, known_then | out))),
+                max_probes,
             )
             if isolated is None:
                 return frozenset()  # not a refusal of these names, or not one to pin down

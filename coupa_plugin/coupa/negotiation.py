@@ -4,12 +4,12 @@ or provisioning) that follows. Tries the documented scope sets first, then scope
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
 import attrs
 
-from coupa_plugin.coupa.auth import TokenSource
+from coupa_plugin.coupa.auth import AccessToken, TokenSource
 from coupa_plugin.coupa.errors import ScopeError
 from coupa_plugin.coupa.scopes import (
     OPTIONAL_SCOPES,
@@ -46,8 +46,20 @@ def read_scopes(scopes: frozenset[str] | None) -> frozenset[str] | None:
 class _Negotiation:
     """One negotiation for a tenant's token source in ``mode``."""
 
-    def __init__(self, tokens: TokenSource, mode: Mode, tenant: str) -> None:
+    def __init__(
+        self,
+        tokens: TokenSource,
+        mode: Mode,
+        tenant: str,
+        prepared: Mapping[frozenset[str], Callable[[], AccessToken]],
+    ) -> None:
         self.tokens, self.mode, self.tenant = tokens, mode, tenant
+        self.prepared = prepared
+
+    def _mint(self, asked: frozenset[str]) -> AccessToken:
+        """A token for ``asked``: one already asked for (``prepared``), else a new one."""
+        ready = self.prepared.get(asked)
+        return ready() if ready is not None else self.tokens.mint(asked)
 
     def _negotiate(self) -> ScopeGrant:
         mode = self.mode
@@ -61,7 +73,7 @@ class _Negotiation:
         for base in bases:
             for asked in (base | OPTIONAL_SCOPES, base):
                 try:
-                    token = self.tokens.mint(asked)
+                    token = self._mint(asked)
                 except ScopeError:
                     continue
                 self.tokens.use(asked, token)
@@ -123,7 +135,17 @@ class _Negotiation:
         return refused
 
 
-def negotiate(tokens: TokenSource, mode: Mode, tenant: str = "") -> ScopeGrant:
+def negotiate(
+    tokens: TokenSource,
+    mode: Mode,
+    tenant: str = "",
+    *,
+    prepared: Mapping[frozenset[str], Callable[[], AccessToken]] | None = None,
+) -> ScopeGrant:
     """Mint ``tokens``' token with the scopes the OAuth client was granted, and decide the
-    mode. :raises ScopeError: the client lacks what ``mode`` needs."""
-    return _Negotiation(tokens, mode, tenant)._negotiate()
+    mode. ``prepared`` maps a scope set to a token already being minted for it (the call
+    returns it or raises as :meth:`TokenSource.mint` does); a set tried in that order is not
+    asked for again.
+
+    :raises ScopeError: the client lacks what ``mode`` needs."""
+    return _Negotiation(tokens, mode, tenant, prepared or {})._negotiate()

@@ -59,7 +59,8 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
 
     ``fetch(offset, limit)`` returns one page. The first page is read alone; once the server
     has shown how many rows it serves per page, pages are requested ahead of the one being
-    consumed (with an ``executor``). The depth starts at one and grows, up to ``in_flight``,
+    consumed (with an ``executor``). The depth starts at one (at ``in_flight`` when the page
+    size is proven and ``last_id`` bounds the listing) and grows, up to ``in_flight``,
     each time the consumer has to wait for a page, unless ``saturated()`` says the pacer is
     already sending at its full rate (then a deeper pipeline only queues pages that may lie
     past the end): deep enough to hide the network's latency, no deeper, so a listing costs
@@ -79,8 +80,10 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
     pending: deque[tuple[int, Future[Page] | Page]] = deque()
     next_offset = 0
 
-    depth = 1
     bound = last_id  # the largest id the listing can hold, while it holds
+    # With the page size proven and the last id known, no page can be sent past the end, so
+    # the pipeline starts full and the pacer's burst is used from the first page on.
+    depth = in_flight if proven and bound is not None else 1
     remaining: int | None = None  # rows still possible after the ``consumed`` ones
 
     def refill() -> None:

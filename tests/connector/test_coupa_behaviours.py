@@ -458,6 +458,24 @@ def test_names_a_refusal_merely_repeats_are_kept(
     assert len(probes) <= 2 * (len(refused | echoed) + 1) + 2
 
 
+def test_a_name_learnt_by_another_page_meanwhile_does_not_skew_the_probes() -> None:
+    # pages in flight together are refused together; one learns the name while another is
+    # still probing: the probes must be judged against what was known when they began
+    spec = FieldSpec("users", ("id", "login", "active", "email", "intake_user"))
+    fields = TenantFields()
+    others_learnt: list[frozenset[str]] = []
+
+    def accepts(rendered: str) -> bool:
+        if not others_learnt:  # another page's single-name refusal lands now
+            others_learnt.append(fields.learn(spec, _refusal("unknown field intake_user")))
+        return "intake_user" not in json.loads(rendered)
+
+    message = "Invalid fields active email intake_user"
+    assert fields.learn(spec, _refusal(message), accepts) == {"intake_user"}
+    assert others_learnt == [{"intake_user"}]
+    assert fields.refused("users") == {"intake_user"}
+
+
 def test_a_refusal_that_cannot_be_pinned_down_drops_nothing() -> None:
     spec = FieldSpec("users", ("id", "login", "email", "active"), frozenset({"id", "login"}))
     fields = TenantFields()

@@ -202,7 +202,7 @@ def test_concurrent_first_requests_mint_one_token() -> None:
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(first, range(12)))
     assert all(r["id"] == i + 1 for i, r in enumerate(results))
-    assert sandbox.tokens_issued == 1
+    assert sandbox.tokens_issued == 2  # one token, and GraphQL's read token minted alongside
     client.close()
 
 
@@ -224,14 +224,14 @@ def test_token_refreshed_before_expiry_and_once_on_401() -> None:
         clock=lambda: now[0],
     )
     client.get("/api/users/1")
-    assert sandbox.tokens_issued == 1
+    assert sandbox.tokens_issued == 2  # and GraphQL's read token, minted alongside
     now[0] += 95  # past 90 % of the lifetime: refreshed before use
     client.get("/api/users/1")
-    assert sandbox.tokens_issued == 2
+    assert sandbox.tokens_issued == 3
     now[0] += 10
     sandbox.expire_tokens()  # refused although the client thinks it is valid
     assert client.get("/api/users/2")["id"] == 2
-    assert sandbox.tokens_issued == 3
+    assert sandbox.tokens_issued == 4
     client.close()
 
 
@@ -291,7 +291,24 @@ def test_auto_mode_with_everything_is_provisioning_with_account_groups() -> None
     client, spy, _ = _client_with_grants(set(PROVISIONING_SCOPES) | {"core.accounting.read"})
     grant = client.connect()
     assert grant.mode == "provisioning" and not grant.optional_missing
-    assert len(spy.scopes_asked) == 1
+    # the full set, and GraphQL's read scopes of it, asked for at once
+    full = " ".join(sorted(PROVISIONING_SCOPES | {"core.accounting.read"}))
+    read = " ".join(sorted(READ_ONLY_SCOPES | {"core.accounting.read"}))
+    assert sorted(spy.scopes_asked) == sorted([full, read])
+    client.graphql('{ roles(query: "id[gt]=0") { id } }')
+    assert len(spy.scopes_asked) == 2, "GraphQL uses the token minted alongside"
+
+
+def test_a_read_only_client_takes_the_token_minted_alongside_as_its_own() -> None:
+    client, spy, _ = _client_with_grants(set(READ_ONLY_SCOPES) | {"core.accounting.read"})
+    grant = client.connect()
+    assert grant.mode == "read-only" and not grant.optional_missing
+    read = " ".join(sorted(READ_ONLY_SCOPES | {"core.accounting.read"}))
+    assert spy.scopes_asked.count(read) == 1, "the read set is not asked for twice"
+    assert len(spy.scopes_asked) == 5  # the four provisioning sets refused, and that one
+    client.graphql('{ roles(query: "id[gt]=0") { id } }')
+    client.get("/api/users", {"limit": 1})
+    assert len(spy.scopes_asked) == 5
 
 
 def test_read_only_mode_never_asks_for_write_scopes() -> None:
