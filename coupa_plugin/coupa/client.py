@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
+from itertools import pairwise
 from typing import Any, Final, Literal, TypeVar
 
 import attrs
@@ -145,6 +146,18 @@ def _record(row: Any, cls: type[T], what: str) -> T:
         raise CoupaResponseError(f"{what}: {exc}") from None
 
 
+def _descending_top(rows: Any) -> int | None:
+    """The first id of ``rows`` when there are at least two and their ids strictly descend
+    (``order_by=id&dir=desc`` was honoured), else None."""
+    if not isinstance(rows, list) or len(rows) < 2:
+        return None
+    ids = [row.get("id") if isinstance(row, dict) else None for row in rows]
+    numbers = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+    if len(numbers) != len(ids):
+        return None
+    return numbers[0] if all(a > b for a, b in pairwise(numbers)) else None
+
+
 def _settled(future: Future[AccessToken] | None) -> AccessToken | None:
     """The token ``future`` minted, once it has finished; None when it failed (the scopes
     were refused, or the mint failed as the main one would have: nothing to report twice)."""
@@ -252,6 +265,7 @@ class CoupaClient:
         self.newest_user_id: int | None = None  # from the last license-flag probe
         self._lock = threading.Lock()
         self._learning = threading.Lock()
+        self._graphql_ordering: bool | None = None  # honours order_by/dir; None: not yet seen
 
     # -- lifecycle and scopes ------------------------------------------------------------------
 
@@ -657,30 +671,62 @@ class CoupaClient:
             yield _record(row, Membership, "GET /api/user_group_memberships")
 
     def roles(self) -> Iterator[Role]:
-        """Every role, from GraphQL (Coupa has no REST list of roles), paged by id."""
+        """Every role, from GraphQL (Coupa has no REST list of roles), paged by id.
+
+        GraphQL's page size is undocumented, so the end is an empty page, unless the first
+        page's answer also shows the largest role id: it asks for the roles in descending id
+        order too (``last:``), and when GraphQL honours ``order_by`` / ``dir`` there (the ids
+        come back descending), the page that reaches that id is the last. A GraphQL that
+        ignores them or refuses them is read to its empty page, and not asked again.
+        """
         selections = ["id name description omnipotent", "id name"]
+        top: int | None = None
 
         def fetch_after(cursor: int) -> list[dict[str, Any]]:
+            nonlocal top
             while True:
+                ask_last = cursor == 0 and self._graphql_ordering is not False
+                last = ' last: roles(query: "order_by=id&dir=desc") { id }' if ask_last else ""
                 try:
                     data = self.graphql(
-                        f'{{ roles(query: "id[gt]={cursor}") {{ {selections[0]} }} }}'
+                        f'{{ roles(query: "id[gt]={cursor}") {{ {selections[0]} }}{last} }}'
                     )
                 except GraphQLError as exc:
-                    # an older schema may lack a field: fall back to the essentials once
-                    if len(selections) > 1 and any("field" in m.lower() for m in exc.messages):
-                        selections.pop(0)
-                        continue
-                    raise
+                    self._plainer_roles_query(exc, selections, asked_last=ask_last)
+                    continue
                 rows = data.get("roles")
                 if not isinstance(rows, list):
                     raise CoupaResponseError("GraphQL roles: expected a list")
+                if ask_last:
+                    top = _descending_top(data.get("last"))
+                    if top is None and isinstance(data.get("last"), list) and len(data["last"]) > 1:
+                        self._graphql_ordering = False  # not descending: ignored here
                 return [r for r in rows if isinstance(r, dict)]
 
         for row in read_keyset(
-            fetch_after, what="roles", max_pages=_MAX_ROLE_PAGES, max_rows=_MAX_ROLES
+            fetch_after,
+            what="roles",
+            max_pages=_MAX_ROLE_PAGES,
+            max_rows=_MAX_ROLES,
+            last_id=lambda: top,
         ):
             yield _record(row, Role, "GraphQL roles")
+
+    def _plainer_roles_query(
+        self, exc: GraphQLError, selections: list[str], *, asked_last: bool
+    ) -> None:
+        """After GraphQL refused a roles query: make the next one plainer, or raise ``exc``.
+        The ordering asked for by ``last:`` goes first when the refusal names it; a missing
+        field (an older schema) costs the selection its extras, once."""
+        text = " ".join(exc.messages).lower()
+        if asked_last and ("order_by" in text or "dir" in text):
+            self._graphql_ordering = False
+        elif len(selections) > 1 and "field" in text:
+            selections.pop(0)
+        elif asked_last:
+            self._graphql_ordering = False  # refused some other way: ask plainly
+        else:
+            raise exc
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -84,7 +84,9 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
     # With the page size proven and the last id known, no page can be sent past the end, so
     # the pipeline starts full and the pacer's burst is used from the first page on.
     depth = in_flight if proven and bound is not None else 1
-    remaining: int | None = None  # rows still possible after the ``consumed`` ones
+    # rows still possible after the ``consumed`` ones: ids are distinct positive integers, so
+    # at most ``last_id`` before the first page
+    remaining: int | None = max(0, bound) if bound is not None else None
 
     def refill() -> None:
         nonlocal next_offset
@@ -180,10 +182,16 @@ def read_keyset(
     what: str = "listing",
     max_pages: int = 1_000_000,
     max_rows: int = 50_000_000,
+    last_id: Callable[[], int | None] = lambda: None,
 ) -> Iterator[dict[str, Any]]:
     """Yield every row of a listing paged by ``id > cursor`` until an empty page; at most
-    ``max_rows`` rows in all (a PagingError naming the limit past that)."""
+    ``max_rows`` rows in all (a PagingError naming the limit past that).
+
+    ``last_id()``, asked after each page, is the largest id the listing holds when known (for
+    example read with the first page): a page reaching it is the last one, so no empty page
+    is asked for to confirm the end. An id above it voids it for the rest of the listing."""
     cursor, rows = 0, 0
+    bound_holds = True
     for _ in range(max_pages):
         page = fetch_after(cursor)
         if not page:
@@ -199,4 +207,9 @@ def read_keyset(
             )
         yield from page
         cursor = max(numeric)
+        top = last_id() if bound_holds else None
+        if top is not None:
+            if cursor == top:
+                return  # the largest id there is: nothing lies past this page
+            bound_holds = cursor < top
     raise PagingError(f"{what}: no end after {max_pages} pages")

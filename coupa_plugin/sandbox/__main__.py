@@ -7,6 +7,7 @@ import json
 import math
 import socket
 import time
+from typing import Literal, get_args, get_origin, get_type_hints
 
 import attrs
 import click
@@ -27,6 +28,11 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
     """``Quirks`` from ``name=value`` strings, each value read as the field's type."""
     quirks = Quirks(list_put="merge" if list_put == "merge" else "replace")
     fields = {f.name: f for f in attrs.fields(Quirks)}
+    choices = {  # the closed sets (Literal switches)
+        name: tuple(str(c) for c in get_args(hint))
+        for name, hint in get_type_hints(Quirks).items()
+        if get_origin(hint) is Literal
+    }
     for item in items:
         name, sep, raw = item.partition("=")
         if not sep or name not in fields:
@@ -53,9 +59,10 @@ def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:
                 )
         elif isinstance(current, frozenset):
             value = frozenset(v for v in raw.split(",") if v)
-        elif name == "list_put" and raw not in {"replace", "merge"}:
+        elif choices.get(name) and raw not in choices[name]:
             raise click.BadParameter(
-                f"list_put: expected replace or merge, got {raw!r}", param_hint="--quirk"
+                f"{name}: expected one of {', '.join(choices[name])}, got {raw!r}",
+                param_hint="--quirk",
             )
         else:
             value = raw

@@ -62,6 +62,9 @@ class Quirks:
     * ``business_group_routes``: whether the per-user business-group add/remove routes exist.
     * ``token_scope_field``: whether the token response names the granted scopes.
     * ``invalid_scope_status``: the status of an ``invalid_scope`` token error.
+    * ``graphql_ordering``: what a GraphQL collection does with ``order_by`` / ``dir`` in its
+      ``query:`` (undocumented): ``honoured`` as in REST, ``ignored`` (ascending ids anyway)
+      or ``refused`` (an error for that field, which voids the whole answer's data).
     """
 
     list_put: Literal["replace", "merge"] = "replace"
@@ -80,6 +83,7 @@ class Quirks:
     business_group_routes: bool = True
     token_scope_field: bool = False
     invalid_scope_status: int = 400
+    graphql_ordering: Literal["honoured", "ignored", "refused"] = "honoured"
 
 
 @attrs.define(kw_only=True)

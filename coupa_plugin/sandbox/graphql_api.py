@@ -1,7 +1,8 @@
 """The sandbox's GraphQL endpoint, executed by graphql-core (read-only, like Coupa's).
 
 Collections take a ``query:`` argument in REST query-string syntax (``"id[gt]=40"``) and return
-at most ``Quirks.graphql_page_cap`` records in ascending id order.
+at most ``Quirks.graphql_page_cap`` records, in ascending id order unless ``order_by`` / ``dir``
+say otherwise (``Quirks.graphql_ordering`` decides whether they are honoured).
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ class GraphQLApi:
         table = {"roles": "roles", "users": "users", "userGroups": "user_groups"}[name]
 
         def resolve(_root: Any, _info: Any, query: str | None = None) -> Any:
+            params = parse_qsl(query or "", keep_blank_values=True)
+            ordering = {k for k, _ in params} & {"order_by", "dir"}
+            if ordering and self.sandbox.quirks.graphql_ordering == "refused":
+                raise GraphQLError(f"Unknown filter: {sorted(ordering)[0]}")
+            if ordering and self.sandbox.quirks.graphql_ordering == "ignored":
+                params = [(k, v) for k, v in params if k not in ordering]
             try:
-                rows = self.sandbox.filtered(table, parse_qsl(query or "", keep_blank_values=True))
+                rows = self.sandbox.filtered(table, params)
             except QueryError as exc:
                 raise GraphQLError(str(exc)) from None
             return rows[: self.sandbox.quirks.graphql_page_cap]

@@ -40,6 +40,9 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "newer_fields_only_when_named": {"hide_new_fields": True},
     "graphql_read_scopes_only": {"graphql_read_scopes_only": True},
     "read_only_flags_ignore_writes": {"read_only_flags": R39_READ_ONLY_FLAGS},
+    # GraphQL's page size and its handling of order_by/dir are undocumented
+    "graphql_ordering_ignored": {"graphql_ordering": "ignored", "graphql_page_cap": 3},
+    "graphql_ordering_refused": {"graphql_ordering": "refused", "graphql_page_cap": 4},
 }
 SWITCHES["all"] = {k: v for switch in SWITCHES.values() for k, v in switch.items()}
 SINCE = datetime(2026, 6, 1, tzinfo=UTC)

@@ -705,6 +705,35 @@ def test_graphql_errors_and_role_fallback() -> None:
     assert len(calls) == 3
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    extra_roles=st.integers(0, 70),
+    cap=st.integers(1, 60),
+    ordering=st.sampled_from(["honoured", "ignored", "refused"]),
+)
+def test_roles_are_read_whole_and_end_without_an_empty_page_when_ordering_shows_the_end(
+    extra_roles: int, cap: int, ordering: str
+) -> None:
+    sandbox = quiet_sandbox(users=5, graphql_page_cap=cap, graphql_ordering=ordering)
+    for rid in range(20_000, 20_000 + extra_roles):
+        sandbox.state.roles[rid] = {"id": rid, "name": f"Role {rid}", "omnipotent": False}
+    with make_client(sandbox) as client:
+        roles = [r.id for r in client.roles()]
+        again = [r.id for r in client.roles()]
+    assert roles == again == sorted(sandbox.state.roles)
+    pages = [e for e in sandbox.log if e.path == "/api/graphql"]
+    total = len(sandbox.state.roles)
+    full_pages = -(-total // cap)  # the pages that hold every role
+    to_the_empty_page = full_pages + 1  # a short page is not taken as the end
+    if ordering == "honoured" and min(cap, total) >= 2:
+        expected = 2 * full_pages  # the end shows: no empty page, in either listing
+    elif ordering == "refused":
+        expected = 1 + 2 * to_the_empty_page  # one refusal, remembered by the client
+    else:
+        expected = 2 * to_the_empty_page
+    assert len(pages) == expected
+
+
 def test_invalid_json_response_shape() -> None:
     transport, _ = scripted(httpx.Response(200, json={"not": "a list"}))
     client = make_client(quiet_sandbox(), transport)

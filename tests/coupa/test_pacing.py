@@ -171,6 +171,35 @@ def test_the_largest_id_keeps_pages_from_being_requested_past_the_end() -> None:
     assert sorted(offsets) == list(range(0, 1_050, 50)), "only the empty page confirms the end"
 
 
+def test_a_bounded_listing_of_a_known_page_size_starts_with_its_pipeline_full() -> None:
+    # the first in_flight pages are all requested before any has come back
+    together = threading.Barrier(8, timeout=10)
+    offsets: list[int] = []
+    inner = listing(1_000, offsets)
+
+    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        if offset < 8 * 50:
+            together.wait()  # breaks (and fails the listing) unless 8 pages are in flight
+        page: list[dict[str, Any]] = inner(offset, limit)
+        return page
+
+    with ThreadPoolExecutor(8) as pool:
+        proven = PageSize(served_in_full=50)
+        rows = list(read_all(fetch, pool, in_flight=8, page_size=proven, last_id=1_000))
+    assert [r["id"] for r in rows] == list(range(1, 1_001))
+    assert sorted(offsets) == list(range(0, 1_050, 50))
+
+
+def test_a_full_pipeline_sends_no_page_past_the_last_id_even_at_the_start() -> None:
+    offsets: list[int] = []
+    with ThreadPoolExecutor(8) as pool:
+        proven = PageSize(served_in_full=50)
+        rows = list(read_all(listing(102, offsets), pool, in_flight=8, page_size=proven,
+                             last_id=102))
+    assert len(rows) == 102
+    assert sorted(offsets) == [0, 50, 100], "the short page ends it; nothing past it"
+
+
 def test_gaps_in_ids_keep_the_bound_safe() -> None:
     ids = [i * 3 for i in range(1, 401)]  # 400 rows, ids up to 1,200
     offsets: list[int] = []
@@ -220,7 +249,7 @@ def counted(users: int) -> tuple[CoupaSandbox, Counting, CoupaPlugin]:
     return sandbox, transport, CoupaPlugin(transport_factory=lambda _settings: transport)
 
 
-def test_a_full_sync_sends_the_fewest_requests_but_three() -> None:
+def test_a_full_sync_sends_the_fewest_requests_but_two() -> None:
     sandbox, transport, plugin = counted(1_020)
     t = tenant()
     plugin.configure(tenant=t)
@@ -241,11 +270,11 @@ def test_a_full_sync_sends_the_fewest_requests_but_three() -> None:
     }
     # configure's probes were the catalogs' first pages; what remains beyond the fewest is
     # the newest users' page (unfiltered: flags not known here, the listing's bound and the
-    # page size; the pass itself names every known flag), GraphQL's own read-only token
-    # (provisioning mode) and the empty GraphQL page that confirms the end of the roles
-    # (GraphQL's page size is undocumented)
+    # page size; the pass itself names every known flag) and GraphQL's own read-only token
+    # (provisioning mode). The roles end without an empty page: the first one showed the
+    # largest role id (GraphQL's page size is undocumented)
     extra = dict(transport.seen - Counter(fewest))
-    assert extra == {"GET /api/users": 1, "POST /api/graphql": 1, "POST /oauth2/token": 1}
+    assert extra == {"GET /api/users": 1, "POST /oauth2/token": 1}
     assert not Counter(fewest) - transport.seen
     plugin.close()
 

@@ -512,13 +512,15 @@ def test_command_line_quirks() -> None:
             "membership_bumps_updated_at=true",
             "page_cap=25",
             "sticky_licenses=contracts-user,purchasing-user",
+            "graphql_ordering=refused",
         ),
         "merge",
     )
+    assert quirks.graphql_ordering == "refused"
     assert quirks.list_put == "merge" and quirks.membership_bumps_updated_at
     assert quirks.page_cap == 25
     assert quirks.sticky_licenses == {"contracts-user", "purchasing-user"}
-    for bad in ("nosuch=1", "retry_after=maybe", "page_cap"):
+    for bad in ("nosuch=1", "retry_after=maybe", "page_cap", "graphql_ordering=sometimes"):
         with pytest.raises(click.BadParameter):
             parse_quirks((bad,), "replace")
 
