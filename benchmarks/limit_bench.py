@@ -58,6 +58,8 @@ class CountingTransport(httpx.BaseTransport):
         self.inner = httpx.HTTPTransport(retries=0)
         self.routes: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
+        self.t429: list[float] = []  # when each 429 came, seconds after ``origin``
+        self.origin = time.time()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         # counted when sent: a request still in flight when the sync ends counts too
@@ -65,6 +67,8 @@ class CountingTransport(httpx.BaseTransport):
         self.routes[f"{request.method} {route}"] += 1
         response = self.inner.handle_request(request)
         self.statuses[response.status_code] += 1
+        if response.status_code == 429:
+            self.t429.append(round(time.time() - self.origin, 2))
         return response
 
     def close(self) -> None:
@@ -80,6 +84,7 @@ def plugin_worker(url: str, start_at: float, extra: dict[str, Any]) -> dict[str,
     plugin = CoupaPlugin(transport_factory=lambda settings: transport)
     t = tenant(url, **extra)
     time.sleep(max(0.0, start_at - time.time()))
+    transport.origin = start_at
     started, cpu_started = time.time(), time.process_time()
     plugin.configure(tenant=t)
     kinds: Counter[str] = Counter()
@@ -105,6 +110,7 @@ def plugin_worker(url: str, start_at: float, extra: dict[str, Any]) -> dict[str,
         "routes": dict(transport.routes),
         "cpu_s": cpu_s,
         "peak_rss_mb": peak_rss_mb(),
+        "t429": transport.t429,
     }
 
 
@@ -276,6 +282,7 @@ def bench_workers(
                 "share_429": throttled / requests,
                 "worker_elapsed_s": [round(r["elapsed_s"], 2) for r in rs],
                 "worker_429": [r["throttled_429"] for r in rs],
+                "t429": [r["t429"] for r in rs],
             })
     return {
         "workers": workers,

@@ -38,7 +38,7 @@ from coupa_plugin.coupa import (
 )
 from coupa_plugin.coupa.errors import GraphQLError
 from coupa_plugin.coupa.negotiation import ScopeGrant
-from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.ratelimit import COUPA_RATE, RateLimiter
 from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
 from coupa_plugin.coupa.scopes import (
     ACCOUNT_GROUP_SCOPE,
@@ -66,8 +66,6 @@ from coupa_plugin.host.model import (
 __all__ = ["PLUGIN_NAME", "CoupaConnector"]
 
 PLUGIN_NAME = "coupa"
-COUPA_RATE_LIMIT: Final = 25.0
-COUPA_REQUESTS_PER_SECOND: Final = 25
 MB: Final = 1024 * 1024
 log = logging.getLogger("coupa_plugin.connector")
 T = TypeVar("T")
@@ -210,10 +208,10 @@ class CoupaConnector:
                 f"tenant {self.tenant_id}: configure could not check which resource types "
                 f"Coupa serves: {exc}"
             ) from None
-        if self.settings.requests_per_second > COUPA_REQUESTS_PER_SECOND:
+        if self.settings.requests_per_second > COUPA_RATE:
             warnings.append(
                 f"requests_per_second {self.settings.requests_per_second:g} is above Coupa's "
-                f"documented limit of {COUPA_REQUESTS_PER_SECOND} requests/s: expect 429s"
+                f"documented limit of {COUPA_RATE:g} requests/s: expect 429s"
             )
         capabilities = {"discover_resources", "sync_grants", "incremental_sync", "targeted_sync"}
         if grant.mode == "provisioning":
@@ -420,9 +418,9 @@ class CoupaConnector:
             "probes": probes,
         }
         report["rate_limit"] = {
-            "coupa_limit_per_s": COUPA_RATE_LIMIT,
+            "coupa_limit_per_s": COUPA_RATE,
             "configured_per_s": self.settings.requests_per_second,
-            "headroom_per_s": round(COUPA_RATE_LIMIT - self.settings.requests_per_second, 2),
+            "headroom_per_s": round(COUPA_RATE - self.settings.requests_per_second, 2),
             "throttled_during_check": self.client.limiter.throttled - throttled_before,
             "sustainable_per_s_at_this_latency": round(
                 min(

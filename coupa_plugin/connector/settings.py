@@ -20,6 +20,7 @@ from coupa_plugin.connector.shared_state import SharedStateURL, parse_shared_sta
 from coupa_plugin.coupa import Secret
 from coupa_plugin.coupa.client import ClientConfig
 from coupa_plugin.coupa.negotiation import Mode as Mode  # the client's type, re-exported
+from coupa_plugin.coupa.ratelimit import COUPA_RATE
 from coupa_plugin.coupa.transport import DEFAULT_MAX_BODY_BYTES
 from coupa_plugin.host.errors import ConfigurationError
 
@@ -124,7 +125,10 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
         default=_CLIENT["requests_per_second"],
         required=False,
         secret=False,
-        description="client-side request rate limit for this tenant",
+        description=(
+            "client-side request rate limit for this tenant (25, Coupa's limit, when a "
+            "shared pacer is set)"
+        ),
     ),
     SettingSpec(
         "max_in_flight",
@@ -489,6 +493,12 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:  # noqa: C901 -
         )
     if problems:  # every problem at once, so one edit fixes the file
         raise ConfigurationError("; ".join(problems))
+    if "requests_per_second" not in values and (
+        "shared_state" in values or "shared_rate_limit_file" in values
+    ):
+        # a shared pacer holds the instance's whole budget: every worker of the plugin takes
+        # its turns from it, so no margin below Coupa's limit is kept for them
+        values["requests_per_second"] = COUPA_RATE
     insecure = _boolean(
         "allow_insecure_base_url",
         section.get("allow_insecure_base_url", _DEFAULT["allow_insecure_base_url"]),

@@ -43,7 +43,7 @@ from coupa_plugin.coupa.models import (
 )
 from coupa_plugin.coupa.negotiation import Mode, ScopeGrant, negotiate, read_scopes
 from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
-from coupa_plugin.coupa.ratelimit import RateLimiter, SharedRateLimiter
+from coupa_plugin.coupa.ratelimit import COUPA_BURST, RateLimiter, SharedRateLimiter
 from coupa_plugin.coupa.scopes import OPTIONAL_SCOPES, PROVISIONING_SCOPES
 from coupa_plugin.coupa.transport import (
     ACCEPT_ENCODING,
@@ -124,7 +124,7 @@ class ClientConfig:
     client_secret: Secret
     mode: Mode = "auto"
     requests_per_second: float = 24.0
-    burst: int = 16  # Coupa allows bursts of 20; the rest is margin for jitter
+    burst: int = COUPA_BURST - 4  # the rest of Coupa's burst is margin for jitter
     max_in_flight: int = 8
     timeout_s: float = 30.0
     retry_attempts: int = 8

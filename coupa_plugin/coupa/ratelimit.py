@@ -45,7 +45,18 @@ import time
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
-__all__ = ["PaceState", "PacingTimeout", "RateLimiter", "SharedRateLimiter", "private_file"]
+__all__ = [
+    "COUPA_BURST",
+    "COUPA_RATE",
+    "PaceState",
+    "PacingTimeout",
+    "RateLimiter",
+    "SharedRateLimiter",
+    "private_file",
+]
+
+COUPA_RATE: Final = 25.0  # Coupa's documented limit: requests per second per instance
+COUPA_BURST: Final = 20  # and its burst
 
 CUT: Final = 0.7  # the share of the rate really sent kept after a 429 event
 RECOVER_PER_S: Final = 0.02  # share of the target regained per second after the window

@@ -144,6 +144,22 @@ def test_minimal_settings_and_defaults() -> None:
 
 
 @pytest.mark.parametrize(
+    ("extra", "rate"),
+    [
+        ({}, 24.0),  # alone: a margin below Coupa's 25/s
+        ({"shared_rate_limit_file": "/tmp/pace.sqlite"}, 25.0),  # the instance's whole budget
+        ({"shared_state": "redis://localhost:6379/0"}, 25.0),
+        ({"shared_state": "redis://localhost:6379/0", "requests_per_second": 20}, 20.0),
+        ({"requests_per_second": 10}, 10.0),
+    ],
+)
+def test_a_shared_pacer_defaults_to_the_instances_whole_budget(
+    extra: dict[str, Any], rate: float
+) -> None:
+    assert parse_settings({**GOOD, **extra}).requests_per_second == rate
+
+
+@pytest.mark.parametrize(
     ("change", "named"),
     [
         ({"colour": "blue"}, "colour"),

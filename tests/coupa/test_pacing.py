@@ -171,15 +171,15 @@ def test_the_largest_id_keeps_pages_from_being_requested_past_the_end() -> None:
     assert sorted(offsets) == list(range(0, 1_050, 50)), "only the empty page confirms the end"
 
 
-def test_a_bounded_listing_of_a_known_page_size_starts_with_its_pipeline_full() -> None:
-    # the first in_flight pages are all requested before any has come back
-    together = threading.Barrier(8, timeout=10)
+def test_a_bounded_listing_of_a_known_page_size_starts_two_pages_deep() -> None:
+    # the first two pages are both requested before either has come back
+    together = threading.Barrier(2, timeout=10)
     offsets: list[int] = []
     inner = listing(1_000, offsets)
 
     def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
-        if offset < 8 * 50:
-            together.wait()  # breaks (and fails the listing) unless 8 pages are in flight
+        if offset < 2 * 50:
+            together.wait()  # breaks (and fails the listing) unless both are in flight
         page: list[dict[str, Any]] = inner(offset, limit)
         return page
 
