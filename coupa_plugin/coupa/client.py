@@ -454,7 +454,16 @@ class CoupaClient:
             saturated=self.limiter.saturated,
             max_rows=min(max_rows or self.config.max_listing_rows, self.config.max_listing_rows),
             last_id=last_id,
+            start_depth=self._start_depth(),
         )
+
+    def _start_depth(self) -> int:
+        """Pages a bounded listing starts with: enough to keep the pacer busy at its rate over
+        the round trip seen so far (at least two)."""
+        round_trip = self.http.round_trip_s
+        if round_trip is None:
+            return 2
+        return max(2, min(self.config.max_in_flight, int(self.limiter.rate * round_trip)))
 
     def graphql(self, query: str) -> dict[str, Any]:
         payload = self.request("POST", GRAPHQL_PATH, body={"query": query})

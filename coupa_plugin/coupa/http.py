@@ -8,7 +8,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlencode
@@ -105,6 +104,8 @@ class RequestLoop:
         self._lock = threading.Lock()
         self.requests = 0
         self.retries = 0
+        # a moving average of how long an answer takes (send to whole body), once one came
+        self.round_trip_s: float | None = None
 
     def send(
         self,
@@ -193,7 +194,7 @@ class RequestLoop:
         safe: bool,
         attempt: int,
     ) -> Any:
-        started = time.monotonic()
+        started = self._clock()
         with self._lock:
             self.requests += 1
             report = self.requests % _STATS_EVERY == 0
@@ -234,7 +235,10 @@ class RequestLoop:
             raise CoupaTransportError(
                 f"{what} failed ({reason}); Coupa may or may not have applied it"
             ) from None
-        elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+        elapsed_s = max(0.0, self._clock() - started)
+        elapsed_ms = round(elapsed_s * 1000, 1)
+        seen = self.round_trip_s
+        self.round_trip_s = elapsed_s if seen is None else 0.8 * seen + 0.2 * elapsed_s
         status = response.status_code
         log.debug(
             "request",

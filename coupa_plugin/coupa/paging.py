@@ -33,7 +33,6 @@ from coupa_plugin.coupa.transport import inherit_deadline
 __all__ = ["MAX_PAGE", "PageSize", "read_all", "read_keyset"]
 
 MAX_PAGE: Final = 50
-_BOUNDED_START_DEPTH: Final = 2
 Page = list[dict[str, Any]]
 
 
@@ -55,13 +54,15 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
     page_size: PageSize | None = None,
     saturated: Callable[[], bool] | None = None,
     last_id: int | None = None,
+    start_depth: int = 2,
 ) -> Iterator[dict[str, Any]]:
     """Yield every row of an offset-paged listing, in order, exactly once.
 
     ``fetch(offset, limit)`` returns one page. The first page is read alone; once the server
     has shown how many rows it serves per page, pages are requested ahead of the one being
-    consumed (with an ``executor``). The depth starts at one (two when the page size is
-    proven and ``last_id`` bounds the listing) and grows, up to ``in_flight``,
+    consumed (with an ``executor``). The depth starts at one (``start_depth`` when the page
+    size is proven and ``last_id`` bounds the listing; the whole ``in_flight`` once the rows
+    still possible fit in one window) and grows, up to ``in_flight``,
     each time the consumer has to wait for a page, unless ``saturated()`` says the pacer is
     already sending at its full rate (then a deeper pipeline only queues pages that may lie
     past the end): deep enough to hide the network's latency, no deeper, so a listing costs
@@ -83,10 +84,11 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
 
     bound = last_id  # the largest id the listing can hold, while it holds
     # With the page size proven and the last id known, no page can be sent past the end, so
-    # the pipeline starts two deep: one round trip of ramp less. Deeper would send a burst at
-    # once, and when workers that do not share a pacer start together, every page of it in
-    # flight when Coupa's bucket overflows comes back 429.
-    depth = min(_BOUNDED_START_DEPTH, in_flight) if proven and bound is not None else 1
+    # the pipeline starts ``start_depth`` deep: as deep as the pacer's rate needs, not deeper.
+    # Deeper would send a burst at once, and when workers that do not share a pacer start
+    # together, every page in flight when Coupa's bucket overflows comes back 429; the burst
+    # goes to the last window instead.
+    depth = min(max(1, start_depth), in_flight) if proven and bound is not None else 1
     # rows still possible after the ``consumed`` ones: ids are distinct positive integers, so
     # at most ``last_id`` before the first page
     remaining: int | None = max(0, bound) if bound is not None else None
@@ -149,6 +151,10 @@ def read_all(  # noqa: C901 - the paging state machine, its invariants in one pl
             consumed += len(page)
             if bound is not None and page:
                 remaining = max(0, bound - page[-1]["id"])
+                if proven and remaining <= in_flight * stride:
+                    # the rest fits in one window and none of it lies past the end: ask for
+                    # it all at once (whatever burst the pacer has left goes here)
+                    depth = in_flight
             if consumed > max_rows:
                 raise PagingError(f"{what}: more than {max_rows} rows; refusing to go on")
             if not page:

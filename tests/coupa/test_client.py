@@ -734,6 +734,19 @@ def test_roles_are_read_whole_and_end_without_an_empty_page_when_ordering_shows_
     assert len(pages) == expected
 
 
+def test_a_bounded_listing_starts_as_deep_as_the_rate_needs_over_the_round_trip() -> None:
+    with make_client(quiet_sandbox(), requests_per_second=24.0, max_in_flight=8) as client:
+        assert client._start_depth() == 2  # no answer seen yet
+        client.http.round_trip_s = 0.17
+        assert client._start_depth() == 4  # 24/s x 0.17 s
+        client.http.round_trip_s = 0.01
+        assert client._start_depth() == 2
+        client.http.round_trip_s = 5.0
+        assert client._start_depth() == 8  # never past max_in_flight
+        client.get("/api/users", {"limit": 1})
+        assert client.http.round_trip_s is not None and client.http.round_trip_s < 5.0
+
+
 def test_invalid_json_response_shape() -> None:
     transport, _ = scripted(httpx.Response(200, json={"not": "a list"}))
     client = make_client(quiet_sandbox(), transport)

@@ -190,6 +190,25 @@ def test_a_bounded_listing_of_a_known_page_size_starts_two_pages_deep() -> None:
     assert sorted(offsets) == list(range(0, 1_050, 50))
 
 
+def test_the_last_window_of_a_bounded_listing_is_asked_for_at_once() -> None:
+    # once the rows still possible fit in in_flight pages, every one of them is in flight
+    together = threading.Barrier(8, timeout=10)
+    offsets: list[int] = []
+    inner = listing(1_000, offsets)
+
+    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        if offset >= 650:
+            together.wait()  # the last eight pages (650 … 1,000, the empty one) together
+        page: list[dict[str, Any]] = inner(offset, limit)
+        return page
+
+    with ThreadPoolExecutor(8) as pool:
+        proven = PageSize(served_in_full=50)
+        rows = list(read_all(fetch, pool, in_flight=8, page_size=proven, last_id=1_000))
+    assert [r["id"] for r in rows] == list(range(1, 1_001))
+    assert sorted(offsets) == list(range(0, 1_050, 50)), "nothing past the end"
+
+
 def test_a_full_pipeline_sends_no_page_past_the_last_id_even_at_the_start() -> None:
     offsets: list[int] = []
     with ThreadPoolExecutor(8) as pool:
