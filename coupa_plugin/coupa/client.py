@@ -313,9 +313,13 @@ class CoupaClient:
         the mode is read-only (GraphQL then uses the main token) or it is held already."""
         if self.config.mode == "read-only" or self.read_tokens.holds(_EARLY_READ_SCOPES):
             return None
-        return self._executor.submit(
-            inherit_deadline(partial(self.read_tokens.mint, _EARLY_READ_SCOPES))
-        )
+        # a thread of its own: the page pool's threads may all be busy (or waiting on this
+        # very negotiation), and a token must not queue behind them
+        pool = ThreadPoolExecutor(1, thread_name_prefix=f"coupa-{self.config.tenant}-token")
+        try:
+            return pool.submit(inherit_deadline(partial(self.read_tokens.mint, _EARLY_READ_SCOPES)))
+        finally:
+            pool.shutdown(wait=False)
 
     def _use_read_tokens(self, early: AccessToken | None = None) -> None:
         """Point GraphQL at a token without write scopes (``early`` when it is for them,

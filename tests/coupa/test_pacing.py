@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -171,18 +172,25 @@ def test_the_largest_id_keeps_pages_from_being_requested_past_the_end() -> None:
     assert sorted(offsets) == list(range(0, 1_050, 50)), "only the empty page confirms the end"
 
 
-def test_a_bounded_listing_of_a_known_page_size_starts_two_pages_deep() -> None:
-    # the first two pages are both requested before either has come back
-    together = threading.Barrier(2, timeout=10)
-    offsets: list[int] = []
-    inner = listing(1_000, offsets)
+def in_flight_together(fetch: Any, held: Callable[[int], bool], parties: int) -> Any:
+    """``fetch``, whose pages at the offsets ``held`` picks wait until ``parties`` of them are
+    in flight at once (a broken barrier fails the listing after 10 s)."""
+    together = threading.Barrier(parties, timeout=10)
 
-    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
-        if offset < 2 * 50:
-            together.wait()  # breaks (and fails the listing) unless both are in flight
-        page: list[dict[str, Any]] = inner(offset, limit)
+    def gated_fetch(offset: int, limit: int) -> list[dict[str, Any]]:
+        if held(offset):
+            together.wait()
+        page: list[dict[str, Any]] = fetch(offset, limit)
         return page
 
+    return gated_fetch
+
+
+def test_a_bounded_listing_of_a_known_page_size_starts_two_pages_deep() -> None:
+    # the first two pages are both requested before either has come back
+    offsets: list[int] = []
+    # the barrier breaks (and fails the listing) unless both are in flight
+    fetch = in_flight_together(listing(1_000, offsets), lambda offset: offset < 2 * 50, parties=2)
     with ThreadPoolExecutor(8) as pool:
         proven = PageSize(served_in_full=50)
         rows = list(read_all(fetch, pool, in_flight=8, page_size=proven, last_id=1_000))
@@ -192,16 +200,9 @@ def test_a_bounded_listing_of_a_known_page_size_starts_two_pages_deep() -> None:
 
 def test_the_last_window_of_a_bounded_listing_is_asked_for_at_once() -> None:
     # once the rows still possible fit in in_flight pages, every one of them is in flight
-    together = threading.Barrier(8, timeout=10)
     offsets: list[int] = []
-    inner = listing(1_000, offsets)
-
-    def fetch(offset: int, limit: int) -> list[dict[str, Any]]:
-        if offset >= 650:
-            together.wait()  # the last eight pages (650 … 1,000, the empty one) together
-        page: list[dict[str, Any]] = inner(offset, limit)
-        return page
-
+    # the last eight pages (650 … 1,000, the empty one) together
+    fetch = in_flight_together(listing(1_000, offsets), lambda offset: offset >= 650, parties=8)
     with ThreadPoolExecutor(8) as pool:
         proven = PageSize(served_in_full=50)
         rows = list(read_all(fetch, pool, in_flight=8, page_size=proven, last_id=1_000))
