@@ -43,12 +43,13 @@ class VirtualTime:
     test paces, waits out ``Retry-After`` and token warm-ups in no real time, and still sees
     time pass as it would. Shared by the client's threads; real time keeps running beneath,
     unless ``real=False``: then only sleeps move the clock, so what a test measures with it
-    (a sandbox's bucket, say) does not depend on how fast the machine runs."""
+    (a sandbox's bucket, say) does not depend on how fast the machine runs. ``start`` sets
+    where the clock begins (a test may put it where floating-point sums round)."""
 
-    def __init__(self, *, real: bool = True) -> None:
+    def __init__(self, *, real: bool = True, start: float = 0.0) -> None:
         self._lock = threading.Lock()
         self._real = real
-        self._offset = 0.0
+        self._offset = start
         self.slept = 0.0
 
     def clock(self) -> float:

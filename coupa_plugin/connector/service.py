@@ -99,6 +99,7 @@ class CoupaConnector:
         )
         redis_client, store, limiter = self._shared_state(tenant_id, settings, config)
         self._redis = redis_client
+        self._clock = clock  # the sync's too: how long configure's first pages stay fresh
         self.client = CoupaClient(config, transport, clock=clock, limiter=limiter, sleep=sleep)
         self._lock = threading.Lock()
         self._streams_lock = threading.Lock()
@@ -182,7 +183,7 @@ class CoupaConnector:
                         self._status = self._recover_pending(self._status)
                 if self._sync is None:
                     self._sync = TenantSync(
-                        self.client, self.tenant_id, self._status.resource_types
+                        self.client, self.tenant_id, self._status.resource_types, self._clock
                     )
                 else:
                     self._sync.enabled_types = self._status.resource_types

@@ -66,23 +66,33 @@ def catalog_listings(client: CoupaClient) -> dict[str, Callable[[], Iterable[Any
     }
 
 
-def begin(listing: Callable[[], Iterable[T]]) -> Iterator[T]:
+def begin(listing: Callable[[], Iterable[T]]) -> Begun[T]:
     """Start ``listing`` and read its first page now, raising what that raises; the iterator
-    returned yields every row (the first page's too) and closes the listing when closed."""
+    returned yields every row (the first page's too) and closes the listing when closed,
+    whether or not it was ever read from."""
     rows = iter(listing())
     try:
-        first = next(rows)
+        first = [next(rows)]
     except StopIteration:
-        return iter(())
-    return _resume(first, rows)
+        first = []
+    return Begun(first, rows)
 
 
-def _resume(first: T, rows: Iterator[T]) -> Iterator[T]:
-    try:
-        yield first
-        yield from rows
-    finally:
-        close = getattr(rows, "close", None)
+class Begun(Iterator[T]):
+    """A listing's first row, read (if it had one), and the rest of it, still to come."""
+
+    def __init__(self, first: list[T], rows: Iterator[T]) -> None:
+        self._first = first
+        self._rows = rows
+
+    def __next__(self) -> T:
+        if self._first:
+            return self._first.pop()
+        return next(self._rows)
+
+    def close(self) -> None:
+        self._first.clear()
+        close = getattr(self._rows, "close", None)
         if close is not None:
             close()
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from coupa_plugin.connector.sync import HEAD_START_TTL_S
+from coupa_plugin.connector.sync import HEAD_START_TTL_S, begin
 from coupa_plugin.coupa.paging import PageSize, read_all
 from coupa_plugin.coupa.ratelimit import PacingTimeout, RateLimiter
 from coupa_plugin.host.model import SyncRequest
@@ -214,8 +214,9 @@ def test_a_full_pipeline_sends_no_page_past_the_last_id_even_at_the_start() -> N
     offsets: list[int] = []
     with ThreadPoolExecutor(8) as pool:
         proven = PageSize(served_in_full=50)
-        rows = list(read_all(listing(102, offsets), pool, in_flight=8, page_size=proven,
-                             last_id=102))
+        rows = list(
+            read_all(listing(102, offsets), pool, in_flight=8, page_size=proven, last_id=102)
+        )
     assert len(rows) == 102
     assert sorted(offsets) == [0, 50, 100], "the short page ends it; nothing past it"
 
@@ -261,12 +262,17 @@ class Counting(httpx.BaseTransport):
         return self.inner.handle_request(request)
 
 
-def counted(users: int) -> tuple[CoupaSandbox, Counting, CoupaPlugin]:
+def counted(
+    users: int, virtual: VirtualTime | None = None
+) -> tuple[CoupaSandbox, Counting, CoupaPlugin]:
     sandbox = CoupaSandbox(
         generate_tenant(users=users, seed=5), operations=Operations(rate_limit=False)
     )
     transport = Counting(sandbox)
-    return sandbox, transport, CoupaPlugin(transport_factory=lambda _settings: transport)
+    clocks: dict[str, Any] = (
+        {} if virtual is None else {"clock": virtual.clock, "sleep": virtual.sleep}
+    )
+    return sandbox, transport, CoupaPlugin(transport_factory=lambda _settings: transport, **clocks)
 
 
 def test_a_full_sync_sends_the_fewest_requests_but_two() -> None:
@@ -299,21 +305,49 @@ def test_a_full_sync_sends_the_fewest_requests_but_two() -> None:
     plugin.close()
 
 
-def test_a_sync_long_after_configure_reads_the_catalogs_afresh() -> None:
-    sandbox, transport, plugin = counted(120)
+@pytest.mark.parametrize(
+    "start",
+    [
+        0.0,
+        # just below 2**16 s, where (t + 60) - t can round to less than 60: the outcome
+        # must not hang on where the clock stands (the machine's uptime, for a real one)
+        2.0**16 - 30.0,
+    ],
+)
+@pytest.mark.parametrize(("later", "fresh"), [(HEAD_START_TTL_S + 1.0, 1), (1.0, 0)])
+def test_a_sync_long_after_configure_reads_the_catalogs_afresh(
+    start: float, later: float, fresh: int
+) -> None:
+    # the plugin's clock is the sync's: no private attribute patched, no real time waited
+    virtual = VirtualTime(real=False, start=start)
+    sandbox, transport, plugin = counted(120, virtual)
     t = tenant()
     plugin.configure(tenant=t)
-    connector = plugin.connector(t)
-    assert connector is not None
-    sync = connector.sync
-    stamped = min(at for at, _ in sync._begun.values())
-    sync._clock = lambda: stamped + HEAD_START_TTL_S  # the sync starts that much later
     first = dict(transport.seen)
+    virtual.sleep(later)  # the sync starts that much later
     resources = list(plugin.discover_resources(tenant=t, request=SyncRequest()) or [])
     assert {(r.type, r.id) for r in resources} == truth_resources(sandbox.state)
-    assert transport.seen["GET /api/business_groups"] == first["GET /api/business_groups"] + 1
-    assert transport.seen["GET /api/account_groups"] == first["GET /api/account_groups"] + 1
+    assert transport.seen["GET /api/business_groups"] == first["GET /api/business_groups"] + fresh
+    assert transport.seen["GET /api/account_groups"] == first["GET /api/account_groups"] + fresh
     plugin.close()
+
+
+def test_a_begun_listing_dropped_unread_closes_the_listing() -> None:
+    closed: list[bool] = []
+
+    def listing() -> Iterator[int]:
+        try:
+            yield from range(3)
+        finally:
+            closed.append(True)
+
+    rows = listing()
+    begun = begin(lambda: rows)  # the test keeps its own reference: no refcount closes it
+    begun.close()
+    assert closed == [True]
+    assert list(begun) == []
+    assert list(begin(listing)) == [0, 1, 2]
+    assert list(begin(lambda: iter(()))) == []
 
 
 def test_a_failed_catalog_probe_leaves_the_type_on_and_the_sync_reads_it() -> None:
