@@ -27,7 +27,7 @@ from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.settings import CoupaSettings
 from coupa_plugin.connector.shared_state import RedisStore, connect, pace_key
 from coupa_plugin.connector.statefiles import Seal
-from coupa_plugin.connector.sync import TenantSync, begin, catalog_listings
+from coupa_plugin.connector.sync import Begun, TenantSync, begin, catalog_listings
 from coupa_plugin.coupa import (
     ClientConfig,
     CoupaAuthError,
@@ -107,7 +107,7 @@ class CoupaConnector:
         self._closing = False
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
-        self._begun: dict[str, Iterator[Any]] = {}  # catalog listings configure's probes began
+        self._begun: dict[str, Begun[Any]] = {}  # catalog listings configure's probes began
         self._flags: frozenset[str] | None = None  # license flags configure read
         self.provisioner = Provisioner(
             self.client,

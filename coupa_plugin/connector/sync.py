@@ -225,12 +225,10 @@ class TenantSync:
         self._clock = clock
         self._spool: GrantSpool | None = None
         self.catalog_fetch: CatalogFetch | None = None  # the last discover pass's
-        self._begun: dict[str, tuple[float, Iterator[Any]]] = {}
+        self._begun: dict[str, tuple[float, Begun[Any]]] = {}
         self._flags: tuple[float, frozenset[str]] | None = None
 
-    def carry_on(
-        self, begun: dict[str, Iterator[Any]], flags: frozenset[str] | None = None
-    ) -> None:
+    def carry_on(self, begun: dict[str, Begun[Any]], flags: frozenset[str] | None = None) -> None:
         """Catalog listings ``configure`` began (by kind) and the license flags it read; the
         next discover pass uses them if it starts within ``HEAD_START_TTL_S``, else reads them
         afresh."""
@@ -248,9 +246,7 @@ class TenantSync:
 
     def _drop_begun(self) -> None:
         for _, rows in self._begun.values():
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
+            rows.close()
         self._begun = {}
 
     def _job(self, kind: str, listing: Callable[[], Iterable[Any]]) -> Callable[[], Iterable[Any]]:
@@ -260,9 +256,7 @@ class TenantSync:
             return listing
         at, rows = begun
         if self._clock() - at >= HEAD_START_TTL_S:
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
+            rows.close()
             return listing
         return lambda: rows
 
