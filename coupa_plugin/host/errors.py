@@ -2,7 +2,16 @@
 
 Every error a hook raises is a :class:`PluginError`; hosts may catch the base class and use the
 subclass to decide what to do (fix settings, re-authenticate, retry later, ...). Messages never
-contain secrets.
+contain secrets. The tree::
+
+    PluginError
+    ├── ConfigurationError      bad settings (the key is named)
+    ├── AuthenticationError     credentials refused
+    ├── ReadOnlyError           a write asked of a read-only tenant; nothing was sent
+    ├── NotFoundError           unknown principal or entitlement
+    ├── ProvisioningError       a write failed; the message states what the user holds now
+    │   └── RefusedError        refused by policy before anything was written
+    └── SyncError               a sync could not complete; what was streamed is incomplete
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ __all__ = [
     "PluginError",
     "ProvisioningError",
     "ReadOnlyError",
+    "RefusedError",
     "SyncError",
 ]
 
@@ -40,6 +50,13 @@ class NotFoundError(PluginError):
 
 class ProvisioningError(PluginError):
     """A write failed. The message says what state the remote system was left in."""
+
+
+class RefusedError(ProvisioningError):
+    """A rule refused the change before anything was written: a protected login
+    (``protected_logins``), the integration's own API user, the last active holder of an
+    omnipotent role, a flag Coupa marks read-only. Retrying will not help; the request itself
+    must change."""
 
 
 class SyncError(PluginError):

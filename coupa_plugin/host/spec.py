@@ -125,6 +125,9 @@ class HostSpec:
             is not configured or not enabled for the tenant.
         :raises ReadOnlyError: the tenant runs in read-only mode; nothing was sent.
         :raises NotFoundError: the principal or entitlement does not exist.
+        :raises RefusedError: a rule refused the change (a protected login, the integration's
+            own API user, the last active holder of an omnipotent role, a flag Coupa marks
+            read-only); nothing was written. A subclass of ``ProvisioningError``.
         :raises ProvisioningError: a write failed; the message says what the user holds now.
 
         Example::

@@ -37,6 +37,7 @@ from coupa_plugin.host.errors import (
     NotFoundError,
     PluginError,
     ReadOnlyError,
+    RefusedError,
 )
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.refhost.jobs import SyncOutcome, UnknownTypeError, provision_one, sync_tenant
@@ -138,8 +139,8 @@ def format_option(*choices: str) -> Callable[[F], F]:
 
 
 def _is_refusal(exc: BaseException) -> bool:
-    """A refusal by policy (protected login, last admin): the plugin marks it ``refused``."""
-    return getattr(exc, "refused", False) is True
+    """A refusal by policy (protected login, last admin): the contract's ``RefusedError``."""
+    return isinstance(exc, RefusedError)
 
 
 def _exit_code(exc: BaseException) -> int:

@@ -13,7 +13,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from coupa_plugin.connector.mapping import entitlement_id
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
-from coupa_plugin.host.errors import NotFoundError, ProvisioningError, ReadOnlyError
+from coupa_plugin.host.errors import (
+    NotFoundError,
+    ProvisioningError,
+    ReadOnlyError,
+    RefusedError,
+)
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import (
@@ -166,11 +171,11 @@ def test_read_only_tenants_get_read_only_error_before_any_request() -> None:
 def test_protected_accounts_and_the_last_admin_are_refused() -> None:
     sandbox, plugin, _ = make()
     t = tenant(state_dir=tempfile.mkdtemp(), protected_logins=[sandbox.state.users[9]["login"]])
-    with pytest.raises(ProvisioningError, match="protected_logins"):
+    with pytest.raises(RefusedError, match="protected_logins"):
         provision(plugin, t, action="revoke", entitlement_id="role:3:member", principal_id="9")
     # the integration's own API user (user 2), learnt from the first write
     provision(plugin, t, action="grant", entitlement_id="role:4:member", principal_id="10")
-    with pytest.raises(ProvisioningError, match="API user"):
+    with pytest.raises(RefusedError, match="API user"):
         provision(plugin, t, action="disable_account", principal_id="2")
     sandbox.state.users[2]["roles"] = [3]  # leave the Admin role to people only
     admins = [u for u, rec in sandbox.state.users.items() if 2 in rec["roles"] and rec["active"]]
@@ -180,14 +185,14 @@ def test_protected_accounts_and_the_last_admin_are_refused() -> None:
         writes = sandbox.writes
         try:
             provision(plugin, t, action="disable_account", principal_id=str(uid))
-        except ProvisioningError as exc:
+        except RefusedError as exc:
             refused.append((uid, str(exc), sandbox.writes - writes))
     assert [(uid, writes) for uid, _, writes in refused] == [(admins[-1], 0)]
     assert "last active holder of omnipotent role 2" in refused[0][1]
     assert [u for u, rec in sandbox.state.users.items() if 2 in rec["roles"] and rec["active"]] == [
         admins[-1]
     ]
-    with pytest.raises(ProvisioningError, match="last active holder"):
+    with pytest.raises(RefusedError, match="last active holder"):
         provision(
             plugin, t, action="revoke", entitlement_id="role:2:member", principal_id=str(admins[-1])
         )

@@ -21,7 +21,6 @@ from coupa_plugin.connector.provisioning.core import (
     ProvisionerConfig,
     parse_user_id,
 )
-from coupa_plugin.connector.provisioning.guards import Refused
 from coupa_plugin.connector.provisioning.journal import Journal, JournalEntry, default_state_dir
 from coupa_plugin.connector.provisioning.lists import Recovery
 from coupa_plugin.connector.provisioning.session import LIST_KEYS
@@ -34,7 +33,6 @@ __all__ = [
     "Provisioner",
     "ProvisionerConfig",
     "Recovery",
-    "Refused",
     "default_state_dir",
     "parse_user_id",
 ]

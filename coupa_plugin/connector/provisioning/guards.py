@@ -8,9 +8,9 @@ from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
 from coupa_plugin.coupa.errors import GraphQLError
 from coupa_plugin.coupa.models import User
-from coupa_plugin.host.errors import NotFoundError, ProvisioningError
+from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
 
-__all__ = ["Guards", "Refused"]
+__all__ = ["Guards"]
 
 _ADMIN_ROLE: Final = 2
 # entitlement type -> the listing that shows one item by id
@@ -20,14 +20,6 @@ _ITEM_PATHS: Final = {
     "content_group": "business_groups",
     "account_group": "account_groups",
 }
-
-
-class Refused(ProvisioningError):
-    """A rule refused the change (protected login, the API user, the last admin) before
-    anything was written. ``refused`` lets a host tell it from a failed write without importing
-    this class."""
-
-    refused: Final = True
 
 
 class Guards:
@@ -60,12 +52,12 @@ class Guards:
 
     def refuse_protected(self, user: User) -> None:
         if why := self.protected(user):
-            raise Refused(f"refused: {why}; nothing was written")
+            raise RefusedError(f"refused: {why}; nothing was written")
 
     def refuse_login(self, login: str) -> None:
         lowered = login.lower()
         if lowered in self.protected_logins or lowered == self.integration_login:
-            raise Refused(
+            raise RefusedError(
                 f"refused: login {login} is protected (protected_logins or integration_login); "
                 "nothing was written"
             )
@@ -116,7 +108,7 @@ class Guards:
 
     def refuse_last_admin(self, user: User, losing: set[int]) -> None:
         if why := self.last_admin(user, losing):
-            raise Refused(f"refused: {why}; nothing was written")
+            raise RefusedError(f"refused: {why}; nothing was written")
 
     def require_exists(self, kind: str, target: int) -> None:
         path = _ITEM_PATHS.get(kind)
