@@ -1,6 +1,7 @@
 """Chaos benchmark for provisioning: random operations against the loopback sandbox with injected
 write and read faults, administrators changing users between calls, and worker processes killed
-in the middle of a request. Every outcome is checked against a model.
+in the middle of a request (recoveries included). Every outcome is checked against a model of
+what people mean.
 
     python -m benchmarks.chaos_provisioning                 # 1,000 operations per semantics
     python -m benchmarks.chaos_provisioning --ops 200 --seed 3 --semantics merge
@@ -8,7 +9,14 @@ in the middle of a request. Every outcome is checked against a model.
 The sandbox serves from this process on loopback (a real HTTP server); operations run in a worker
 process through the plugin's ``provision`` hook. A kill is the sandbox sending SIGKILL to the
 worker when the chosen request arrives (``before``: it is not applied) or after it was applied
-(``after``). A new worker (a new process over the same ``state_dir``) takes over. Retries run
+(``after``). A new worker (a new process over the same ``state_dir``) takes over; its first
+call, whoever it is about, recovers what the dead one left, and a kill is sometimes armed for
+that call too (a recovery killed in its turn).
+
+The model of intent: an administrator's change is one item added or removed, and means just
+that; what our rewrite removed is expected back unless that item was removed after our put-back
+had given it back. Writes are counted per user, so a call that repaired another user is not
+taken for one that wrote. Retries run
 without waiting (stamina's testing mode, 3 attempts), so a read path that is down shows quickly.
 
 Counted, and all must be 0:
@@ -144,7 +152,8 @@ class Worker:
 
 
 class Killer:
-    """Wraps the sandbox's ``handle`` to SIGKILL the worker at a chosen request."""
+    """Wraps the sandbox's ``handle`` to SIGKILL the worker at a chosen request, and counts
+    the writes that reached each user."""
 
     def __init__(self, sandbox: CoupaSandbox) -> None:
         self.sandbox = sandbox
@@ -154,13 +163,36 @@ class Killer:
         self.point = "after"
         self.pid: int | None = None
         self.kills = 0
+        self.writes: Counter[int] = Counter()
         sandbox.handle = self.handle  # type: ignore[method-assign]
+
+    def _user_of(self, request: SandboxRequest) -> int | None:
+        parts = request.path.strip("/").split("/")
+        if len(parts) >= 3 and parts[:2] == ["api", "users"] and parts[2].isdigit():
+            return int(parts[2])
+        if parts[:2] == ["api", "user_group_memberships"]:
+            if request.method == "POST":
+                with contextlib.suppress(ValueError, AttributeError):
+                    body = json.loads(request.body or b"{}")
+                    body = body.get("user-group-membership", body)
+                    return int(body.get("user-id") or body.get("user_id"))
+            elif len(parts) == 3 and parts[2].isdigit():
+                pair = self.sandbox.state.memberships.get(int(parts[2]))
+                return pair[0] if pair else None
+        return None
+
+    def _count(self, request: SandboxRequest) -> None:
+        if request.method in {"POST", "PUT", "PATCH", "DELETE"} and request.path != "/api/graphql":
+            uid = self._user_of(request)
+            if uid is not None:
+                self.writes[uid] += 1
 
     def arm(self, pid: int, in_requests: int, point: str) -> None:
         self.pid, self.at, self.point = pid, self.count + in_requests, point
 
     def handle(self, request: SandboxRequest) -> SandboxResponse:
         if request.path.startswith("/api/"):
+            self._count(request)
             self.count += 1
             if self.at is not None and self.count == self.at and self.pid:
                 self.at = None
@@ -317,14 +349,20 @@ class Chaos:
         return value | {item} if op["action"] == "grant" else value - {item}
 
     def admin_change(self) -> None:
+        """An administrator adds or removes one item of a list, as Coupa shows it: they mean
+        that item, nothing else (what an interrupted rewrite took from the user is still
+        owed to them)."""
         uid = self.rng.choice(self.users)
         kind = self.rng.choice(KINDS)
         current = self.truth(uid)[kind]
         item = self.rng.choice(CHOICES[kind])
         wanted = current ^ {item}
         self.sandbox.admin_update(uid, {LIST_KEYS[kind]: [{"id": i} for i in sorted(wanted)]})
-        self.model[uid] = self.truth(uid)  # the administrator's word is the truth now
-        self.open[uid].clear()
+        if item in wanted:
+            self.model[uid][kind].add(item)
+        else:
+            self.model[uid][kind].discard(item)
+        self.open[uid].discard((kind, item))
         self.counts["admin changes"] += 1
 
     def step(self) -> None:  # noqa: C901 - one branch per kind of random operation
@@ -349,17 +387,20 @@ class Chaos:
         elif fault < 0.34:
             point = self.rng.choice(["before", "after"])
             self.killer.arm(self.worker.proc.pid or 0, self.rng.randint(1, 10), point)
-        writes = self.sandbox.writes
+        writes = self.killer.writes[uid]
         before = self.truth(uid)
         answer = self.worker.call(op)
         ops.fail_writes, ops.user_reads_fail_after_write = {}, None
         self.killer.at = None
-        wrote = self.sandbox.writes > writes
+        wrote = self.killer.writes[uid] > writes
         self.counts["operations"] += 1
         if answer is None:
             self.counts["workers killed"] += 1
             self.open[uid].add((field, item))
             self.restart()
+            if self.rng.random() < 0.3:  # the new worker's first call (its recovery) dies too
+                self.killer.arm(self.worker.proc.pid or 0, self.rng.randint(1, 4), "after")
+                self.counts["recoveries armed to die"] += 1
             self.check(uid, f"after a kill during {op}")
             return
         kind, payload = answer
@@ -392,7 +433,8 @@ class Chaos:
         if actual != expected:
             self.problem("wrong statuses", f"{op}: {status}, yet {field} is {actual!r}")
             self.model[uid][field] = actual
-        self.check(uid, f"after {op}")
+        for other in self.users:  # a call repairs the tenant's stripped users, whoever it is for
+            self.check(other, f"after {op} (user {other})")
 
     def _coupas_default_role(self, uid: int, message: str) -> None:
         """Coupa gives a user whose roles were cleared the User role (``--default-role``); a

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from coupa_plugin.connector.boundary import boundary, describe
+from coupa_plugin.connector.provisioning.repair import Wait
 from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
 from coupa_plugin.connector.settings import CoupaSettings, parse_settings
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError, SyncError
@@ -64,19 +65,23 @@ class CoupaPlugin:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        repair_wait: Wait | None = None,
     ) -> None:
         """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
         (for example into an in-process sandbox); by default requests go over the network.
         ``wall_clock`` (seconds since the epoch) dates journal entries; ``clock`` (monotonic
         seconds) and ``sleep`` are how the tenants' clients measure and wait (pacing,
         Retry-After, token lifetimes and warm-up, the retry budget): a test passes a virtual
-        pair so nothing waits for real."""
+        pair so nothing waits for real. ``repair_wait(stop, seconds)`` is how a tenant's
+        self-repair thread waits for its next attempt (True: stop); by default it waits on
+        ``stop`` for real, and a test passes one it controls."""
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
         self._wall_clock = wall_clock
         self._clock = clock
         self._sleep = sleep
+        self._repair_wait = repair_wait
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
         """The tenant's connector, (re)built when its settings changed; None when not enabled."""
@@ -99,6 +104,7 @@ class CoupaPlugin:
                     wall_clock=self._wall_clock,
                     clock=self._clock,
                     sleep=self._sleep,
+                    repair_wait=self._repair_wait,
                 )
             except (OSError, sqlite3.Error, ValueError) as exc:
                 raise ConfigurationError(

@@ -62,13 +62,24 @@ class VirtualTime:
             self.slept += step
 
 
-def plugin_for(sandbox: CoupaSandbox, virtual: VirtualTime | None = None) -> CoupaPlugin:
+def no_background_repair(_stop: threading.Event, _seconds: float) -> bool:
+    """A self-repair wait that ends the thread at once: repairs run at hook calls only, so a
+    test's sandbox sees no write it did not cause (tests of the thread pass their own)."""
+    return True
+
+
+def plugin_for(
+    sandbox: CoupaSandbox,
+    virtual: VirtualTime | None = None,
+    repair_wait: Callable[[threading.Event, float], bool] = no_background_repair,
+) -> CoupaPlugin:
     """A plugin whose tenants talk to ``sandbox`` in process, on virtual time."""
     virtual = virtual or VirtualTime()
     return CoupaPlugin(
         transport_factory=lambda _settings: SandboxTransport(sandbox),
         clock=virtual.clock,
         sleep=virtual.sleep,
+        repair_wait=repair_wait,
     )
 
 

@@ -17,7 +17,7 @@ from coupa_plugin.coupa.models import (
     User,
     UserGroup,
 )
-from coupa_plugin.host.errors import ProvisioningError
+from coupa_plugin.host.errors import RefusedError
 from coupa_plugin.host.model import Entitlement, Grant, Resource
 
 __all__ = [
@@ -121,10 +121,10 @@ def license_name(flag: str) -> str:
 def check_grantable(kind: str, ident: str) -> None:
     """Refuse, before anything is written, an entitlement Coupa does not let anyone change.
 
-    :raises ProvisioningError: ``ident`` is a license flag Coupa marks read-only.
+    :raises RefusedError: ``ident`` is a license flag Coupa marks read-only.
     """
     if kind == "license" and ident in READ_ONLY_LICENSE_FLAGS:
-        raise ProvisioningError(
+        raise RefusedError(
             f"refused: license flag {ident} is read-only in Coupa (its API schema marks it "
             "readOnly and Coupa ignores writes to it); change it in Coupa itself; "
             "nothing was written"

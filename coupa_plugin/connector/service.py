@@ -23,6 +23,7 @@ from coupa_plugin.connector.provisioning import (
     Recovery,
     default_state_dir,
 )
+from coupa_plugin.connector.provisioning.repair import Wait
 from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.settings import CoupaSettings
 from coupa_plugin.connector.shared_state import RedisStore, connect, pace_key
@@ -82,6 +83,7 @@ class CoupaConnector:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        repair_wait: Wait | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.settings = settings
@@ -120,7 +122,9 @@ class CoupaConnector:
                 integration_login=settings.integration_login,
                 journal_max_age_s=settings.journal_max_age_s,
                 wall_clock=wall_clock,
+                clock=clock,
                 store=store,
+                repair_wait=repair_wait,
             ),
             self._grant_types,
         )
@@ -149,6 +153,7 @@ class CoupaConnector:
     def close(self) -> None:
         """Close the client, or, while a sync still streams from it, once the last one ends
         (a tenant reconfigured mid-sync must not break the sync already running)."""
+        self.provisioner.close()  # the self-repair thread stops; no repair starts again
         with self._streams_lock:
             self._closing = True
             if self._streams:
@@ -255,7 +260,19 @@ class CoupaConnector:
 
     def recover(self) -> list[Recovery]:
         """Apply the journal's recovery rule to every pending entry of this tenant."""
-        return self.provisioner.recover_pending()
+        outcomes = self.provisioner.recover_pending()
+        self.provisioner.repairer.schedule.ran(
+            left=any(o.outcome == "failed" for o in outcomes)
+        )
+        return outcomes
+
+    def _repair_if_due(self) -> None:
+        """At the start of every hook call of a provisioning tenant: recover what earlier calls
+        or a dead process left pending, when an attempt is due (never in read-only mode)."""
+        status = self.configure()
+        if status.mode == "provisioning" and self.settings.mode != "read-only":
+            with deadline(self.client.config.retry_timeout_s):
+                self.provisioner.repair_if_due()
 
     def _resource_types(self, grant: ScopeGrant) -> tuple[frozenset[str], list[str]]:
         types = set(self.settings.resource_types)
@@ -444,10 +461,12 @@ class CoupaConnector:
 
     def discover_resources(self, request: SyncRequest) -> Iterator[Resource]:
         check_sync_request(request, "discover_resources")
+        self._repair_if_due()
         return self._streaming(self.sync.discover(request))
 
     def sync_grants(self, request: SyncRequest) -> Iterator[Grant]:
         check_sync_request(request, "sync_grants")
+        self._repair_if_due()
         return self._streaming(self.sync.grants(request))
 
     def provision(self, request: ProvisionRequest) -> ProvisionResult:
@@ -463,9 +482,12 @@ class CoupaConnector:
                 "write scopes); nothing was sent"
             )
         self.sync.forget_pass()  # grants seen before this change must not be replayed
+        # the call's own user is recovered inside the call (its result says so); the tenant's
+        # other pending users right after it, whatever the call's outcome
         try:
-            return self.provisioner.provision(request)
+            result = self.provisioner.provision(request)
         except PluginError:
+            self._repair_if_due()
             raise
         except Exception as exc:
             # the last guard: a failure nobody foresaw, possibly after a write; say what the
@@ -476,3 +498,5 @@ class CoupaConnector:
                 f"tenant {self.tenant_id}: {request.action} could not complete: "
                 f"{describe(exc)}.{state}"
             ) from exc
+        self._repair_if_due()
+        return result

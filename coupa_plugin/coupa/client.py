@@ -344,6 +344,12 @@ class CoupaClient:
     def retries(self) -> int:
         return self.http.retries
 
+    @property
+    def server_time(self) -> float | None:
+        """Coupa's clock (seconds since the epoch) by the Date of its latest answer, or None
+        before any answer carried one."""
+        return self.http.server_time
+
     def log_stats(self) -> None:
         """One INFO record with the request counters (the reference host shows them)."""
         self.http.log_stats()
@@ -680,8 +686,18 @@ class CoupaClient:
             params["user_id"] = user_id
         if group_id is not None:
             params["user_group_id"] = group_id
-        for row in self._list("/api/user_group_memberships", params, "memberships"):
-            yield _record(row, Membership, "GET /api/user_group_memberships")
+        path = "/api/user_group_memberships"
+        if user_id is not None and group_id is not None:
+            # one user in one group: a page holds them all (no read-ahead of empty pages)
+            page = self.get(path, {**params, "limit": MAX_PAGE, "offset": 0})
+            if not isinstance(page, list) or not all(isinstance(r, dict) for r in page):
+                raise CoupaResponseError(f"GET {path}: expected a JSON array of records")
+            if len(page) < MAX_PAGE:
+                for row in page:
+                    yield _record(row, Membership, f"GET {path}")
+                return
+        for row in self._list(path, params, "memberships"):
+            yield _record(row, Membership, f"GET {path}")
 
     def roles(self) -> Iterator[Role]:
         """Every role, from GraphQL (Coupa has no REST list of roles), paged by id.

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote, urlencode
 
@@ -84,6 +86,20 @@ def _dropped(exc: httpx.RemoteProtocolError) -> bool:
     return not any(marker in text for marker in _UNPARSEABLE)
 
 
+def _server_date(value: str | None) -> float | None:
+    """An HTTP Date header as seconds since the epoch, or None when absent or malformed."""
+    if not value or len(value) > 64:
+        return None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    stamp = moment.timestamp()
+    return stamp if math.isfinite(stamp) else None
+
+
 class RequestLoop:
     """Sends one tenant's requests: ``api`` carries the REST token, ``graphql`` GraphQL's
     own; both go through the tenant's pacer (``limiter``). Counts requests and retries."""
@@ -106,6 +122,8 @@ class RequestLoop:
         self.retries = 0
         # a moving average of how long an answer takes (send to whole body), once one came
         self.round_trip_s: float | None = None
+        # Coupa's clock (seconds since the epoch) by the Date of its latest answer
+        self.server_time: float | None = None
 
     def send(
         self,
@@ -251,6 +269,7 @@ class RequestLoop:
                 "elapsed_ms": elapsed_ms,
             },
         )
+        self.server_time = _server_date(response.headers.get("date")) or self.server_time
         answer = (status, response.headers, data)
         if status == 401 and safe:
             # the auth flow already re-minted once; a token can still be revoked between the

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
+from email.utils import formatdate
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -144,6 +145,8 @@ class CoupaSandbox:
         if crash == "before":
             raise SimulatedCrash(f"client died before request {self.api_requests}")
         response = self._timed(request)
+        # Coupa dates every answer (RFC 9110 Date); the plugin reads Coupa's clock from it
+        response.headers.setdefault("date", formatdate(usegmt=True))
         if crash == "after":
             raise SimulatedCrash(f"client died after request {self.api_requests}")
         return response
@@ -236,6 +239,8 @@ class CoupaSandbox:
                 raise SimulatedCrash(f"client died after write {self.writes} was applied")
             if failure == "drop_after_apply":
                 return SandboxResponse(0, {}, b"", drop=True), client_id
+            if failure == "error_after_apply":
+                raise _errors(500, "base", "Internal server error (injected, after applying)")
         except _HttpError as exc:
             status, root, payload = exc.status, "errors", exc.payload
             body, ctype = self._encode(

@@ -16,7 +16,9 @@ __all__ = [
     "SimulatedCrash",
 ]
 
-WRITE_FAILURES: Final = frozenset({"error", "drop_before_apply", "drop_after_apply"})
+WRITE_FAILURES: Final = frozenset(
+    {"error", "error_after_apply", "drop_before_apply", "drop_after_apply"}
+)
 CRASH_POINTS: Final = frozenset({"before", "after"})
 # Fields the sandbox's records carry that Coupa's R39 schema does not have ("table.key"):
 # intake-user first appears in a later release, R39's AccountGroup has neither a description
@@ -92,8 +94,9 @@ class Operations:
     same requests meet the same faults whatever the thread interleaving.
 
     ``fail_writes`` maps the ordinal of a write (1 = the first POST/PUT/PATCH/DELETE under
-    ``/api``) to ``error`` (500, nothing applied), ``drop_before_apply`` (connection dropped,
-    nothing applied) or ``drop_after_apply`` (applied, then the connection is dropped).
+    ``/api``) to ``error`` (500, nothing applied), ``error_after_apply`` (applied, then
+    answered 500), ``drop_before_apply`` (connection dropped, nothing applied) or
+    ``drop_after_apply`` (applied, then the connection is dropped).
     """
 
     rate_limit: bool = True

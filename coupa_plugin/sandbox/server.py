@@ -63,9 +63,10 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.send_response(response.status)
+        self.send_response(response.status)  # sends Date itself
         for name, value in response.headers.items():
-            self.send_header(name, value)
+            if name.lower() != "date":
+                self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         self.wfile.write(response.body)

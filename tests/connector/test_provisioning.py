@@ -416,13 +416,13 @@ class ProvisioningMachine(RuleBasedStateMachine):
             event("refused" if "refused" in str(exc) else "write failed")
             message = str(exc)
             if "refused" in message:
-                assert holdings(self.sandbox) == before, "a refusal writes nothing"
-            elif holdings(self.sandbox) != before:
+                assert holdings(self.sandbox)[uid] == before[uid], "a refusal writes nothing"
+            elif holdings(self.sandbox)[uid] != before[uid]:
                 assert "now holds" in message or "could not be read" in message, message
             self.uncertain.add((uid, field, item))
             return None
         except NotFoundError:
-            assert holdings(self.sandbox) == before
+            assert holdings(self.sandbox)[uid] == before[uid]
             return None
         finally:
             self.sandbox.ops.user_reads_fail_after_write = None
@@ -433,7 +433,8 @@ class ProvisioningMachine(RuleBasedStateMachine):
             + (" recovered" if "interrupted rewrite" in result.message else "")
         )
         if result.status == "unchanged":
-            assert holdings(self.sandbox) == before, "unchanged means nothing was written"
+            # (the call may have repaired another user the tenant had left stripped)
+            assert holdings(self.sandbox)[uid] == before[uid], "unchanged: nothing written"
         self._settle_user(uid, field)
         return result
 
@@ -504,15 +505,19 @@ class ProvisioningMachine(RuleBasedStateMachine):
         add=st.booleans(),
     )
     def admin_changes_a_list(self, data: st.DataObject, kind: str, add: bool) -> None:
-        """An administrator changes the user in Coupa between calls: Coupa's state of that user
-        becomes the truth; nothing interrupted earlier may override it."""
+        """An administrator adds or removes one item of a user's list in Coupa between calls:
+        they mean that item, nothing else (what an interrupted rewrite took is still owed)."""
         uid = data.draw(st.sampled_from(self.users))
         current = holdings(self.sandbox)[uid][kind]
         item = data.draw(st.sampled_from([1, 2, 3]))
         wanted = current | {item} if add else current - {item}
+        if wanted == current:
+            return  # nothing to change: the administrator does not save
         self.sandbox.admin_update(uid, {LIST_FIELDS[kind]: [{"id": i} for i in sorted(wanted)]})
-        self.model[uid] = holdings(self.sandbox)[uid]
-        self.uncertain = {x for x in self.uncertain if x[0] != uid}
+        if add and item not in holdings(self.sandbox)[uid][kind]:
+            return  # no such item in Coupa: the reference was dropped, nothing changed
+        (self.model[uid][kind].add if add else self.model[uid][kind].discard)(item)
+        self.uncertain.discard((uid, kind, item))
 
     @rule(data=st.data(), kind=st.sampled_from(KINDS), grant=st.booleans())
     def grant_or_revoke(self, data: st.DataObject, kind: str, grant: bool) -> None:

@@ -83,19 +83,23 @@ class Accounts:
                 "use enable_account or disable_account to change active; nothing was written"
             )
         body = attribute_body(request.attributes, creating=False)
-        _, raw = s.read()
+        user, raw = s.read()
         diff = {k: v for k, v in body.items() if _differs(raw, k, v)}
         if not diff:
             return self._result("unchanged", s, "every attribute already has that value")
-        self.guards.refuse_protected(s.user())
+        self.guards.refuse_protected(user)
         change = f"update user {s.user_id}: " + ", ".join(
             f"{k}={v!r}" for k, v in sorted(diff.items())
         )
         if request.dry_run:
             s.changes.append(change)
             return self._result("planned", s, "dry run: nothing was written")
-        s.put(diff, change)
-        _, raw_after = s.read()
+        s.write(
+            lambda: s.send_put(diff, change),
+            lambda _user: not any(_differs(s.last_raw, k, v) for k, v in diff.items()),
+            change,
+        )
+        raw_after = s.last_raw
         ignored = sorted(k for k, v in diff.items() if _differs(raw_after, k, v))
         if ignored:
             detail = ", ".join(f"{k} is {raw_after.get(k)!r}" for k in ignored)
@@ -119,8 +123,9 @@ class Accounts:
         if request.dry_run:
             s.changes.append(change)
             return self._result("planned", s, "dry run: nothing was written")
-        s.put({"active": active}, change)
-        after = s.user()
+        after = s.write(
+            lambda: s.send_put({"active": active}, change), lambda u: u.active == active, change
+        )
         if after.active != active:
             raise s.failure(f"Coupa ignored {change}")
         return self._result("applied", s, "")
@@ -220,12 +225,12 @@ class Accounts:
             kind, ident, _ = parsed
             check_grantable(kind, ident)
             if kind == "role":
-                self.guards.require_exists("role", int(ident))
+                self.guards.catalog.require_exists("role", int(ident))
                 roles.add(int(ident))
             elif kind == "license":
                 flags.add(ident)
             else:
-                self.guards.require_exists(kind, int(ident))
+                self.guards.catalog.require_exists(kind, int(ident))
                 later.append(entitlement)
         if flags:
             unknown = sorted(flags - self.client.discover_license_flags())

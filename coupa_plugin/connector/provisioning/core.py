@@ -17,11 +17,13 @@ from coupa_plugin.connector.mapping import (
     user_grants,
 )
 from coupa_plugin.connector.provisioning.accounts import Accounts
+from coupa_plugin.connector.provisioning.catalog import Catalog
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.guards import Guards
 from coupa_plugin.connector.provisioning.journal import Journal, Rejected, state_key
 from coupa_plugin.connector.provisioning.lists import ListWriter, Recovery
 from coupa_plugin.connector.provisioning.per_item import PerItem
+from coupa_plugin.connector.provisioning.repair import Repairer, RepairSchedule, Wait
 from coupa_plugin.connector.provisioning.session import (
     LIST_KEYS,
     UserSession,
@@ -56,7 +58,9 @@ class ProvisionerConfig:
         integration_login: str | None = None,
         journal_max_age_s: float = DEFAULT_JOURNAL_MAX_AGE_S,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         store: StateStore | None = None,
+        repair_wait: Wait | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.instance = instance
@@ -66,6 +70,8 @@ class ProvisionerConfig:
         self.integration_login = integration_login.lower() if integration_login else None
         self.journal_max_age_s = journal_max_age_s
         self.wall_clock = wall_clock
+        self.clock = clock  # catalog freshness and the self-repair schedule
+        self.repair_wait = repair_wait  # how the self-repair thread waits (tests: controlled)
         # where the journal, the learnt facts and the per-user locks live (default: state_dir)
         self.store = store or LocalStore(state_dir, state_key(tenant_id, instance))
 
@@ -100,13 +106,23 @@ class Provisioner:
             wall_clock=config.wall_clock,
         )
         self.facts = TenantFacts(config.store, config.tenant_id, config.instance, config.seal)
-        self.guards = Guards(client, self.facts, config.protected_logins, config.integration_login)
+        self.catalog = Catalog(client, config.clock)
+        self.guards = Guards(
+            client, self.facts, self.catalog, config.protected_logins, config.integration_login
+        )
+        self.repairer = Repairer(
+            RepairSchedule(config.clock),
+            self._repair_pass,
+            name="coupa-repair",
+            **({"wait": config.repair_wait} if config.repair_wait else {}),
+        )
         self.lists = ListWriter(
             self.journal,
             self.facts,
             self.guards,
             wall_clock=config.wall_clock,
             max_age_s=config.journal_max_age_s,
+            on_pending=self.repairer.kick,
         )
         self.per_item = PerItem(self.lists)
         self.accounts = Accounts(client, self.guards, grant_types, self._session, self._result)
@@ -130,6 +146,28 @@ class Provisioner:
         if request.action == "create_account":
             return self.accounts.create(request, self.provision)
         user_id = parse_user_id(request.principal_id)
+        try:
+            notes, result = self._for_user(user_id, request)
+        except PluginError:
+            if not request.dry_run and self._left_pending(user_id):
+                self.repairer.kick()  # repaired once Coupa answers, without another call
+            raise
+        if not notes:
+            return result
+        message = "; ".join([*notes, result.message] if result.message else notes)
+        return ProvisionResult(
+            status=result.status,
+            grants=result.grants,
+            changes=result.changes,
+            message=message,
+            principal_id=result.principal_id,
+        )
+
+    def _for_user(
+        self, user_id: int, request: ProvisionRequest
+    ) -> tuple[list[str], ProvisionResult]:
+        """Under the user's lock: recover the user's interrupted rewrites, then carry out
+        ``request``. Returns what recovery reports and the request's result."""
         s: UserSession | None = None
         try:
             with self._locked(user_id):
@@ -139,7 +177,7 @@ class Provisioner:
                 )
                 recovered = len(s.changes)
                 try:
-                    result = self._handle(s, request)
+                    return notes, self._handle(s, request)
                 except PluginError as exc:
                     if recovered:
                         raise self._after_recovery(s, exc, recovered) from None
@@ -151,16 +189,29 @@ class Provisioner:
             if s is None:
                 raise ProvisioningError(f"{exc}; nothing was written") from None
             raise s.failure(str(exc)) from None
-        if not notes:
-            return result
-        message = "; ".join([*notes, result.message] if result.message else notes)
-        return ProvisionResult(
-            status=result.status,
-            grants=result.grants,
-            changes=result.changes,
-            message=message,
-            principal_id=result.principal_id,
-        )
+
+    def _left_pending(self, user_id: int) -> bool:
+        try:
+            return any(True for _ in self.journal.pending(user_id))
+        except (StoreUnavailable, OSError):
+            return False
+
+    # -- self-repair -----------------------------------------------------------------------
+
+    def repair_if_due(self) -> None:
+        """Recover what calls (or a dead process) left pending, when the self-repair schedule
+        says an attempt is due: at the first call of a process, then after a call left a user
+        stripped (backing off while Coupa keeps failing)."""
+        self.repairer.run_if_due()
+
+    def _repair_pass(self) -> bool:
+        """One pass over every pending entry; True while something is left to repair."""
+        outcomes = self.recover_pending()
+        return any(o.outcome == "failed" for o in outcomes)
+
+    def close(self) -> None:
+        """Stop the self-repair thread."""
+        self.repairer.close()
 
     def statement(self, user_id: int) -> str:
         """What ``user_id`` holds now, read fresh (or why that cannot be said): for errors
@@ -298,7 +349,7 @@ class Provisioner:
             return self._result(
                 "unchanged", s, f"user {s.user_id} already {held} {request.entitlement_id}"
             )
-        self.guards.require_exists(kind, target)
+        self.catalog.require_exists(kind, target)
         self.guards.refuse_protected(user)
         if not granting and kind == "role":
             self.guards.refuse_last_admin(user, {target})
@@ -309,11 +360,10 @@ class Provisioner:
             )
             return self._result("planned", s, "dry run: nothing was written")
         if kind in ("group", "content_group"):
-            self.per_item.change(s, kind, target, granting=granting, before=before)
+            now = self.per_item.change(s, kind, target, granting=granting, before=before)
         else:
-            self.lists.change(s, key, before, before | {target} if granting else before - {target})
-        after = s.user()
-        now = ids_of(after, attribute)
+            desired = before | {target} if granting else before - {target}
+            now = self.lists.change(s, key, before, desired)
         if (target in now) != granting:
             raise s.failure(f"Coupa did not {verb} {kind} {target} for user {s.user_id}")
         expected = (before | {target}) if granting else (before - {target})
@@ -341,8 +391,11 @@ class Provisioner:
         if dry_run:
             s.changes.append(change)
             return self._result("planned", s, "dry run: nothing was written")
-        s.put({flag: granting}, change)
-        after = s.user()
+        after = s.write(
+            lambda: s.send_put({flag: granting}, change),
+            lambda u: u.licenses.get(flag) == granting,
+            change,
+        )
         if after.licenses.get(flag) != granting:
             raise s.failure(f"Coupa ignored {change}")
         return self._result("applied", s, "")

@@ -2,6 +2,7 @@
 
 * Whether a non-empty list on ``PUT /api/users/:id`` replaces or merges, per list key
   (undocumented; learnt from the first revoke's read-back).
+* What Coupa gives a user whose roles were emptied (some tenants give the User role).
 * The id of the API user this integration writes as (Coupa records it as ``updated-by`` on
   every change we make). Provisioning refuses to change that user, so a fresh process must know
   it before its first write: it is remembered in ``state_dir`` (or the shared state, where
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Final, Literal
+from typing import Final, Literal, TypeGuard
 
 from coupa_plugin.connector.provisioning.journal import JOURNALED_KEYS
 from coupa_plugin.connector.provisioning.store import StateStore
@@ -24,6 +25,20 @@ __all__ = ["Semantics", "TenantFacts"]
 Semantics = Literal["replace", "merge"]
 _SEMANTICS: Final = ("replace", "merge")
 log = logging.getLogger("coupa_plugin.connector.provisioning")
+
+
+def _is_id(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**18
+
+
+def _defaults(raw: object) -> dict[str, int]:
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        key: value
+        for key, value in raw.items()
+        if key in JOURNALED_KEYS and (_is_id(value) or value == 0)
+    }
 
 
 class TenantFacts:
@@ -38,6 +53,7 @@ class TenantFacts:
         self._loaded = False
         self._semantics: dict[str, Semantics] = {}
         self._own_user_id: int | None = None
+        self._defaults: dict[str, int] = {}
 
     def refresh(self) -> None:
         """Read the record again on next use (another worker may have learnt since)."""
@@ -63,8 +79,9 @@ class TenantFacts:
             for key, value in semantics.items():
                 if key in JOURNALED_KEYS and value in _SEMANTICS:
                     self._semantics[key] = value
+        self._defaults.update(_defaults(raw.get("defaults")))
         own = raw.get("own_user_id")
-        if isinstance(own, int) and not isinstance(own, bool) and 0 < own < 10**18:
+        if _is_id(own):
             self._own_user_id = own
 
     def _save(self) -> None:
@@ -83,6 +100,7 @@ class TenantFacts:
                     "instance": self._instance,
                     "semantics": self._semantics,
                     "own_user_id": self._own_user_id,
+                    "defaults": self._defaults,
                 }
             )
         )
@@ -97,6 +115,22 @@ class TenantFacts:
             self._load(fresh=True)  # keep what other workers learnt meanwhile
             if self._semantics.get(key) != value:
                 self._semantics[key] = value
+                self._save()
+
+    def defaults(self, key: str) -> frozenset[int] | None:
+        """What Coupa gives a user whose ``key`` list was emptied (its User role; empty: it
+        gives nothing), or None until a clear has been read back."""
+        with self._lock:
+            self._load()
+            item = self._defaults.get(key)
+            return None if item is None else frozenset({item} - {0})
+
+    def learn_default(self, key: str, item: int) -> None:
+        """``item``: what a clear's read-back showed alone in the list (0: nothing)."""
+        with self._lock:
+            self._load(fresh=True)
+            if self._defaults.get(key) != item:
+                self._defaults[key] = item
                 self._save()
 
     @property

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Final
-
+from coupa_plugin.connector.provisioning.catalog import Catalog
 from coupa_plugin.connector.provisioning.facts import TenantFacts
-from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
-from coupa_plugin.coupa.errors import GraphQLError
+from coupa_plugin.coupa import CoupaClient, CoupaError
 from coupa_plugin.coupa.models import User
-from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
+from coupa_plugin.host.errors import RefusedError
 
 __all__ = ["Guards"]
-
-_ADMIN_ROLE: Final = 2
-# entitlement type -> the listing that shows one item by id
-_ITEM_PATHS: Final = {
-    "group": "user_groups",
-    "approval_group": "user_groups",
-    "content_group": "business_groups",
-    "account_group": "account_groups",
-}
 
 
 class Guards:
@@ -29,10 +18,12 @@ class Guards:
         self,
         client: CoupaClient,
         facts: TenantFacts,
+        catalog: Catalog,
         protected_logins: frozenset[str],
         integration_login: str | None,
     ) -> None:
         self.client = client
+        self.catalog = catalog
         self.facts = facts
         self.protected_logins = protected_logins
         self.integration_login = integration_login
@@ -62,17 +53,10 @@ class Guards:
                 "nothing was written"
             )
 
-    def omnipotent_roles(self) -> set[int]:
-        """Ids of roles with full system access (from the role catalog; Admin by default)."""
-        try:
-            return {role.id for role in self.client.roles() if role.omnipotent} or {_ADMIN_ROLE}
-        except (GraphQLError, CoupaError):
-            return {_ADMIN_ROLE}
-
     def last_admin(self, user: User, losing: set[int]) -> str | None:
         """Why ``user`` may not lose ``losing`` (the last active holder of an omnipotent role
         among them), or None. A holder Coupa cannot confirm counts as missing."""
-        for role_id in sorted(losing & self.omnipotent_roles()):
+        for role_id in sorted(losing & self.catalog.omnipotent_roles()):
             try:
                 others = self.client.get(
                     "/api/users",
@@ -109,35 +93,3 @@ class Guards:
     def refuse_last_admin(self, user: User, losing: set[int]) -> None:
         if why := self.last_admin(user, losing):
             raise RefusedError(f"refused: {why}; nothing was written")
-
-    def require_exists(self, kind: str, target: int) -> None:
-        path = _ITEM_PATHS.get(kind)
-        try:
-            if kind == "role":
-                data = self.client.graphql(f"{{ role(id: {target}) {{ id }} }}")
-                exists = bool(data.get("role"))
-            elif path is not None:
-                exists = isinstance(
-                    self.client.get(f"/api/{path}/{target}", {"fields": '["id"]'}), dict
-                )
-            else:
-                exists = True
-        except CoupaHTTPError as exc:
-            if kind == "role" and exc.status in {401, 403, 404}:
-                # GraphQL itself is refused or absent here (its own answer for an unknown
-                # role is a null): the read-back verifies instead, as the sync lists held roles
-                exists = True
-            elif exc.status != 404:
-                raise ProvisioningError(
-                    f"checking {kind} {target} failed: {exc}; nothing was written"
-                ) from None
-            else:
-                exists = False
-        except GraphQLError:
-            exists = True  # no role lookup on this tenant: the read-back verifies instead
-        except CoupaError as exc:
-            raise ProvisioningError(
-                f"checking {kind} {target} failed: {exc}; nothing was written"
-            ) from None
-        if not exists:
-            raise NotFoundError(f"Coupa has no {kind.replace('_', ' ')} {target}")

@@ -2,10 +2,11 @@
 
 Coupa's documented way to take one item out of a merged list is two writes: clear the list,
 then put back the rest. Between them the user holds less than they should. Before the first of
-those writes an entry is recorded here; before each write it notes the list that write will
-leave (``pending``), and after each read-back the list and Coupa's ``updated-at`` /
-``updated-by`` stamp the user then had (``last``). Recovery compares those with what Coupa shows
-later to tell our own unfinished rewrite from a change made since by someone else.
+those writes an entry is recorded here; before each write it notes which step that write is,
+the list it will leave (``pending``) and when it was sent by Coupa's clock (``pending_at``);
+after each read-back, the list and Coupa's ``updated-at`` / ``updated-by`` stamp the user then
+had (``last``) and whether our clear has taken the list (``cleared``). Recovery
+(:mod:`.rule`) compares those with what Coupa shows later.
 
 Entries are bound to one tenant and one Coupa instance, hold ids and timestamps only (never a
 secret), and are validated when read: a file that does not describe a rewrite this plugin could
@@ -22,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import attrs
 
@@ -42,7 +43,10 @@ __all__ = [
 JOURNALED_KEYS: Final = frozenset(
     {"roles", "user-groups", "content-groups", "account-groups", "approval-groups"}
 )
-_VERSION: Final = 2
+_VERSION: Final = 3
+_READABLE: Final = frozenset({2, 3})  # version 2 lacks the step, its time and ``cleared``
+Step = Literal["clear", "put_back"]
+_STEPS: Final = ("clear", "put_back")
 _MAX_ITEMS: Final = 10_000
 _MAX_ID: Final = 10**18 - 1
 _ENTRY_ID: Final = re.compile(r"[0-9a-f]{32}")
@@ -93,6 +97,12 @@ class JournalEntry:
     pending: tuple[int, ...] | None = None
     writer: int | None = None
     entry_id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    # which write is in flight, and when it was sent (Coupa's clock, else ours)
+    pending_step: Step | None = None
+    pending_at: float | None = None
+    pending_at_coupa: bool = False  # pending_at is Coupa's clock (its Date), not ours
+    # a read-back has shown the list cleared by our first step (what it took is owed back)
+    cleared: bool = False
 
     @property
     def removed(self) -> tuple[int, ...]:
@@ -116,6 +126,10 @@ class JournalEntry:
             },
             "pending": None if self.pending is None else list(self.pending),
             "writer": self.writer,
+            "pending_step": self.pending_step,
+            "pending_at": self.pending_at,
+            "pending_at_coupa": self.pending_at_coupa,
+            "cleared": self.cleared,
         }
 
 
@@ -144,8 +158,8 @@ def _ids(raw: Any, what: str) -> tuple[int, ...]:
 
 def parse_entry(raw: Any, tenant: str, instance: str) -> JournalEntry:
     """Validate a decoded journal file for ``tenant`` on ``instance``."""
-    if not isinstance(raw, dict) or raw.get("version") != _VERSION:
-        raise InvalidEntry("not a version-2 journal entry")
+    if not isinstance(raw, dict) or raw.get("version") not in _READABLE:
+        raise InvalidEntry("not a version-2 or version-3 journal entry")
     if raw.get("tenant") != tenant or raw.get("instance") != instance:
         raise InvalidEntry("written for another tenant or Coupa instance")
     association = raw.get("association")
@@ -169,6 +183,8 @@ def parse_entry(raw: Any, tenant: str, instance: str) -> JournalEntry:
     if stamp_at is not None and (not isinstance(stamp_at, str) or len(stamp_at) > _MAX_STAMP_CHARS):
         raise InvalidEntry("last.updated_at: expected a short string")
     pending = raw.get("pending")
+    pending_ids = None if pending is None else _ids(pending, "pending")
+    step, at, coupa_clock, cleared = _steps(raw, pending_ids, set(before))
     return JournalEntry(
         tenant=tenant,
         instance=instance,
@@ -181,10 +197,41 @@ def parse_entry(raw: Any, tenant: str, instance: str) -> JournalEntry:
             _ids(last.get("items"), "last.items"),
             Stamp(stamp_at, _opt_int(last.get("updated_by"), "last.updated_by")),
         ),
-        pending=None if pending is None else _ids(pending, "pending"),
+        pending=pending_ids,
         writer=_opt_int(raw.get("writer"), "writer"),
         entry_id=entry_id,
+        pending_step=step,
+        pending_at=at,
+        pending_at_coupa=coupa_clock,
+        cleared=cleared,
     )
+
+
+def _steps(
+    raw: dict[str, Any], pending: tuple[int, ...] | None, before: set[int]
+) -> tuple[Step | None, float | None, bool, bool]:
+    """The step in flight, when it was sent, and whether our clear has landed. A version-2
+    entry did not record them: a pending empty list was a clear, any other a put-back, and a
+    list read back without all of ``before`` had been cleared."""
+    if raw.get("version") == 2:
+        last = raw.get("last")
+        items = last.get("items") if isinstance(last, dict) else None
+        cleared = isinstance(items, list) and not before <= set(items)
+        step: Step | None = None if pending is None else ("clear" if not pending else "put_back")
+        return step, None, False, cleared
+    step_raw, at, cleared_raw = raw.get("pending_step"), raw.get("pending_at"), raw.get("cleared")
+    if step_raw is not None and step_raw not in _STEPS:
+        raise InvalidEntry("pending_step: unknown step")
+    if (step_raw is None) != (pending is None):
+        raise InvalidEntry("pending_step and pending must be given together")
+    if at is not None and (
+        isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at)
+    ):
+        raise InvalidEntry("pending_at: expected a finite number")
+    coupa_clock = raw.get("pending_at_coupa")
+    if not isinstance(cleared_raw, bool) or not isinstance(coupa_clock, bool):
+        raise InvalidEntry("cleared, pending_at_coupa: expected true or false")
+    return step_raw, None if at is None else float(at), coupa_clock, cleared_raw
 
 
 @attrs.frozen

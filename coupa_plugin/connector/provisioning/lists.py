@@ -1,17 +1,16 @@
 """Writing a user's whole list (roles, account groups, approval groups, and the fallback for
-groups), safely under either of Coupa's undocumented PUT semantics, and recovering rewrites a
-dead process left half-done.
+groups), safely under either of Coupa's undocumented PUT semantics, and recovering rewrites left
+unfinished.
 
 Granting writes the current list plus the item: the same result whether Coupa replaces or
 merges. Revoking writes the rest; if Coupa merged instead, the documented two-step rewrite
 (clear, then put back the rest) follows, journaled before its first write.
 
-The recovery rule: a journal entry is applied only while our interrupted rewrite is still the
-last change to the user, that is while the list and Coupa's ``updated-at``/``updated-by`` are
-exactly what our last recorded step left (or what our pending write leaves, written by our own
-API user); recovery then finishes the rewrite, putting back what it had taken away. Otherwise
-(someone else changed the user since, the entry is older than ``journal_max_age_s``, or a rule
-refuses the write) nothing is applied: the entry is dropped and the call reports it.
+A rewrite is finished in the call that began it: a write answered with an error, or whose
+answer was lost, is followed by a read, and the rewrite goes on from what that read shows; the
+put-back is sent again while Coupa fails, within :data:`~.session.SENDS` sends. Only when Coupa
+keeps failing does the call raise, stating the holdings; the entry then stays in the journal and
+is repaired by the recovery rule (:mod:`.rule`) as soon as Coupa answers again.
 """
 
 from __future__ import annotations
@@ -29,9 +28,12 @@ from coupa_plugin.connector.provisioning.journal import (
     JournalEntry,
     Rejected,
     Snapshot,
+    Step,
 )
+from coupa_plugin.connector.provisioning.rule import Observed, decide
 from coupa_plugin.connector.provisioning.session import (
     ATTRIBUTE_OF,
+    SENDS,
     UserSession,
     describe,
     ids_of,
@@ -45,11 +47,18 @@ __all__ = ["ListWriter", "Recovery"]
 log = logging.getLogger("coupa_plugin.connector.provisioning")
 
 _REPLANS: Final = 3
-_STEPS: Final = 4
+_MAX_WRITES: Final = 8  # of one two-step rewrite, resends included
 
 # "failed": a repair that could not be made; the entry stays for the next attempt
 Outcome = Literal[
-    "repaired", "nothing_to_do", "superseded", "expired", "refused", "rejected", "failed"
+    "repaired",
+    "nothing_to_do",
+    "superseded",
+    "stale",
+    "expired",
+    "refused",
+    "rejected",
+    "failed",
 ]
 
 
@@ -70,7 +79,7 @@ class _Replan(Exception):
     """Internal: the user changed between our read and our write."""
 
 
-def _body(key: str, items: set[int]) -> dict[str, Any]:
+def _body(key: str, items: set[int] | frozenset[int]) -> dict[str, Any]:
     return {key: [{"id": i} for i in sorted(items)]}
 
 
@@ -85,18 +94,22 @@ class ListWriter:
         *,
         wall_clock: Callable[[], float],
         max_age_s: float,
+        on_pending: Callable[[], None] = lambda: None,
     ) -> None:
         self.journal = journal
         self.facts = facts
         self.guards = guards
         self._wall = wall_clock
         self._max_age_s = max_age_s
+        # told when a call ends leaving a user stripped (the entry stays for self-repair)
+        self.on_pending = on_pending
 
     # -- a new rewrite ---------------------------------------------------------------------
 
     def change(self, s: UserSession, key: str, before: set[int], desired: set[int]) -> set[int]:
         """Make ``key`` of the user exactly ``desired`` (it was ``before``); plan again if
-        someone else changes the list meanwhile. Returns the list Coupa holds afterwards."""
+        someone else changes the list meanwhile. Returns the list Coupa holds afterwards (as
+        the last read-back showed it)."""
         removed, added = before - desired, desired - before
         planned = before | added
         for _ in range(_REPLANS):
@@ -125,11 +138,13 @@ class ListWriter:
         if self.facts.semantics(key) != "merge" or desired >= before:
             # Adding only, or replacing: one write. With unknown semantics this is also the
             # probe: a merging Coupa leaves the list as it was, which loses nothing.
-            s.put(
-                _body(key, desired),
-                f"set {key} of user {s.user_id} to {describe(desired)} (was {describe(before)})",
+            line = f"set {key} of user {s.user_id} to {describe(desired)} (was {describe(before)})"
+            user = s.write(
+                lambda: s.send_put(_body(key, desired), line),
+                lambda u: ids_of(u, attribute) != before,
+                line,
             )
-            now = s.current(attribute)
+            now = ids_of(user, attribute)
             if now == desired:
                 if not desired >= before:
                     self.facts.learn_semantics(key, "replace")
@@ -140,7 +155,7 @@ class ListWriter:
                 raise _Replan
             self.facts.learn_semantics(key, "merge")
             log.info("Coupa merges list writes; using the two-step rewrite", extra={"key": key})
-        user = s.user()
+        user = s.last_seen if s.last_seen is not None else s.user()
         if why := self.guards.protected(user):
             # the probe's echo may just have shown that this user is our own API user
             raise s.failure(f"refused: {why}; the two-step rewrite was not begun")
@@ -169,63 +184,108 @@ class ListWriter:
                 f"the journal ({exc.strerror}); nothing further was written"
             ) from None
 
-    def _drive(self, s: UserSession, entry: JournalEntry) -> set[int]:
-        """Take the list from ``entry.last`` to ``entry.desired``, journaling every step (the
-        list each write leaves, then the list and stamp read back). Drops the entry when the
-        list is exactly ``desired``.
+    def _sent(self, s: UserSession) -> tuple[float, bool]:
+        """When a write is sent: by Coupa's clock (its latest Date) when known."""
+        coupa = s.client.server_time
+        return (coupa, True) if coupa is not None else (self._wall(), False)
 
-        Items the user did not hold before the rewrite are never cleared away: they are
-        someone else's change made meanwhile, or Coupa's own doing (some tenants give an
-        emptied user the User role). What the rewrite took away is put back regardless."""
+    def _step(
+        self,
+        s: UserSession,
+        entry: JournalEntry,
+        step: Step,
+        body: dict[str, Any],
+        leaves: set[int],
+        line: str,
+    ) -> tuple[JournalEntry, set[int], bool]:
+        """Journal ``step``, send it, read the user back and journal what the read shows.
+        Returns the entry, the list read back and whether Coupa answered with an error. A
+        failed read raises (stating what can be said) and leaves the entry pending."""
+        at, coupa_clock = self._sent(s)
+        entry = attrs.evolve(
+            entry,
+            pending=tuple(sorted(leaves)),
+            pending_step=step,
+            pending_at=at,
+            pending_at_coupa=coupa_clock,
+            writer=self.facts.own_user_id or entry.writer,
+        )
+        self._save(s, entry)
+        error = s.send_put(body, line)
+        user = self._read_back(s, entry)
+        current = ids_of(user, ATTRIBUTE_OF[entry.association])
+        taken = bool(set(entry.desired) - current)  # the clear took what the rewrite keeps
+        if step == "clear" and taken and len(current) <= 1 and not error:
+            self.facts.learn_default(entry.association, min(current, default=0))
+        entry = attrs.evolve(
+            entry,
+            last=Snapshot(tuple(sorted(current)), stamp_of(user)),
+            pending=None,
+            pending_step=None,
+            pending_at=None,
+            pending_at_coupa=False,
+            cleared=entry.cleared or (step == "clear" and taken),
+            writer=self.facts.own_user_id or entry.writer,
+        )
+        self._save(s, entry)
+        return entry, current, error is not None
+
+    def _read_back(self, s: UserSession, entry: JournalEntry) -> User:
+        try:
+            return s.user()
+        except ProvisioningError:
+            if entry.cleared or entry.pending_step == "clear":
+                self.on_pending()  # the user may be stripped: repaired once Coupa answers
+            raise
+
+    def _drive(self, s: UserSession, entry: JournalEntry) -> set[int]:  # noqa: C901 - one branch per step outcome
+        """Take the list from ``entry.last`` to ``entry.desired`` with a clear and a put-back,
+        journaling every step. Items the user did not hold before the rewrite are never
+        cleared away (someone else's change made meanwhile, or Coupa's own doing: some tenants
+        give an emptied user the User role). What the rewrite took away is put back however
+        Coupa answers the writes, within the call; when Coupa keeps failing, the entry stays
+        for the recovery rule."""
         key, uid = entry.association, s.user_id
         before, desired = set(entry.before), set(entry.desired)
+        removed = before - desired
         current = set(entry.last.items)
         clears: list[Any] = [[], None]  # an empty list, then null, clear a list
-        sent: set[str] = set()
-        for _ in range(_STEPS):
+        failures = 0
+        for _ in range(_MAX_WRITES):
             foreign = current - before
-            if current - foreign == desired:
+            if not current & removed and desired <= current:
                 break
-            if current - desired - foreign and clears and not foreign:
-                clear = clears.pop(0)
-                body, leaves = {key: clear}, set[int]()
+            if current & removed and clears and not foreign and not entry.cleared:
+                clear = clears[0]
                 line = f"cleared {key} of user {uid}" + (
                     " (step 1 of 2)" if clear == [] else " with null (step 1 of 2, again)"
                 )
+                entry, current, failed = self._step(s, entry, "clear", {key: clear}, set(), line)
+                if current & removed and not failed:
+                    clears.pop(0)  # Coupa ignored this form of clear: try the next
             elif desired - current:
-                body, leaves = _body(key, desired), desired | foreign
+                wanted = desired | foreign
                 line = f"put back {key} {describe(desired)} for user {uid} (step 2 of 2)"
-            else:
-                break
-            if line in sent:
-                break  # Coupa ignored this very write once already
-            sent.add(line)
-            entry = attrs.evolve(
-                entry,
-                pending=tuple(sorted(leaves)),
-                writer=self.facts.own_user_id or entry.writer,
-            )
-            self._save(s, entry)
-            s.put(body, line)
-            user = s.user()
-            current = ids_of(user, ATTRIBUTE_OF[key])
-            stamp = stamp_of(user)
-            own = self.facts.own_user_id
-            entry = attrs.evolve(
-                entry,
-                last=Snapshot(tuple(sorted(current)), stamp),
-                pending=None,
-                writer=own or entry.writer,
-            )
-            self._save(s, entry)
-            if own is not None and stamp.updated_by not in (None, own):
-                self.journal.done(entry)
-                raise s.failure(
-                    f"user {uid} was changed by user {stamp.updated_by} while {key} was being "
-                    "rewritten; nothing further was written"
+                entry, current, failed = self._step(
+                    s, entry, "put_back", _body(key, wanted), wanted, line
                 )
-        self.journal.done(entry)
+                if desired - current and not failed:
+                    break  # Coupa ignored the put-back: said below
+            else:
+                break  # what is left to remove cannot be removed without clearing others
+            if failed:
+                failures += 1
+                if failures >= SENDS:
+                    break
         foreign = current - before
+        if entry.cleared and desired - current:
+            self.on_pending()  # stripped: the entry stays and is repaired by the rule
+            raise s.failure(
+                f"Coupa kept failing while {key} of user {uid} was being put back; the journal "
+                f"keeps the rewrite and gives back {describe(desired - current)} as soon as "
+                "Coupa answers again"
+            )
+        self.journal.done(entry)
         if current == desired:
             return current
         if current - foreign == desired:
@@ -245,78 +305,59 @@ class ListWriter:
         return self.journal.pending(user_id, rejected)
 
     def recover(self, s: UserSession, entry: JournalEntry) -> Recovery:
-        """Apply the recovery rule to ``entry`` (under the user's lock). Raises
-        ProvisioningError, stating the user's holdings, when a repair write or read fails; the
-        entry then stays for the next attempt."""
+        """Apply the recovery rule (:func:`.rule.decide`) to ``entry``, under the user's lock.
+        Raises ProvisioningError, stating the user's holdings, when a repair write or read
+        fails; the entry then stays for the next attempt."""
         uid, key = entry.user_id, entry.association
-        age = self._wall() - entry.created_at
-        if age > self._max_age_s:
-            self.journal.done(entry)
-            return Recovery(
-                uid,
-                "expired",
-                f"a journaled rewrite of {key} for user {uid} from {age / 3600:.1f} h ago is "
-                f"older than journal_max_age_s and was not applied (it meant to leave "
-                f"{describe(entry.desired)}, removing {describe(entry.removed)})",
-            )
         user = s.user()
-        now, stamp = ids_of(user, ATTRIBUTE_OF[key]), stamp_of(user)
+        now = ids_of(user, ATTRIBUTE_OF[key])
         if why := self.guards.protected(user):
             self.journal.done(entry)
             return Recovery(uid, "refused", f"a journaled rewrite was not applied: {why}")
-        own = self.facts.own_user_id or entry.writer
-        by_us = stamp.updated_by is not None and stamp.updated_by == own
-        ours = (
-            (now == set(entry.last.items) and stamp == entry.last.stamp)
-            or (entry.pending is not None and now == set(entry.pending) and by_us)
-            # our pending clear landed, and Coupa gave the emptied user its default role
-            or (entry.pending == () and by_us and len(now) <= 1)
+        verdict = decide(
+            entry,
+            Observed(frozenset(now), stamp_of(user)),
+            own=self.facts.own_user_id or entry.writer,
+            age_s=self._wall() - entry.created_at,
+            max_age_s=self._max_age_s,
+            default_items=self.facts.defaults(key),
         )
-        if not ours:
+        if verdict.kind != "give_back":
             self.journal.done(entry)
-            return Recovery(
-                uid,
-                "superseded",
-                f"user {uid} was changed after an interrupted rewrite of {key} (last "
-                f"updated by user {stamp.updated_by} at {stamp.updated_at}); the journal "
-                f"entry was dropped and nothing was applied; the user holds {key} "
-                f"{describe(now)} (the rewrite meant to leave {describe(entry.desired)})",
-            )
-        desired = set(entry.desired)
-        if now in (set(entry.before), desired):
-            self.journal.done(entry)
-            return Recovery(
-                uid,
-                "nothing_to_do",
-                f"an interrupted rewrite of {key} for user {uid} had "
-                + ("not changed anything" if now != desired else "already finished"),
-            )
-        if key == "roles" and (why := self.guards.last_admin(user, now - desired)):
-            self.journal.done(entry)
-            return Recovery(uid, "refused", f"a journaled rewrite was not applied: {why}")
-        entry = attrs.evolve(entry, last=Snapshot(tuple(sorted(now)), stamp), pending=None)
-        self._save(s, entry)
-        after = self._drive(s, entry)
+            outcome: Outcome = verdict.kind if verdict.kind != "settled" else "superseded"
+            if verdict.kind == "settled" and not set(entry.desired) - now:
+                outcome = "nothing_to_do"
+            return Recovery(uid, outcome, verdict.why)
+        after = self._give_back(s, entry, user, set(verdict.owed))
         return Recovery(
             uid,
             "repaired",
             f"finished an interrupted rewrite of {key} for user {uid}: put back "
-            f"{describe(after - now)}; it holds {key} {describe(after)}",
+            f"{describe(after & verdict.owed)} ({verdict.why}); it holds {key} "
+            f"{describe(after)}",
         )
 
-    def verify(self, s: UserSession, user: User, key: str, expected: set[int]) -> None:
-        """Raise, stating the user's holdings, unless ``key`` of ``user`` is ``expected``."""
-        now = ids_of(user, ATTRIBUTE_OF[key])
-        if now != expected:
-            lost, gained = expected - now, now - expected
-            problem = "; ".join(
-                part
-                for part in (
-                    f"lost {describe(lost)}" if lost else "",
-                    f"gained {describe(gained)}" if gained else "",
-                )
-                if part
-            )
-            raise ProvisioningError(
-                f"user {s.user_id}'s {key} is not as intended ({problem}). {s.statement()}"
-            )
+    def _give_back(
+        self, s: UserSession, entry: JournalEntry, user: User, owed: set[int]
+    ) -> set[int]:
+        """Add ``owed`` to the user's list with one write that only adds (the list as read
+        plus ``owed``: the same under either semantics), resent while Coupa fails."""
+        key, uid = entry.association, s.user_id
+        attribute = ATTRIBUTE_OF[key]
+        now = ids_of(user, attribute)
+        entry = attrs.evolve(entry, last=Snapshot(tuple(sorted(now)), stamp_of(user)), cleared=True)
+        self._save(s, entry)
+        for _ in range(SENDS):
+            wanted = now | owed
+            line = f"put back {key} {describe(owed)} for user {uid} (recovery)"
+            entry, now, failed = self._step(s, entry, "put_back", _body(key, wanted), wanted, line)
+            if owed <= now:
+                self.journal.done(entry)
+                return now
+            if not failed:
+                break
+        self.on_pending()
+        raise s.failure(
+            f"Coupa did not put back {key} {describe(owed - now)} for user {uid}; the journal "
+            "keeps the rewrite for the next attempt"
+        )

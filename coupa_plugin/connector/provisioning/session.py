@@ -6,7 +6,7 @@ when that cannot be read, it says so and gives the last state seen and the write
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from coupa_plugin.connector.provisioning.facts import TenantFacts
@@ -15,7 +15,11 @@ from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
 from coupa_plugin.coupa.models import User, structure_user
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 
-__all__ = ["ATTRIBUTES", "LIST_KEYS", "UserSession", "describe", "holdings"]
+__all__ = ["ATTRIBUTES", "LIST_KEYS", "SENDS", "UserSession", "describe", "holdings"]
+
+# how many times one call sends a write whose answer was an error and whose read-back shows it
+# did not land (each read-back is retried by the client on transient failures)
+SENDS: Final = 3
 
 # entitlement type -> (key of the list on PUT /api/users/:id, attribute of the User model)
 LIST_KEYS: Final = {
@@ -71,6 +75,16 @@ def stamp_of(user: User) -> Stamp:
     )
 
 
+def _refusal(error: CoupaError) -> bool:
+    """An answer that sending the same write again cannot change (a 4xx other than a timeout,
+    a conflict or a throttle)."""
+    return (
+        isinstance(error, CoupaHTTPError)
+        and 400 <= error.status < 500
+        and error.status not in {408, 409, 429}
+    )
+
+
 class UserSession:
     """Reads and writes of one call for one user; ``changes`` lists every write sent,
     ``notes`` what the result must say beyond them."""
@@ -82,6 +96,7 @@ class UserSession:
         self.changes: list[str] = []
         self.notes: list[str] = []
         self.last_seen: User | None = None
+        self.last_raw: dict[str, Any] = {}  # the payload of the last read
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -104,7 +119,7 @@ class UserSession:
             raise self.failure(f"reading user {uid}: {exc}") from None
         if user.id != uid:
             raise self.failure(f"reading user {uid}: Coupa answered with user {user.id}")
-        self.last_seen = user
+        self.last_seen, self.last_raw = user, raw
         return user, raw
 
     def user(self) -> User:
@@ -116,12 +131,20 @@ class UserSession:
     # -- writing ---------------------------------------------------------------------------
 
     def put(self, body: Mapping[str, Any], line: str) -> None:
-        """``PUT /api/users/:id`` with ``body``; ``line`` is how ``changes`` will name it."""
+        """``PUT /api/users/:id`` with ``body``; ``line`` is how ``changes`` will name it.
+        Raises, stating the user's holdings, when Coupa answers with an error."""
+        error = self.send_put(body, line)
+        if error is not None:
+            raise self.failure(f"{line} failed: {error}") from None
+
+    def send_put(self, body: Mapping[str, Any], line: str) -> CoupaError | None:
+        """``PUT /api/users/:id`` with ``body``: the error Coupa answered with (the write may
+        still have landed: a read tells), or None."""
         try:
             echo = self.client.update_user(self.user_id, body, fields=_ECHO_FIELDS)
         except CoupaError as exc:
-            self.changes.append(f"{line} (failed: {str(exc)[:160]})")
-            raise self.failure(f"{line} failed: {exc}") from None
+            self.changes.append(f"{line} (Coupa answered: {str(exc)[:160]})")
+            return exc
         self.changes.append(line)
         # Coupa records who made a change: on our own write, that is the API user this
         # integration writes as, which provisioning must never change or lock out
@@ -130,6 +153,27 @@ class UserSession:
             ident = writer.get("id")
             if isinstance(ident, int) and not isinstance(ident, bool) and ident > 0:
                 self.facts.learn_own_user(ident)
+        return None
+
+    def write(
+        self,
+        send: Callable[[], CoupaError | None],
+        landed: Callable[[User], bool],
+        what: str,
+    ) -> User:
+        """Send an idempotent write and read the user back; returns that read. A write Coupa
+        answered with an error, or whose answer was lost, is not taken as failed: the read
+        tells whether it landed, and one that did not is sent again, up to
+        :data:`SENDS` times. Raises, stating the holdings, only when Coupa keeps failing.
+        A write Coupa accepted but ignored is returned as read: the caller says so."""
+        for _ in range(SENDS):
+            error = send()
+            user = self.user()
+            if error is None or landed(user):
+                return user
+            if _refusal(error):
+                raise self.failure(f"{what} failed: {error}")
+        raise self.failure(f"{what} failed {SENDS} times; Coupa last answered: {error}")
 
     def record(self, line: str) -> None:
         """Note a write sent through another endpoint."""
