@@ -29,7 +29,9 @@ from coupa_plugin.plugin import CoupaPlugin
 
 
 @contextmanager
-def sandbox_process(users: int, latency: float, *, rate_limit: bool) -> Iterator[str]:
+def sandbox_process(
+    users: int, latency: float, *, rate_limit: bool, semantics: str = "replace"
+) -> Iterator[str]:
     args = [
         sys.executable,
         "-m",
@@ -45,6 +47,8 @@ def sandbox_process(users: int, latency: float, *, rate_limit: bool) -> Iterator
     ]
     if not rate_limit:
         args.append("--no-rate-limit")
+    if semantics != "replace":
+        args += ["--list-put", semantics]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
