@@ -214,9 +214,12 @@ class Killer:
 
 
 class Chaos:
-    def __init__(self, semantics: str, seed: int, ops: int, *, default_role: bool) -> None:
+    def __init__(
+        self, semantics: str, seed: int, ops: int, *, default_role: bool, kills: float = 0.12
+    ) -> None:
         self.rng = random.Random(seed)
         self.ops = ops
+        self.kills = kills
         self.default_role = default_role
         state = generate_tenant(users=10, seed=seed)
         for gid in (1, 2):
@@ -384,7 +387,7 @@ class Chaos:
         elif fault < 0.22:
             ops.user_reads_fail_after_write = self.sandbox.writes + 1
             self.counts["read faults armed"] += 1
-        elif fault < 0.34:
+        elif fault < 0.22 + self.kills:
             point = self.rng.choice(["before", "after"])
             self.killer.arm(self.worker.proc.pid or 0, self.rng.randint(1, 10), point)
         writes = self.killer.writes[uid]
@@ -488,8 +491,10 @@ class Chaos:
         self.check(uid, "at the end")
 
 
-def run(semantics: str, seed: int, ops: int, *, default_role: bool = False) -> dict[str, Any]:
-    chaos = Chaos(semantics, seed, ops, default_role=default_role)
+def run(
+    semantics: str, seed: int, ops: int, *, default_role: bool = False, kills: float = 0.12
+) -> dict[str, Any]:
+    chaos = Chaos(semantics, seed, ops, default_role=default_role, kills=kills)
     started = time.monotonic()
     try:
         for n in range(ops):
@@ -537,9 +542,18 @@ def main() -> int:
         action="store_true",
         help="Coupa gives a user whose roles were cleared the User role (empty_roles_become_user)",
     )
+    parser.add_argument(
+        "--kills",
+        type=float,
+        default=0.12,
+        help="share of operations armed to kill the worker (at a random request of the call)",
+    )
     args = parser.parse_args()
     modes = ["replace", "merge"] if args.semantics == "both" else [args.semantics]
-    results = [run(mode, args.seed, args.ops, default_role=args.default_role) for mode in modes]
+    results = [
+        run(mode, args.seed, args.ops, default_role=args.default_role, kills=args.kills)
+        for mode in modes
+    ]
     print(json.dumps(results, indent=2))
     bad = sum(r["counts"][k] for r in results for k in _ZERO)
     return 1 if bad else 0
