@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
+from coupa_plugin.connector.kinds import KINDS, LIST_KINDS
 from coupa_plugin.coupa.models import (
     ACCOUNT_TYPE_FLAGS,
     LICENSE_KEY_RE,
@@ -38,24 +39,11 @@ __all__ = [
     "user_resource",
 ]
 
-# user association -> resource type of the entitlements it carries
-GRANT_SOURCES: Final = (
-    ("roles", "role"),
-    ("user_groups", "group"),
-    ("content_groups", "content_group"),
-    ("account_groups", "account_group"),
-    ("approval_groups", "approval_group"),
-)
+# user association -> resource type of the entitlements it carries (from the kinds' registry)
+GRANT_SOURCES: Final = tuple((kind.attribute or "", kind.name) for kind in LIST_KINDS)
 _ID_RE: Final = re.compile(r"[1-9][0-9]{0,17}")
 _MAX_ENTITLEMENT_ID_CHARS: Final = 128
-SLUGS: Final = {
-    "role": "member",
-    "group": "member",
-    "content_group": "member",
-    "account_group": "member",
-    "approval_group": "member",
-    "license": "assigned",
-}
+SLUGS: Final = {kind.name: kind.slug for kind in KINDS}
 _LICENSE_NAMES: Final = {
     "purchasing-user": "Purchasing",
     "expense-user": "Expense",

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
+from coupa_plugin.connector.kinds import by_name
 from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
 from coupa_plugin.coupa.errors import GraphQLError
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
@@ -18,13 +19,6 @@ __all__ = ["Catalog"]
 ADMIN_ROLE: Final = 2  # Coupa's Admin role, omnipotent when the listing cannot say
 DEFAULT_TTL_S: Final = 900.0
 _MAX_KNOWN: Final = 100_000
-# entitlement type -> the listing that shows one item by id
-_ITEM_PATHS: Final = {
-    "group": "user_groups",
-    "approval_group": "user_groups",
-    "content_group": "business_groups",
-    "account_group": "account_groups",
-}
 
 
 class Catalog:
@@ -80,7 +74,8 @@ class Catalog:
                 f"checking {kind} {target} failed: {exc}; nothing was written"
             ) from None
         if not exists:
-            raise NotFoundError(f"Coupa has no {kind.replace('_', ' ')} {target}")
+            known = by_name(kind)
+            raise NotFoundError(f"Coupa has no {known.label if known else kind} {target}")
 
     def _exists(self, kind: str, target: int) -> bool:
         if kind == "role":
@@ -88,7 +83,8 @@ class Catalog:
             if roles is not None and target not in roles:
                 roles = self._role_listing(again=True)  # created since the listing was read
             return roles is None or target in roles
-        path = _ITEM_PATHS.get(kind)
+        known = by_name(kind)
+        path = known.item_path if known is not None else None
         if path is None:
             return True
         with self._lock:

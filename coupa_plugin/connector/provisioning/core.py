@@ -16,6 +16,7 @@ from coupa_plugin.connector.mapping import (
     parse_id,
     user_grants,
 )
+from coupa_plugin.connector.kinds import by_name
 from coupa_plugin.connector.provisioning.accounts import Accounts
 from coupa_plugin.connector.provisioning.catalog import Catalog
 from coupa_plugin.connector.provisioning.facts import TenantFacts
@@ -343,6 +344,8 @@ class Provisioner:
             return self._license(s, user, ident, granting=granting, dry_run=request.dry_run)
         target = int(ident)
         key, attribute = LIST_KEYS[kind]
+        record = by_name(kind)
+        assert record is not None  # a list kind: LIST_KEYS has it
         before = ids_of(user, attribute)
         if (target in before) == granting:
             held = "holds" if granting else "does not hold"
@@ -359,7 +362,7 @@ class Provisioner:
                 f"{verb} {kind} {target} {'to' if granting else 'from'} user {s.user_id}"
             )
             return self._result("planned", s, "dry run: nothing was written")
-        if kind in ("group", "content_group"):
+        if record.writes == "per_item":
             now = self.per_item.change(s, kind, target, granting=granting, before=before)
         else:
             desired = before | {target} if granting else before - {target}

@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from coupa_plugin.connector.kinds import LIST_KINDS
 from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.statefiles import Seal
 
@@ -40,9 +41,7 @@ __all__ = [
 ]
 
 # the user's list associations a rewrite may touch (keys of PUT /api/users/:id)
-JOURNALED_KEYS: Final = frozenset(
-    {"roles", "user-groups", "content-groups", "account-groups", "approval-groups"}
-)
+JOURNALED_KEYS: Final = frozenset(kind.put_key for kind in LIST_KINDS if kind.put_key)
 _VERSION: Final = 3
 _READABLE: Final = frozenset({2, 3})  # version 2 lacks the step, its time and ``cleared``
 Step = Literal["clear", "put_back"]

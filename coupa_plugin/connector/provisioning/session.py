@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from coupa_plugin.connector.kinds import LIST_KINDS
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.journal import Stamp
 from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
@@ -22,13 +23,7 @@ __all__ = ["ATTRIBUTES", "LIST_KEYS", "SENDS", "UserSession", "describe", "holdi
 SENDS: Final = 3
 
 # entitlement type -> (key of the list on PUT /api/users/:id, attribute of the User model)
-LIST_KEYS: Final = {
-    "role": ("roles", "roles"),
-    "group": ("user-groups", "user_groups"),
-    "content_group": ("content-groups", "content_groups"),
-    "account_group": ("account-groups", "account_groups"),
-    "approval_group": ("approval-groups", "approval_groups"),
-}
+LIST_KEYS: Final = {kind.name: (kind.put_key or "", kind.attribute or "") for kind in LIST_KINDS}
 # update_account / create_account attributes (snake_case) -> Coupa's keys
 ATTRIBUTES: Final[dict[str, str]] = {
     "login": "login",

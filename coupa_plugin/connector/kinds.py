@@ -1,0 +1,100 @@
+"""Entitlement kinds: one record per kind, the single home of what each one is in Coupa.
+
+Mapping (entitlement ids, grants), sync (which user association carries which grants),
+provisioning (the key of the list on ``PUT /api/users/:id``, per-item or whole-list writes),
+the journal (which lists a rewrite may touch) and the catalog facts (the listing that shows one
+item) all read this registry; none declares a table of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import attrs
+
+__all__ = ["KINDS", "LIST_KINDS", "EntitlementKind", "by_name", "by_put_key"]
+
+Writes = Literal["per_item", "list", "flag"]
+
+
+@attrs.frozen(kw_only=True)
+class EntitlementKind:
+    """What one kind of entitlement is in Coupa."""
+
+    name: str  # the resource type, e.g. "role"
+    slug: str  # the entitlement id's last part: "member" or "assigned"
+    label: str  # how messages name one item, e.g. "user group"
+    attribute: str | None  # the User model's list holding the items (None: a license flag)
+    put_key: str | None  # the list's key on PUT /api/users/:id (None: a license flag)
+    item_path: str | None  # GET /api/<item_path>/:id shows one item (None: not by REST)
+    writes: Writes  # per-item endpoints first, the whole list, or a flag on the user
+
+
+KINDS: Final = (
+    EntitlementKind(
+        name="role",
+        slug="member",
+        label="role",
+        attribute="roles",
+        put_key="roles",
+        item_path=None,  # roles are listed by GraphQL only
+        writes="list",
+    ),
+    EntitlementKind(
+        name="group",
+        slug="member",
+        label="user group",
+        attribute="user_groups",
+        put_key="user-groups",
+        item_path="user_groups",
+        writes="per_item",
+    ),
+    EntitlementKind(
+        name="content_group",
+        slug="member",
+        label="content group",
+        attribute="content_groups",
+        put_key="content-groups",
+        item_path="business_groups",
+        writes="per_item",
+    ),
+    EntitlementKind(
+        name="account_group",
+        slug="member",
+        label="account group",
+        attribute="account_groups",
+        put_key="account-groups",
+        item_path="account_groups",
+        writes="list",
+    ),
+    EntitlementKind(
+        name="approval_group",
+        slug="member",
+        label="approval group",
+        attribute="approval_groups",
+        put_key="approval-groups",
+        item_path="user_groups",  # approval groups are user groups that can approve
+        writes="list",
+    ),
+    EntitlementKind(
+        name="license",
+        slug="assigned",
+        label="license",
+        attribute=None,
+        put_key=None,
+        item_path=None,
+        writes="flag",
+    ),
+)
+# the kinds held as lists on the user record, in the order messages list them
+LIST_KINDS: Final = tuple(kind for kind in KINDS if kind.put_key is not None)
+_BY_NAME: Final = {kind.name: kind for kind in KINDS}
+_BY_PUT_KEY: Final = {kind.put_key: kind for kind in LIST_KINDS}
+
+
+def by_name(name: str) -> EntitlementKind | None:
+    return _BY_NAME.get(name)
+
+
+def by_put_key(key: str) -> EntitlementKind | None:
+    return _BY_PUT_KEY.get(key)
