@@ -146,7 +146,9 @@ class CoupaConnector:
         if warning := cleartext_warning(url):
             log.warning(warning, extra={"tenant": tenant_id})
         client = connect(url, timeout_s=config.timeout_s)
-        store = RedisStore(client, url, tenant_id, settings.base_url)
+        store = RedisStore(
+            client, url, tenant_id, settings.base_url, call_timeout_s=config.timeout_s
+        )
         limiter = RedisRateLimiter(
             client,
             pace_key(settings.base_url),

@@ -284,13 +284,17 @@ class RedisStore:
         *,
         lock_ttl_s: float = LOCK_TTL_S,
         lock_wait_s: float = 600.0,
+        call_timeout_s: float = _IO_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``call_timeout_s``: the bound of each call of ``client`` (:func:`connect`'s
+        ``timeout_s``); a blocking wait for a lock stays well within it."""
         self._redis = client
         self._url = url
         self._ns = f"{PREFIX}:{state_key(tenant_id, instance)}"
         self._ttl_ms = max(1, round(lock_ttl_s * 1000))
         self._lock_wait_s = lock_wait_s
+        self._block_s = call_timeout_s / 2
         self._clock = clock
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
@@ -343,11 +347,11 @@ class RedisStore:
 
     def put_entry(self, name: str, data: bytes) -> None:
         with self._calling("writing the journal"):
-            self._redis.hset(f"{self._ns}:journal", name, data)
+            _checked(self._redis.hset(f"{self._ns}:journal", name, data), int, "HSET's answer")
 
     def remove_entry(self, name: str) -> None:
         with self._calling("writing the journal"):
-            self._redis.hdel(f"{self._ns}:journal", name)
+            _checked(self._redis.hdel(f"{self._ns}:journal", name), int, "HDEL's answer")
 
     def set_aside(self, name: str) -> None:
         with self._calling("setting a journal entry aside"):
@@ -365,7 +369,8 @@ class RedisStore:
 
     def write_facts(self, data: bytes) -> None:
         with self._calling("writing the learnt facts"):
-            self._redis.set(f"{self._ns}:facts", data)
+            if self._redis.set(f"{self._ns}:facts", data) is not True:
+                raise _GarbageReply("SET's answer is not OK")
 
     @contextmanager
     def user_lock(self, user_id: int) -> Iterator[None]:
@@ -402,7 +407,7 @@ class RedisStore:
                     f"{self._lock_wait_s:g} s in {self.where}"
                 )
             ttl_ms = _checked(self._redis.pttl(key), int, "the lock's expiry")
-            wait_s = min(left, max(ttl_ms, 10) / 1000 if ttl_ms > 0 else 0.01, 5.0)
+            wait_s = min(left, max(ttl_ms, 10) / 1000 if ttl_ms > 0 else 0.01, 5.0, self._block_s)
             self._redis.blpop([f"{key}:free"], timeout=wait_s)
 
     def _keep(self, key: str, token: str, stop: threading.Event) -> None:

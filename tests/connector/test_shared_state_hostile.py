@@ -145,6 +145,29 @@ def test_a_reply_larger_than_the_limit_is_stopped(tmp_path: Path) -> None:
     assert "larger than the limit of 16,777,216 bytes" in str(failure), failure
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda store: store.put_entry("7-a.json", b"{}"),
+        lambda store: store.remove_entry("7-a.json"),
+        lambda store: store.write_facts(b"{}"),
+        lambda store: store.read_facts(),
+        lambda store: list(store.entries("")),
+    ],
+    ids=["put_entry", "remove_entry", "write_facts", "read_facts", "entries"],
+)
+def test_a_reply_of_the_wrong_shape_is_never_taken_for_an_answer(
+    call: Callable[[RedisStore], Any],
+) -> None:
+    with fake_redis("garbage") as fake:
+        url = parse_shared_state("shared_state", fake.url(PASSWORD))
+        store = RedisStore(connect(url, timeout_s=5.0), url, "acme", "http://sandbox")
+        failure = ends(lambda: call(store))
+        store.close()
+    assert isinstance(failure, StoreUnavailable), failure
+    assert "is unavailable while" in str(failure)
+
+
 @pytest.mark.parametrize("mode", ["hold", "drip"])
 def test_a_redis_call_ends_by_the_callers_deadline(mode: Mode) -> None:
     from coupa_plugin.coupa.transport import deadline
