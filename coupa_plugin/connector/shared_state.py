@@ -258,7 +258,8 @@ def connect(url: SharedStateURL, *, timeout_s: float = _IO_TIMEOUT_S) -> redis.R
         password=url.password.reveal() if url.password else None,
         socket_timeout=timeout_s,
         socket_connect_timeout=min(_CONNECT_TIMEOUT_S, timeout_s),
-        health_check_interval=30,
+        # no health_check_interval: redis-py 5.0 recurses without end when its health check
+        # meets a server that wants a password; a stale pooled connection is retried instead
         protocol=2,  # every redis-py from 5 on, alike (8 would speak RESP3 by default)
         # one immediate reconnect for a stale pooled connection; beyond that an outage (or a
         # timeout: the deadline has passed) is reported at once, never slept through
