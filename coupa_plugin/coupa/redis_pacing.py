@@ -15,12 +15,13 @@ call to Redis ends within ``call_timeout_s`` (and the caller's deadline).
 What Redis answers is checked like a Coupa answer: every number finite, times no further
 ahead than a hold window can reach (``hold_until`` at most :data:`MAX_HOLD_S` ahead, the next
 slot at most :data:`MAX_AHEAD_S`), rates within the settings' range. A state that fails (one
-someone wrote into Redis, or a server that is not Redis) is treated as Redis away: pacing
-alone, one warning, tried again every ``retry_s``; never a hang or an untyped error.
+someone wrote into Redis, or a server that is not Redis) is deleted and treated as Redis away:
+pacing alone, one warning, tried again every ``retry_s``; never a hang or an untyped error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -265,7 +266,8 @@ class RedisRateLimiter(RateLimiter):
                     self._measure_offset()
                 state, send_at = self.run_script(op, self._now(), sent_at, retry_after)
         except InvalidPaceState as exc:
-            self._away(local_now, f"the shared pacing state is invalid ({exc})", exc)
+            self._reset()
+            self._away(local_now, f"the shared pacing state is invalid ({exc}; reset)", exc)
             return None
         except Exception as exc:  # noqa: BLE001 - whatever the client raises on a garbage reply
             self._away(local_now, "shared pacing unavailable", exc)
@@ -277,6 +279,11 @@ class RedisRateLimiter(RateLimiter):
         if back:
             log.warning("shared pacing available again")
         return send_at
+
+    def _reset(self) -> None:
+        """Delete the shared state (best effort): the next try starts from a fresh one."""
+        with contextlib.suppress(Exception), deadline(self._call_timeout_s):
+            self._redis.delete(self.key)
 
     def _away(self, local_now: float, why: str, exc: Exception) -> None:
         """Pace alone until Redis is tried again; warn once per outage, naming the kind of

@@ -253,6 +253,12 @@ def test_a_poisoned_pacer_state_degrades_to_pacing_alone_with_one_warning(
     assert coupa.state.users[USER]["roles"] == [3, 5, 8], "provisioning works, paced alone"
     assert caplog.text.count("the shared pacing state is invalid") == 1, caplog.text
     assert server.password not in caplog.text
+    client = redis.Redis(port=server.port, password=server.password)
+    left = client.hgetall(pace_key("http://sandbox"))
+    client.close()
+    # reset: gone, or started afresh by a call that came after the reset
+    for field, value in poison.items():
+        assert left.get(field.encode()) != value.format(day_ahead=day_ahead).encode(), left
 
 
 def test_a_pacer_state_the_rules_produce_is_accepted_as_it_is() -> None:
