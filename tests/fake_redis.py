@@ -100,6 +100,7 @@ class FakeRedis:
         self.commands: list[list[bytes]] = []
         self.sent = 0
         self.handshake_failures = 0
+        self.echoed = 0  # replies that quoted the password
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -162,8 +163,8 @@ class FakeRedis:
                 with self._lock:
                     self.commands.append(command)
                 name = command[0].upper() if command else b""
-                if name in (b"AUTH", b"HELLO") and len(command) > 2:
-                    password = command[-1]
+                if name == b"AUTH" or b"AUTH" in (arg.upper() for arg in command[1:]):
+                    password = command[-1]  # AUTH [user] pw, HELLO 3 AUTH user pw
                 self._answer(conn, name, password)
         except (_Closed, OSError, ValueError):
             return
@@ -193,6 +194,9 @@ class FakeRedis:
         # hold: never answers
 
     def _echo(self, conn: socket.socket, name: bytes, password: bytes) -> None:
+        if password:
+            with self._lock:
+                self.echoed += 1
         if name == b"TIME":
             self._send(conn, b"*2\r\n" + _bulk(password) + _bulk(password))
         else:

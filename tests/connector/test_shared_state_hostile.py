@@ -114,7 +114,9 @@ def test_every_hook_ends_typed_or_warned_whatever_redis_answers(
         listed = ends(
             lambda: list(plugin.discover_resources(tenant=t, request=SyncRequest()) or [])
         )
-        sent = fake.sent
+        sent, echoed = fake.sent, fake.echoed
+    if mode == "echo":
+        assert echoed, "the server quoted the password back"
     # syncs do not need Redis: configure and the listing go on, paced alone
     assert not isinstance(status, BaseException), status
     assert isinstance(listed, list)
