@@ -471,3 +471,17 @@ def test_a_tenant_with_cleartext_redis_gets_the_warning_in_its_logs(
     with caplog.at_level(logging.WARNING):
         assert plugin.connector(t) is not None  # built; no connection is opened
     assert "is not encrypted" in caplog.text
+
+
+def test_another_tenants_password_never_reaches_a_redis_named_without_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("COUPA_SHARED_STATE_PASSWORD", PASSWORD)  # set for tenant a's Redis
+    plugin = plugin_for(sandbox())
+    with fake_redis("ok") as other:
+        b = tenant("b", state_dir=str(tmp_path), shared_state=other.url("").replace(":@", ""))
+        status = ends(lambda: plugin.configure(tenant=b))
+        assert not isinstance(status, BaseException), status
+        assert other.commands, "tenant b's Redis was used"
+        assert not [c for c in other.commands if PASSWORD.encode() in c]
+        assert not [c for c in other.commands if c[0].upper() == b"AUTH"]
