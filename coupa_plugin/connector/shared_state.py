@@ -54,6 +54,7 @@ __all__ = [
     "SharedStateURL",
     "cleartext_warning",
     "connect",
+    "describe_error",
     "pace_key",
     "parse_password_env",
     "parse_shared_state",
@@ -443,5 +444,5 @@ def describe_error(exc: BaseException, url: SharedStateURL) -> str:
         text = f"{type(exc).__name__}: {exc}"
     except Exception:  # noqa: BLE001 - a hostile value may not even render
         text = type(exc).__name__
-    text = "".join(c if c.isprintable() else "?" for c in " ".join(text[:2000].split()))
-    return excerpt(url.scrub(text), 200)
+    text = url.scrub(text)  # first: spacing and characters exactly as the password has them
+    return excerpt("".join(c if c.isprintable() else "?" for c in text[:2000]), 200)

@@ -29,6 +29,7 @@ from coupa_plugin.connector.shared_state import (
     RedisStore,
     cleartext_warning,
     connect,
+    describe_error,
     pace_key,
     parse_shared_state,
     scoped,
@@ -199,6 +200,13 @@ def test_echoed_passwords_are_scrubbed_in_every_form() -> None:
     )
     for form in (tricky, repr(tricky.encode())[2:-1], "p%40ss%20w%C3%B6rd%2F%25"):
         assert form not in url.scrub(f"invalid literal: b'{form}' and {form}")
+    spaced = scoped(
+        parse_shared_state("k", "redis://h"),
+        password_env="COUPA_SHARED_STATE_PASSWORD",
+        environ={"COUPA_SHARED_STATE_PASSWORD": "two  spaces\tand a tab"}.get,
+    )
+    shown = describe_error(ValueError("bad: two  spaces\tand a tab!"), spaced)
+    assert "spaces" not in shown and "tab" not in shown, shown
 
 
 # -- a pacer state poisoned in a real Redis -----------------------------------------------------
