@@ -157,4 +157,5 @@ class BoundedConnection(Connection):
         # the standard library bounds the whole handshake by the socket's timeout
         tls.settimeout(_left(until))
         tls.do_handshake()
+        tls.settimeout(self.socket_timeout)  # what redis-py set for the connection's calls
         return tls

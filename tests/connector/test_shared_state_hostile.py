@@ -371,9 +371,9 @@ def ca_file(ca: Any, tmp_path: Path) -> str:
     return str(path)
 
 
-def tls_store(url: str, ca_path: str | None) -> RedisStore:
+def tls_store(url: str, ca_path: str | None, timeout_s: float = 5.0) -> RedisStore:
     parsed = scoped(parse_shared_state("shared_state", url), ca_file=ca_path)
-    return RedisStore(connect(parsed, timeout_s=5.0), parsed, "acme", "http://sandbox")
+    return RedisStore(connect(parsed, timeout_s=timeout_s), parsed, "acme", "http://sandbox")
 
 
 def test_tls_accepts_a_certificate_for_the_host_from_the_private_ca(
@@ -397,6 +397,22 @@ def test_tls_refuses_a_certificate_for_another_host_before_sending_the_password(
         assert fake.commands == [], "nothing, the password least of all, was sent"
     assert isinstance(failure, ProvisioningError), failure
     assert "CERTIFICATE_VERIFY_FAILED" in str(failure) or "certificate" in str(failure)
+    assert PASSWORD not in str(failure)
+
+
+def test_a_tls_handshake_that_never_comes_ends_by_the_deadline(ca: Any, tmp_path: Path) -> None:
+    from coupa_plugin.coupa.transport import deadline
+
+    with fake_redis("hold") as fake:  # accepts, reads, never answers: no ServerHello
+        store = tls_store(fake.url(PASSWORD, "rediss"), ca_file(ca, tmp_path), timeout_s=3600)
+
+        def ensure() -> None:
+            with deadline(0.3):
+                store.ensure()
+
+        failure = ends(ensure)
+        store.close()
+    assert isinstance(failure, ProvisioningError), failure
     assert PASSWORD not in str(failure)
 
 
