@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import redis
 
 __all__ = [
+    "ACL_RULES",
     "PASSWORD_ENV",
     "RedisStore",
     "SharedStateURL",
@@ -68,6 +69,14 @@ PASSWORD_ENV: Final = "COUPA_SHARED_STATE_PASSWORD"  # noqa: S105 (a variable na
 # the variables a tenant may name: the plugin's own, never any other secret of the process
 _PASSWORD_ENV_RE: Final = re.compile(PASSWORD_ENV + r"(?:_[A-Z0-9_]{1,64})?")
 PREFIX: Final = "coupa-plugin:v1"
+# What a Redis ACL user of one tenant needs: its keys and the commands the plugin sends (those
+# its Lua scripts call included; CLIENT SETINFO is redis-py's, refused harmlessly by a Redis
+# older than 7.2); the README quotes it, a test runs the plugin through it.
+ACL_RULES: Final = (
+    f"resetkeys ~{PREFIX}:* -@all +ping +select +get +set +del +hget +hset +hdel +hgetall "
+    "+hmget +pttl +pexpire +blpop +rpush +evalsha +eval +script|load +time +multi +exec "
+    "+client|setinfo"
+)
 LOCK_TTL_S: Final = 30.0
 _CONNECT_TIMEOUT_S: Final = 3.0
 _IO_TIMEOUT_S: Final = 10.0

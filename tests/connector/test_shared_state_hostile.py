@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from coupa_plugin.connector.provisioning.store import StoreUnavailable
 from coupa_plugin.connector.settings import parse_settings
 from coupa_plugin.connector.shared_state import (
+    ACL_RULES,
     RedisStore,
     cleartext_warning,
     connect,
@@ -509,3 +510,36 @@ def test_another_tenants_password_never_reaches_a_redis_named_without_one(
         assert other.commands, "tenant b's Redis was used"
         assert not [c for c in other.commands if PASSWORD.encode() in c]
         assert not [c for c in other.commands if c[0].upper() == b"AUTH"]
+
+
+@needs_redis
+def test_the_documented_acl_is_all_the_plugin_needs(
+    server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    assert f"ACL SETUSER coupa-acme on >… {ACL_RULES}`" in readme
+    admin = redis.Redis(port=server.port, password=server.password)
+    admin.flushall()
+    admin.execute_command("ACL", "SETUSER", "coupa-acme", "on", ">acme-pw", *ACL_RULES.split())
+    admin.close()
+    coupa = sandbox()
+    plugin = plugin_for(coupa)
+    url = f"redis://coupa-acme:acme-pw@127.0.0.1:{server.port}/0"
+    t = tenant(state_dir=str(tmp_path), shared_state=url)
+    with caplog.at_level(logging.WARNING):
+        status = ends(lambda: plugin.configure(tenant=t))
+        result = ends(lambda: plugin.provision(tenant=t, request=revoke()))
+    assert not isinstance(status, BaseException), status
+    assert not isinstance(result, BaseException), result
+    assert coupa.state.users[USER]["roles"] == [3, 5, 8]
+    assert not [w for w in status.warnings if "journal" in w], status.warnings
+    assert "pacing alone" not in caplog.text, "the pacer's script and TIME are allowed"
+    assert "NOPERM" not in caplog.text
+    admin = redis.Redis(port=server.port, password=server.password)
+    refused = admin.execute_command("ACL", "LOG")
+    admin.execute_command("ACL", "DELUSER", "coupa-acme")
+    admin.close()
+    # CLIENT SETINFO (redis-py's library name) exists from Redis 7.2 on; older ones refuse it
+    # whatever the ACL, and redis-py goes on
+    refused = [r for r in refused if r[b"object"] != b"client"]
+    assert refused == [], "no other command, and no key, was refused"
