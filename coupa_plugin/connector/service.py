@@ -26,7 +26,12 @@ from coupa_plugin.connector.provisioning import (
 from coupa_plugin.connector.provisioning.repair import Wait
 from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.settings import CoupaSettings
-from coupa_plugin.connector.shared_state import RedisStore, connect, pace_key
+from coupa_plugin.connector.shared_state import (
+    RedisStore,
+    cleartext_warning,
+    connect,
+    pace_key,
+)
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.connector.sync import Begun, TenantSync, begin, catalog_listings
 from coupa_plugin.coupa import (
@@ -99,7 +104,7 @@ class CoupaConnector:
             tenant=tenant_id,
             shared_rate_limit_file=settings.shared_rate_limit_file,
         )
-        redis_client, store, limiter = self._shared_state(tenant_id, settings, config)
+        redis_client, store, limiter = self._shared_state(tenant_id, settings, config, sleep)
         self._redis = redis_client
         self._clock = clock  # the sync's too: how long configure's first pages stay fresh
         self.client = CoupaClient(config, transport, clock=clock, limiter=limiter, sleep=sleep)
@@ -131,19 +136,30 @@ class CoupaConnector:
 
     @staticmethod
     def _shared_state(
-        tenant_id: str, settings: CoupaSettings, config: ClientConfig
+        tenant_id: str,
+        settings: CoupaSettings,
+        config: ClientConfig,
+        sleep: Callable[[float], None],
     ) -> tuple[Any, StateStore | None, RateLimiter | None]:
         """With ``shared_state``: the Redis client, the provisioning store and the pacer every
-        worker of the tenant shares (no connection is opened until first use)."""
-        if settings.shared_state is None:
+        worker of the tenant shares (no connection is opened until first use). Each Redis
+        call ends within ``timeout_s`` and the hook's deadline; the pacer's within a second."""
+        url = settings.shared_state
+        if url is None:
             return None, None, None
-        client = connect(settings.shared_state)
-        store = RedisStore(client, settings.shared_state, tenant_id, settings.base_url)
+        if warning := cleartext_warning(url):
+            log.warning(warning, extra={"tenant": tenant_id})
+        client = connect(url, timeout_s=config.timeout_s)
+        store = RedisStore(
+            client, url, tenant_id, settings.base_url, call_timeout_s=config.timeout_s
+        )
         limiter = RedisRateLimiter(
             client,
             pace_key(settings.base_url),
             settings.requests_per_second,
             burst=config.burst,
+            sleep=sleep,
+            call_timeout_s=min(config.timeout_s, 1.0),
         )
         return client, store, limiter
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, get_args
@@ -16,11 +17,16 @@ from urllib.parse import urlsplit
 import attrs
 
 from coupa_plugin.connector.inputs import unsendable
-from coupa_plugin.connector.shared_state import SharedStateURL, parse_shared_state
+from coupa_plugin.connector.shared_state import (
+    SharedStateURL,
+    parse_password_env,
+    parse_shared_state,
+    scoped,
+)
 from coupa_plugin.coupa import Secret
 from coupa_plugin.coupa.client import ClientConfig
 from coupa_plugin.coupa.negotiation import Mode as Mode  # the client's type, re-exported
-from coupa_plugin.coupa.ratelimit import COUPA_RATE
+from coupa_plugin.coupa.ratelimit import COUPA_RATE, MAX_RATE, MIN_RATE
 from coupa_plugin.coupa.transport import DEFAULT_MAX_BODY_BYTES
 from coupa_plugin.host.errors import ConfigurationError
 
@@ -189,7 +195,29 @@ SETTINGS_SCHEMA: Final[tuple[SettingSpec, ...]] = (
         description=(
             "redis:// or rediss:// URL of the Redis that every worker of this tenant shares "
             "(journal, per-user locks, learnt facts, pacing); password from the URL or "
-            "COUPA_SHARED_STATE_PASSWORD"
+            "shared_state_password_env"
+        ),
+    ),
+    SettingSpec(
+        "shared_state_ca_file",
+        "string",
+        default=None,
+        required=False,
+        secret=False,
+        description=(
+            "PEM file of the CA that signed the rediss:// server's certificate (a private CA); "
+            "default: the system's trust store"
+        ),
+    ),
+    SettingSpec(
+        "shared_state_password_env",
+        "string",
+        default=None,
+        required=False,
+        secret=False,
+        description=(
+            "name of the environment variable holding this tenant's Redis password: "
+            "COUPA_SHARED_STATE_PASSWORD or COUPA_SHARED_STATE_PASSWORD_<NAME>"
         ),
     ),
     SettingSpec(
@@ -442,11 +470,55 @@ def _rate_limit_file(key: str, value: object) -> Path:
     return path
 
 
+def _ca_file(key: str, value: object) -> Path:
+    """A readable file of PEM certificates (checked by loading it, as TLS will)."""
+    path = _path(key, value)
+    shown = str(path)[:200]
+    if not path.is_file():
+        raise ConfigurationError(f"{key}: {shown} is not a regular file")
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except OSError as exc:  # ssl.SSLError included
+        reason = exc.strerror or "not a PEM file of certificates"
+        raise ConfigurationError(f"{key}: cannot load {shown}: {reason}") from None
+    return path
+
+
+def _shared_state(values: dict[str, Any]) -> list[str]:
+    """Fold the CA bundle and the password's variable into the ``shared_state`` URL; the
+    problems found."""
+    ca_file = values.pop("shared_state_ca_file", None)
+    password_env = values.pop("shared_state_password_env", None)
+    if "shared_state" not in values:
+        named = [
+            k
+            for k, v in (
+                ("shared_state_ca_file", ca_file),
+                ("shared_state_password_env", password_env),
+            )
+            if v
+        ]
+        return [f"{k}: only meaningful together with shared_state" for k in named]
+    try:
+        values["shared_state"] = scoped(
+            values["shared_state"], ca_file=ca_file, password_env=password_env
+        )
+    except ConfigurationError as exc:
+        return [str(exc)]
+    problems = []
+    if "shared_rate_limit_file" in values:
+        problems.append(
+            "shared_state: paces through Redis; remove shared_rate_limit_file (only one "
+            "shared pacer can hold an instance's budget)"
+        )
+    return problems
+
+
 _FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
     "client_id": _nonempty,
     "client_secret": _secret,
     "mode": _mode,
-    "requests_per_second": lambda k, v: _number(k, v, 0.1, 10_000.0),
+    "requests_per_second": lambda k, v: _number(k, v, MIN_RATE, MAX_RATE),
     "max_in_flight": lambda k, v: _integer(k, v, 1, 256),
     "timeout_s": lambda k, v: _number(k, v, 0.1, 3_600.0),
     "max_response_mb": lambda k, v: _number(k, v, 0.001, 1_024.0),
@@ -455,6 +527,8 @@ _FIELD_PARSERS: Final[dict[str, Callable[[str, object], object]]] = {
     "state_dir": _path,
     "shared_rate_limit_file": lambda k, v: str(_rate_limit_file(k, v)),
     "shared_state": parse_shared_state,
+    "shared_state_ca_file": lambda k, v: str(_ca_file(k, v)),
+    "shared_state_password_env": parse_password_env,
     "integration_login": lambda k, v: _nonempty(k, v).lower(),
     "journal_max_age_s": lambda k, v: _number(k, v, 0.0, 90 * 86_400.0),
     "enabled": _boolean,
@@ -486,11 +560,7 @@ def parse_settings(section: Mapping[str, Any]) -> CoupaSettings:  # noqa: C901 -
                 values[name] = parse(name, section[name])
             except ConfigurationError as exc:
                 problems.append(str(exc))
-    if "shared_state" in values and "shared_rate_limit_file" in values:
-        problems.append(
-            "shared_state: paces through Redis; remove shared_rate_limit_file (only one "
-            "shared pacer can hold an instance's budget)"
-        )
+    problems += _shared_state(values)
     if problems:  # every problem at once, so one edit fixes the file
         raise ConfigurationError("; ".join(problems))
     if "requests_per_second" not in values and (

@@ -13,46 +13,70 @@ What lives there, under keys namespaced by a hash of the tenant id and the Coupa
 * ``coupa-plugin:v1:pace:<hash of the instance>``: the pacer's state
   (:mod:`coupa_plugin.coupa.redis_pacing`).
 
-The password comes from the URL or from ``COUPA_SHARED_STATE_PASSWORD``; it is held as a
-:class:`Secret` and appears in no repr, message or log (URLs are shown without it).
+The password comes from the URL or from the environment variable the tenant names
+(``shared_state_password_env``, one of ``COUPA_SHARED_STATE_PASSWORD[_…]``): a password set
+for one tenant's Redis is never sent to another's. It is held as a :class:`Secret` and appears
+in no repr, message or log (URLs are shown without it; every error text is scrubbed of it by
+value, whatever produced it). Every call is bounded in time and size
+(:mod:`coupa_plugin.connector.redis_wire`); a ``rediss://`` URL verifies the server's
+certificate and host name, against ``shared_state_ca_file`` when given.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import os
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Final, cast
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Final, TypeVar
+from urllib.parse import quote, unquote, urlsplit
 
 import attrs
 
 from coupa_plugin.connector.provisioning.journal import state_key
 from coupa_plugin.connector.provisioning.store import StoreUnavailable
 from coupa_plugin.coupa import Secret
+from coupa_plugin.coupa.errors import excerpt
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 
 if TYPE_CHECKING:
     import redis
 
 __all__ = [
+    "ACL_RULES",
     "PASSWORD_ENV",
     "RedisStore",
     "SharedStateURL",
+    "cleartext_warning",
     "connect",
+    "describe_error",
     "pace_key",
+    "parse_password_env",
     "parse_shared_state",
+    "scoped",
 ]
 
 log = logging.getLogger("coupa_plugin.connector.shared_state")
+T = TypeVar("T")
 
 PASSWORD_ENV: Final = "COUPA_SHARED_STATE_PASSWORD"  # noqa: S105 (a variable name)
+# the variables a tenant may name: the plugin's own, never any other secret of the process
+_PASSWORD_ENV_RE: Final = re.compile(PASSWORD_ENV + r"(?:_[A-Z0-9_]{1,64})?")
 PREFIX: Final = "coupa-plugin:v1"
+# What a Redis ACL user of one tenant needs: its keys and the commands the plugin sends (those
+# its Lua scripts call included; CLIENT SETINFO is redis-py's, refused harmlessly by a Redis
+# older than 7.2); the README quotes it, a test runs the plugin through it.
+ACL_RULES: Final = (
+    f"resetkeys ~{PREFIX}:* -@all +ping +select +get +set +del +hget +hset +hdel +hgetall "
+    "+hmget +pttl +pexpire +blpop +rpush +evalsha +eval +script|load +time +multi +exec "
+    "+client|setinfo"
+)
 LOCK_TTL_S: Final = 30.0
 _CONNECT_TIMEOUT_S: Final = 3.0
 _IO_TIMEOUT_S: Final = 10.0
@@ -87,6 +111,28 @@ class SharedStateURL:
     db: int
     username: str | None = attrs.field(default=None, repr=False)
     password: Secret | None = attrs.field(default=None, repr=False)
+    ca_file: str | None = None
+
+    @property
+    def loopback(self) -> bool:
+        """True for ``localhost`` and loopback addresses: cleartext never leaves the host."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the password, in any form an error may quote it (plain, as a
+        bytes repr, URL-quoted)."""
+        if self.password:
+            plain = self.password.reveal()
+            for form in sorted(
+                {plain, repr(plain.encode())[2:-1], quote(plain, safe="")}, key=len, reverse=True
+            ):
+                text = text.replace(form, "**********")
+        return text
 
     @property
     def display(self) -> str:
@@ -99,9 +145,7 @@ class SharedStateURL:
         return self.display
 
 
-def parse_shared_state(
-    key: str, value: object, environ: Callable[[str], str | None] = os.environ.get
-) -> SharedStateURL:
+def parse_shared_state(key: str, value: object) -> SharedStateURL:
     """``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS) or a clear
     ConfigurationError that never repeats the password."""
     if not isinstance(value, str):
@@ -126,7 +170,7 @@ def parse_shared_state(
     path = parts.path.strip("/")
     if path and not (path.isascii() and path.isdigit() and int(path) < 10_000):
         raise ConfigurationError(f"{key}: the path must be a database number such as /0")
-    password = unquote(parts.password) if parts.password else environ(PASSWORD_ENV)
+    password = unquote(parts.password) if parts.password else None
     return SharedStateURL(
         tls=parts.scheme == "rediss",
         host=parts.hostname,
@@ -137,31 +181,101 @@ def parse_shared_state(
     )
 
 
-def connect(url: SharedStateURL) -> redis.Redis:
-    """A client for ``url`` (no connection is opened yet); ConfigurationError when the
-    ``redis`` package is missing."""
+def parse_password_env(key: str, value: object) -> str:
+    """The name of the environment variable holding a tenant's Redis password: one of the
+    plugin's own (``COUPA_SHARED_STATE_PASSWORD`` or ``COUPA_SHARED_STATE_PASSWORD_<NAME>``),
+    so settings can never send another secret of the process to a Redis."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key}: expected a string, got {type(value).__name__}")
+    if not _PASSWORD_ENV_RE.fullmatch(value):
+        raise ConfigurationError(
+            f"{key}: expected {PASSWORD_ENV} or {PASSWORD_ENV}_<NAME> (capital letters, digits "
+            "and underscores)"
+        )
+    return value
+
+
+def scoped(
+    url: SharedStateURL,
+    *,
+    ca_file: str | None = None,
+    password_env: str | None = None,
+    environ: Callable[[str], str | None] = os.environ.get,
+) -> SharedStateURL:
+    """``url`` with the tenant's CA bundle and the password from the variable the tenant
+    named (the URL's own password otherwise: no variable is read unless named)."""
+    if ca_file is not None and not url.tls:
+        raise ConfigurationError(
+            "shared_state_ca_file: only meaningful with a rediss:// (TLS) shared_state"
+        )
+    password = url.password
+    if password_env is not None:
+        if password is not None:
+            raise ConfigurationError(
+                "shared_state_password_env: the shared_state URL has a password already; "
+                "keep one of them"
+            )
+        value = environ(password_env)
+        if not value:
+            raise ConfigurationError(
+                f"shared_state_password_env: the environment variable {password_env} is not "
+                "set or empty"
+            )
+        password = Secret(value)
+    return attrs.evolve(url, ca_file=ca_file, password=password)
+
+
+def cleartext_warning(url: SharedStateURL) -> str | None:
+    """What to warn about a ``redis://`` URL to another host: its password and every
+    journal entry cross the network unencrypted."""
+    if url.tls or url.loopback:
+        return None
+    return (
+        f"shared_state {url.display} is not encrypted (redis://): the Redis password and the "
+        "shared state cross the network in cleartext; use rediss://"
+    )
+
+
+def connect(url: SharedStateURL, *, timeout_s: float = _IO_TIMEOUT_S) -> redis.Redis:
+    """A client for ``url`` (no connection is opened yet) whose every call ends within
+    ``timeout_s`` or the calling thread's deadline, whichever comes first, and whose replies
+    are size-capped; ConfigurationError when the ``redis`` package is missing or the CA
+    bundle cannot be loaded."""
     try:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
+
+        from coupa_plugin.connector.redis_wire import BoundedConnection, tls_context
     except ImportError:
         raise ConfigurationError(
             "shared_state needs the redis client: pip install 'coupa-plugin[redis]'"
         ) from None
-    return redis.Redis(
+    try:
+        tls = tls_context(url.ca_file) if url.tls else None
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigurationError(
+            f"shared_state_ca_file: cannot load the CA bundle ({type(exc).__name__})"
+        ) from None
+    pool = redis.ConnectionPool(
+        connection_class=BoundedConnection,
+        tls=tls,
+        timeout_s=timeout_s,
         host=url.host,
         port=url.port,
         db=url.db,
         username=url.username,
         password=url.password.reveal() if url.password else None,
-        ssl=url.tls,
-        socket_timeout=_IO_TIMEOUT_S,
-        socket_connect_timeout=_CONNECT_TIMEOUT_S,
-        health_check_interval=30,
-        # one immediate reconnect for a stale pooled connection; beyond that an outage is
-        # reported at once (the caller has its own time budget), never slept through
-        retry=Retry(NoBackoff(), 1),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=min(_CONNECT_TIMEOUT_S, timeout_s),
+        # no health_check_interval: redis-py 5.0 recurses without end when its health check
+        # meets a server that wants a password; a stale pooled connection is retried instead
+        protocol=2,  # every redis-py from 5 on, alike (8 would speak RESP3 by default)
+        # one immediate reconnect for a stale pooled connection; beyond that an outage (or a
+        # timeout: the deadline has passed) is reported at once, never slept through
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def pace_key(instance: str) -> str:
@@ -181,13 +295,17 @@ class RedisStore:
         *,
         lock_ttl_s: float = LOCK_TTL_S,
         lock_wait_s: float = 600.0,
+        call_timeout_s: float = _IO_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``call_timeout_s``: the bound of each call of ``client`` (:func:`connect`'s
+        ``timeout_s``); a blocking wait for a lock stays well within it."""
         self._redis = client
         self._url = url
         self._ns = f"{PREFIX}:{state_key(tenant_id, instance)}"
         self._ttl_ms = max(1, round(lock_ttl_s * 1000))
         self._lock_wait_s = lock_wait_s
+        self._block_s = call_timeout_s / 2
         self._clock = clock
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
@@ -201,6 +319,8 @@ class RedisStore:
 
     @contextmanager
     def _calling(self, what: str) -> Iterator[None]:
+        """Any failure of a call (Redis's errors, and whatever a reply the client cannot
+        parse raises) as a typed error naming the Redis, never the password."""
         import redis
 
         try:
@@ -209,12 +329,11 @@ class RedisStore:
             raise ConfigurationError(
                 f"shared_state: {self._url.display} refused the credentials ({what})"
             ) from None
-        except redis.RedisError as exc:
-            problem = f"{type(exc).__name__}: {exc}"[:200]
-            if self._url.password:
-                problem = problem.replace(self._url.password.reveal(), "**********")
+        except (StoreUnavailable, ConfigurationError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a garbage reply may raise anything
             raise StoreUnavailable(
-                f"{self.where} is unavailable while {what} ({problem})"
+                f"{self.where} is unavailable while {what} ({describe_error(exc, self._url)})"
             ) from None
 
     def ensure(self) -> None:
@@ -226,19 +345,24 @@ class RedisStore:
 
     def entries(self, prefix: str) -> Iterator[tuple[str, bytes | None]]:
         with self._calling("reading the journal"):
-            raw = cast("dict[bytes, bytes]", self._redis.hgetall(f"{self._ns}:journal"))
-        found = {name.decode("utf-8", "replace"): data for name, data in raw.items()}
+            raw = _checked(self._redis.hgetall(f"{self._ns}:journal"), dict, "the journal")
+            found = {
+                _checked(name, bytes, "a journal entry's name").decode("utf-8", "replace"): (
+                    _checked(data, bytes, "a journal entry")
+                )
+                for name, data in raw.items()
+            }
         for name in sorted(found):
             if name.startswith(prefix) and name.endswith(".json"):
                 yield name, found[name]
 
     def put_entry(self, name: str, data: bytes) -> None:
         with self._calling("writing the journal"):
-            self._redis.hset(f"{self._ns}:journal", name, data)
+            _checked(self._redis.hset(f"{self._ns}:journal", name, data), int, "HSET's answer")
 
     def remove_entry(self, name: str) -> None:
         with self._calling("writing the journal"):
-            self._redis.hdel(f"{self._ns}:journal", name)
+            _checked(self._redis.hdel(f"{self._ns}:journal", name), int, "HDEL's answer")
 
     def set_aside(self, name: str) -> None:
         with self._calling("setting a journal entry aside"):
@@ -251,11 +375,13 @@ class RedisStore:
 
     def read_facts(self) -> bytes | None:
         with self._calling("reading the learnt facts"):
-            return cast("bytes | None", self._redis.get(f"{self._ns}:facts"))
+            facts = self._redis.get(f"{self._ns}:facts")
+            return None if facts is None else _checked(facts, bytes, "the learnt facts")
 
     def write_facts(self, data: bytes) -> None:
         with self._calling("writing the learnt facts"):
-            self._redis.set(f"{self._ns}:facts", data)
+            if self._redis.set(f"{self._ns}:facts", data) is not True:
+                raise _GarbageReply("SET's answer is not OK")
 
     @contextmanager
     def user_lock(self, user_id: int) -> Iterator[None]:
@@ -291,8 +417,8 @@ class RedisStore:
                     f"another worker held the lock of this user for over "
                     f"{self._lock_wait_s:g} s in {self.where}"
                 )
-            ttl_ms = self._redis.pttl(key)
-            wait_s = min(left, max(ttl_ms, 10) / 1000 if ttl_ms > 0 else 0.01, 5.0)
+            ttl_ms = _checked(self._redis.pttl(key), int, "the lock's expiry")
+            wait_s = min(left, max(ttl_ms, 10) / 1000 if ttl_ms > 0 else 0.01, 5.0, self._block_s)
             self._redis.blpop([f"{key}:free"], timeout=wait_s)
 
     def _keep(self, key: str, token: str, stop: threading.Event) -> None:
@@ -309,3 +435,23 @@ class RedisStore:
     def close(self) -> None:
         self._redis.close()
 
+
+class _GarbageReply(Exception):
+    """A reply of the wrong shape (a server that is not Redis, or not well)."""
+
+
+def _checked(value: object, kind: type[T], what: str) -> T:
+    """``value`` when it is a ``kind``, else :class:`_GarbageReply` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise _GarbageReply(f"{what} is not what Redis sends ({type(value).__name__})")
+    return value
+
+
+def describe_error(exc: BaseException, url: SharedStateURL) -> str:
+    """``exc`` as a short, single-line, printable text without the password."""
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # noqa: BLE001 - a hostile value may not even render
+        text = type(exc).__name__
+    text = url.scrub(text)  # first: spacing and characters exactly as the password has them
+    return excerpt("".join(c if c.isprintable() else "?" for c in text[:2000]), 200)

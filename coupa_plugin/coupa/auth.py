@@ -31,6 +31,7 @@ from coupa_plugin.coupa.errors import (
 from coupa_plugin.coupa.transport import (
     DEFAULT_MAX_BODY_BYTES,
     deadline,
+    pacing_budget,
     read_body,
     retry_after_seconds,
     seconds_left,
@@ -156,7 +157,9 @@ class TokenSource:
                 with attempt:
                     made = attempt.num
                     left = max(until - self._clock(), 0.0)
-                    with deadline(min(self._attempt_s, left)):
+                    # paced under the same budget as any request: a pacer holding it
+                    # longer fails the attempt instead of waiting past the deadline
+                    with deadline(min(self._attempt_s, left)), pacing_budget(left):
                         return self._mint_once(form, asked, started)
         except _MintRetry as exc:
             raise exc.final(made) from None

@@ -48,6 +48,8 @@ from typing import Final, NamedTuple
 __all__ = [
     "COUPA_BURST",
     "COUPA_RATE",
+    "MAX_RATE",
+    "MIN_RATE",
     "PaceState",
     "PacingTimeout",
     "RateLimiter",
@@ -57,6 +59,8 @@ __all__ = [
 
 COUPA_RATE: Final = 25.0  # Coupa's documented limit: requests per second per instance
 COUPA_BURST: Final = 20  # and its burst
+MIN_RATE: Final = 0.1  # the range of a pacer's rate (the setting requests_per_second)
+MAX_RATE: Final = 10_000.0
 
 CUT: Final = 0.7  # the share of the rate really sent kept after a 429 event
 RECOVER_PER_S: Final = 0.02  # share of the target regained per second after the window

@@ -9,19 +9,30 @@ Times are the workers' wall clocks corrected by their offset to the Redis server
 When Redis cannot be reached the pacer keeps going on its own, from the last state it saw, at
 the configured rate (a warning is logged once per outage, and Redis is tried again every
 ``retry_s``): workers then pace independently, as without a shared state, and reconverge
-through their reactions to 429s. Pacing never blocks provisioning or a sync on Redis.
+through their reactions to 429s. Pacing never blocks provisioning or a sync on Redis: each
+call to Redis ends within ``call_timeout_s`` (and the caller's deadline).
+
+What Redis answers is checked like a Coupa answer: every number finite, times no further
+ahead than a hold window can reach (``hold_until`` at most :data:`MAX_HOLD_S` ahead, the next
+slot at most :data:`MAX_AHEAD_S`), rates within the settings' range. A state that fails (one
+someone wrote into Redis, or a server that is not Redis) is deleted and treated as Redis away:
+pacing alone, one warning, tried again every ``retry_s``; never a hang or an untyped error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from coupa_plugin.coupa.ratelimit import (
     ACCEL_S,
     CUT,
+    MAX_RATE,
+    MIN_RATE,
     PAUSE_AT,
     PAUSE_S,
     RECOVER_PER_S,
@@ -29,12 +40,25 @@ from coupa_plugin.coupa.ratelimit import (
     PaceState,
     RateLimiter,
 )
+from coupa_plugin.coupa.transport import deadline
 
-__all__ = ["PACE_SCRIPT", "RedisRateLimiter"]
+__all__ = [
+    "MAX_AHEAD_S",
+    "MAX_HOLD_S",
+    "PACE_SCRIPT",
+    "InvalidPaceState",
+    "RedisRateLimiter",
+    "parse_pace_reply",
+]
 
 log = logging.getLogger("coupa_plugin.coupa.ratelimit")
 
 _EXPIRE_MS: Final = 24 * 3600 * 1000
+MAX_HOLD_S: Final = 60.0  # Retry-After is capped at 60 s: no hold window reaches further
+MAX_AHEAD_S: Final = 2 * MAX_HOLD_S  # how far ahead the next slot may be booked
+_MAX_SENT_RATE: Final = 100 * MAX_RATE
+_MAX_OFFSET_S: Final = 86_400.0  # a Redis clock a day off is not a clock
+_MAX_NUMBER_CHARS: Final = 40
 
 # ARGV: op ('take' | 'throttle' | 'read'), now, target, burst, min_rate, recover_per_s, cut,
 # sent_at ('' when unknown), retry_after ('' when none), expire_ms, accel_s, pause_at, pause_s,
@@ -107,6 +131,49 @@ return {f(tat), f(hold), f(floor), tostring(throttled), f(sent_rate), f(sent_at)
 """
 
 
+class InvalidPaceState(ValueError):
+    """What Redis answered for the pacer is not a state the rules can produce."""
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bytes | bytearray) and len(value) <= _MAX_NUMBER_CHARS:
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number):
+            return number
+    raise InvalidPaceState(f"{what} is not a finite number")
+
+
+def _within(value: float, low: float, high: float, what: str) -> float:
+    if not low <= value <= high:
+        raise InvalidPaceState(f"{what} is out of range")
+    return value
+
+
+def parse_pace_reply(raw: object, now: float) -> tuple[PaceState, float]:
+    """The state and send time in the script's reply, checked: numbers finite, times at most
+    :data:`MAX_HOLD_S` (the hold) or :data:`MAX_AHEAD_S` (the next slot) ahead of ``now``,
+    the floor within the settings' range of rates. :raises InvalidPaceState: naming the
+    first value that fails."""
+    if not isinstance(raw, Sequence) or isinstance(raw, bytes | str) or len(raw) != 7:
+        raise InvalidPaceState("the reply is not the pacer's state")
+    names = ("tat", "hold_until", "floor", "throttled", "sent_rate", "sent_at", "send_at")
+    tat, hold, floor, throttled, sent_rate, sent_at, send_at = (
+        _number(value, name) for value, name in zip(raw, names, strict=True)
+    )
+    _within(hold, 0.0, now + MAX_HOLD_S, "hold_until")
+    _within(tat, 0.0, now + MAX_AHEAD_S, "tat")
+    _within(send_at, 0.0, now + MAX_AHEAD_S, "send_at")
+    _within(sent_at, 0.0, now + MAX_HOLD_S, "sent_at")
+    _within(floor, MIN_RATE, MAX_RATE, "floor")
+    _within(sent_rate, 0.0, _MAX_SENT_RATE, "sent_rate")
+    if not (throttled.is_integer() and 0 <= throttled < 2**53):
+        raise InvalidPaceState("throttled is not a count")
+    return PaceState(tat, hold, floor, int(throttled), sent_rate, sent_at), send_at
+
+
 class RedisRateLimiter(RateLimiter):
     """:class:`RateLimiter` whose state is one Redis hash per Coupa instance (``key``);
     ``rate`` is the instance's whole budget, shared by every worker."""
@@ -123,6 +190,7 @@ class RedisRateLimiter(RateLimiter):
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         retry_s: float = 5.0,
+        call_timeout_s: float = 1.0,
     ) -> None:
         self._local_clock = clock or time.time
         # None until measured on first contact; injected clocks are taken as the server's
@@ -139,6 +207,7 @@ class RedisRateLimiter(RateLimiter):
         self.key = key
         self._script = client.register_script(PACE_SCRIPT)
         self._retry_s = retry_s
+        self._call_timeout_s = call_timeout_s
         self._down_since: float | None = None
         self._state = PaceState(tat=0.0, hold_until=0.0, floor=rate, throttled=0)
 
@@ -149,7 +218,10 @@ class RedisRateLimiter(RateLimiter):
         before = self._local_clock()
         seconds, micros = self._redis.time()
         after = self._local_clock()
-        self._offset = seconds + micros / 1e6 - (before + after) / 2
+        offset = float(seconds) + float(micros) / 1e6 - (before + after) / 2
+        if not abs(offset) <= _MAX_OFFSET_S:  # nan included
+            raise InvalidPaceState("the Redis server's clock is more than a day off")
+        self._offset = offset
 
     # -- one atomic step in Redis, or the same rules locally while Redis is away -------------
 
@@ -157,7 +229,8 @@ class RedisRateLimiter(RateLimiter):
         self, op: str, now: float, sent_at: float | None = None, retry_after: float | None = None
     ) -> tuple[PaceState, float]:
         """Apply ``op`` at ``now`` in Redis: the new state and, for ``take``, the send time.
-        Raises the client's error when Redis cannot be reached."""
+        Raises the client's error when Redis cannot be reached, :class:`InvalidPaceState`
+        when what it answers fails :func:`parse_pace_reply`."""
         raw = self._script(
             keys=[self.key],
             args=[
@@ -177,37 +250,52 @@ class RedisRateLimiter(RateLimiter):
                 repr(TAU_S),
             ],
         )
-        tat, hold, floor, throttled, sent_rate, sent, send_at = (float(v) for v in raw)
-        return PaceState(tat, hold, floor, int(throttled), sent_rate, sent), send_at
+        return parse_pace_reply(raw, now)
 
     def _shared(
         self, op: str, sent_at: float | None = None, retry_after: float | None = None
     ) -> float | None:
-        """Run ``op`` in Redis and keep the state; None when Redis is away (then the caller
-        applies the rules to the local state)."""
-        import redis
-
+        """Run ``op`` in Redis and keep the state; None when Redis is away or its state is
+        invalid (then the caller applies the rules to the local state)."""
         local_now = self._local_clock()
         if self._down_since is not None and local_now - self._down_since < self._retry_s:
             return None
         try:
-            if self._offset is None:
-                self._measure_offset()
-            state, send_at = self.run_script(op, self._now(), sent_at, retry_after)
-        except redis.RedisError as exc:
-            if self._down_since is None:
-                log.warning(
-                    "shared pacing unavailable: pacing alone until Redis answers again",
-                    extra={"error": type(exc).__name__},
-                )
-            self._down_since = local_now
+            with deadline(self._call_timeout_s):
+                if self._offset is None:
+                    self._measure_offset()
+                state, send_at = self.run_script(op, self._now(), sent_at, retry_after)
+        except InvalidPaceState as exc:
+            self._reset()
+            self._away(local_now, f"the shared pacing state is invalid ({exc}; reset)", exc)
             return None
-        if self._down_since is not None:
-            log.warning("shared pacing available again")
-            self._down_since = None
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises on a garbage reply
+            self._away(local_now, "shared pacing unavailable", exc)
+            return None
         with self._lock:
+            back = self._down_since is not None
+            self._down_since = None
             self._state = state
+        if back:
+            log.warning("shared pacing available again")
         return send_at
+
+    def _reset(self) -> None:
+        """Delete the shared state (best effort): the next try starts from a fresh one."""
+        with contextlib.suppress(Exception), deadline(self._call_timeout_s):
+            self._redis.delete(self.key)
+
+    def _away(self, local_now: float, why: str, exc: Exception) -> None:
+        """Pace alone until Redis is tried again; warn once per outage, naming the kind of
+        error only (its text may quote what the server sent)."""
+        with self._lock:  # threads failing at once still warn once
+            first = self._down_since is None
+            self._down_since = local_now
+        if first:
+            log.warning(
+                f"{why}: pacing alone until Redis answers again",
+                extra={"error": type(exc).__name__, "key": self.key},
+            )
 
     def _update_take(self, now: float) -> float:
         send_at = self._shared("take")
