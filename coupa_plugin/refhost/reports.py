@@ -11,6 +11,7 @@ from typing import Any, Final, TextIO
 import attrs
 
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError
+from coupa_plugin.refhost.jobs import UnknownTypeError
 from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore
 
 __all__ = [
@@ -43,6 +44,7 @@ class RunDiff:
     users_disabled: list[dict[str, Any]]
     entitlements_new: list[dict[str, Any]]
     entitlements_gone: list[dict[str, Any]]
+    users_changed: list[dict[str, Any]] = attrs.Factory(list)
 
     def sections(self) -> dict[str, list[dict[str, Any]]]:
         return {
@@ -54,6 +56,7 @@ class RunDiff:
                 "users_gone",
                 "users_enabled",
                 "users_disabled",
+                "users_changed",
                 "entitlements_new",
                 "entitlements_gone",
             )
@@ -147,6 +150,51 @@ def _pick(
     return picked
 
 
+# what a reviewer reads in a profile change (``active`` shows as enabled/disabled; times and
+# the manager's id move with every change and say nothing of their own)
+PROFILE_FIELDS: Final = (
+    "login",
+    "email",
+    "firstname",
+    "lastname",
+    "employee_number",
+    "manager_login",
+    "authentication_method",
+    "sso_identifier",
+    "api_user",
+    "support_user",
+)
+
+
+def _profile_changes(store: SnapshotStore, old: int, new: int) -> list[dict[str, Any]]:
+    """Users in both runs whose name or profile fields differ, each with what changed."""
+    changed = []
+    for row in store.stream(
+        "SELECT n.id, n.display_name, o.display_name AS old_name, n.profile, o.profile AS"
+        " old_profile FROM resources n JOIN resources o ON o.run_id = ? AND o.type = 'user'"
+        " AND o.id = n.id WHERE n.run_id = ? AND n.type = 'user' AND"
+        " (n.profile IS NOT o.profile OR n.display_name IS NOT o.display_name)"
+        " ORDER BY CAST(n.id AS INTEGER), n.id",
+        (old, new),
+    ):
+        now, was = json.loads(row["profile"]), json.loads(row["old_profile"])
+        pairs = [("name", row["old_name"], row["display_name"])] + [
+            (key, was.get(key), now.get(key)) for key in PROFILE_FIELDS
+        ]
+        fields = [(key, a, b) for key, a, b in pairs if a != b]
+        if fields:
+            changed.append(
+                {
+                    "id": row["id"],
+                    "display_name": row["display_name"],
+                    "login": now.get("login"),
+                    "changed": ", ".join(key for key, _, _ in fields),
+                    "was": "; ".join(f"{key}: {a} -> {b}" for key, a, b in fields),
+                }
+            )
+    return changed
+
+
 def diff_runs(store: SnapshotStore, old: int, new: int) -> RunDiff:
     """Compare two runs with SQL set operations (no run is loaded into memory whole)."""
     q = store.query
@@ -204,6 +252,7 @@ def diff_runs(store: SnapshotStore, old: int, new: int) -> RunDiff:
         users_disabled=status_change("disabled"),
         entitlements_new=entitlements(new, old),
         entitlements_gone=entitlements(old, new),
+        users_changed=_profile_changes(store, old, new),
     )
 
 
@@ -494,7 +543,7 @@ def resource_rows(
             for r in store.query("SELECT DISTINCT type FROM resources WHERE run_id = ?", (run_id,))
         }
         if resource_type not in types:
-            raise NotFoundError(
+            raise UnknownTypeError(
                 f"run {run_id} has no resources of type {resource_type!r}; it has {sorted(types)}"
             )
     return store.stream(
