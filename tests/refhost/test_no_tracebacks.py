@@ -220,8 +220,10 @@ def test_exit_codes_follow_the_table(
 ) -> None:
     tenants, snap = synced
     uid = str(next(u for u in sorted(coupa_sandbox.state.users) if u > 2))
-    common = ("provision", "--tenants", str(tenants), "--snapshot", str(snap))
-    common += ("--tenant", "acme", "--action")
+    common = (
+        *("provision", "--tenants", str(tenants), "--snapshot", str(snap)),
+        *("--tenant", "acme", "--action"),
+    )
     unknown_attr = _run(*common, "update_account", "--principal", uid, "--attr", "shoe_size=44")
     assert unknown_attr.exit_code == 2, unknown_attr.output
     assert "shoe_size" in _one_error_line(unknown_attr.stderr)
