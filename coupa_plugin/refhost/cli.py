@@ -1006,3 +1006,7 @@ def report(
     click.echo(
         f"wrote {output} ({output.stat().st_size:,} bytes) for run {review.run.run_id}", err=True
     )
+
+
+# the access-review campaign commands (`coupa-iga review …`) register themselves on `main`
+import coupa_plugin.refhost.campaign_cli  # noqa: E402, F401

@@ -32,6 +32,7 @@ __all__ = [
     "ProgressSink",
     "SyncOutcome",
     "UnknownTypeError",
+    "UsageError",
     "error_kind",
     "is_refusal",
     "provision_one",
@@ -41,7 +42,12 @@ __all__ = [
 log = logging.getLogger(HOST_LOGGER)
 
 
-class UnknownTypeError(ConfigurationError):
+class UsageError(ConfigurationError):
+    """The command named something that does not exist or gave input that does not fit
+    (exit 2, as a usage error)."""
+
+
+class UnknownTypeError(UsageError):
     """A sync or a query asked for resource types the plugin does not offer for this tenant
     (a usage error: the command named something that does not exist)."""
 
@@ -64,7 +70,7 @@ def is_refusal(exc: BaseException) -> bool:
 def error_kind(exc: BaseException) -> str:
     """What kind of failure ``exc`` is for a user: ``usage``, ``configuration``,
     ``authentication``, ``refused`` or ``failed`` (the exit-code table's rows)."""
-    if isinstance(exc, UnknownTypeError):
+    if isinstance(exc, UsageError):
         return "usage"
     if isinstance(exc, ProvisioningError) and str(exc).startswith("unknown attribute"):
         return "usage"  # the request named an attribute the plugin does not know

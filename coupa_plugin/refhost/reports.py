@@ -18,6 +18,7 @@ __all__ = [
     "EXPORT_COLUMNS",
     "RunDiff",
     "access_rows",
+    "csv_value",
     "diff_runs",
     "entitlement_grant_rows",
     "export_rows",
@@ -286,7 +287,7 @@ def write_diff(result: RunDiff, fmt: str, out: TextIO) -> None:  # noqa: C901 - 
                     row.get("was") or row.get("resource_type") or row.get("status"),
                     "true" if row.get("privileged") else "",
                 ]
-                writer.writerow([_csv_value(cell) for cell in cells])
+                writer.writerow([csv_value(cell) for cell in cells])
         return
     console = _console(out)
     console.print(f"changes from run {result.old_run} to run {result.new_run}")
@@ -363,7 +364,7 @@ def write_rows(rows: Iterable[dict[str, Any]], columns: list[str], fmt: str, out
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+            writer.writerow({k: csv_value(row.get(k)) for k in columns})
             count += 1
         return count
     if fmt == "json":
@@ -382,7 +383,9 @@ def write_rows(rows: Iterable[dict[str, Any]], columns: list[str], fmt: str, out
     return count
 
 
-def _csv_value(value: Any) -> Any:
+def csv_value(value: Any) -> Any:
+    """A value as a CSV cell: booleans as ``true``/``false``, text made safe (control
+    characters replaced, a leading formula character quoted)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):

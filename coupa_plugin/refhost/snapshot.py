@@ -508,6 +508,21 @@ class SnapshotStore:
     def run_record(self, run_id: int) -> RunRecord | None:
         return next((r for r in self.runs() if r.run_id == run_id), None)
 
+    def execute(self, sql: str, args: _Args = ()) -> int:
+        """Run one writing statement (autocommitted) for a module that keeps its own tables
+        in the snapshot (access-review campaigns); returns the last row id."""
+        try:
+            return int(self._conn.execute(sql, args).lastrowid or 0)
+        except sqlite3.OperationalError as exc:
+            raise self.translate(exc) from None
+
+    def create_tables(self, script: str) -> None:
+        """``CREATE TABLE IF NOT EXISTS …`` statements of a module's own tables."""
+        try:
+            self._conn.executescript(script)
+        except sqlite3.OperationalError as exc:
+            raise self.translate(exc) from None
+
     def query(self, sql: str, args: _Args = ()) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts."""
         return list(self.stream(sql, args))
