@@ -367,10 +367,11 @@ class CampaignStore:
             )
 
     def last_checks(self, campaign_id: int) -> list[dict[str, Any]]:
-        """The newest verification's rows (empty before the first)."""
+        """The newest verification's rows (empty before the first); each verification syncs
+        a run of its own, so the newest is the one of the highest run id."""
         return self.store.query(
             "SELECT verified_at, run_id, user_id, entitlement_id, result, detail FROM"
-            " campaign_checks WHERE campaign_id = ? AND verified_at = (SELECT max(verified_at)"
+            " campaign_checks WHERE campaign_id = ? AND run_id = (SELECT max(run_id)"
             " FROM campaign_checks WHERE campaign_id = ?) ORDER BY rowid",
             (campaign_id, campaign_id),
         )

@@ -189,15 +189,24 @@ def apply(
                 safe_text(f"{what}: {state}" + (f": {message}" if message else "")), err=True
             )
 
-        outcomes = apply_decisions(
-            cstore,
-            campaign,
-            hooks.provision,
-            revokes=revokes,
-            dry_run=dry_run,
-            clock=_now,
-            on_item=shown,
-        )
+        try:
+            outcomes = apply_decisions(
+                cstore,
+                campaign,
+                hooks.provision,
+                revokes=revokes,
+                dry_run=dry_run,
+                clock=_now,
+                on_item=shown,
+            )
+        except KeyboardInterrupt:
+            if not dry_run:
+                click.echo(
+                    f"campaign {campaign_id}: the outcomes so far are recorded; run the same "
+                    "command again to go on where it stopped",
+                    err=True,
+                )
+            raise
     rows = [
         {
             "user_id": o.user_id,
@@ -262,8 +271,12 @@ def verify(tenants_file: Path, snapshot: Path, campaign_id: int, fmt: str) -> No
     write_rows(rows, CHECK_COLUMNS, fmt, sys.stdout)
     counts = Counter(c["result"] for c in checks)
     click.echo(
-        f"campaign {campaign_id}: verified by run {run_id}: "
-        + (", ".join(f"{n} {r}" for r, n in sorted(counts.items())) or "no revokes to verify"),
+        f"campaign {campaign_id}: "
+        + (
+            f"verified by run {run_id}: " + ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+            if checks
+            else "no revokes to verify"
+        ),
         err=True,
     )
     if counts["not_removed"] or counts["regained"]:

@@ -62,7 +62,13 @@ from coupa_plugin.refhost.reports import (
     write_export,
     write_rows,
 )
-from coupa_plugin.refhost.snapshot import Interrupted, RunRecord, SnapshotStore, private_output
+from coupa_plugin.refhost.snapshot import (
+    Interrupted,
+    RunRecord,
+    SnapshotBusyError,
+    SnapshotStore,
+    private_output,
+)
 from coupa_plugin.refhost.tenants import load_tenants
 
 __all__ = ["main"]
@@ -360,6 +366,8 @@ def run_sync(
         for tenant, name in pairs:
             try:
                 outcome = sync_tenant(host, tenant, name, store, request, progress)
+            except SnapshotBusyError:
+                raise  # every tenant would wait for the same lock: stop with one error line
             except PluginError as exc:
                 codes.add(_exit_code(exc))
                 error = _unprefixed(str(exc), f"{tenant.id}/{name}")

@@ -17,8 +17,17 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from coupa_plugin.refhost.campaign import CampaignStore, population_csv
+from coupa_plugin.refhost.campaign import (
+    Campaign,
+    CampaignStore,
+    DecisionsError,
+    parse_decisions,
+    population_csv,
+    write_campaign_csv,
+)
 from coupa_plugin.refhost.cli import main
 from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
@@ -35,12 +44,12 @@ def _run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 
-def _setup(tmp_path: Path, url: str) -> tuple[Path, Path]:
+def _setup(tmp_path: Path, url: str, extra: str = "") -> tuple[Path, Path]:
     tenants, snapshot = tmp_path / "tenants.toml", tmp_path / "s.sqlite"
     tenants.write_text(
         f'[tenants.acme.coupa]\nbase_url = "{url}"\nallow_insecure_base_url = true\n'
         f'client_id = "{SANDBOX_CLIENT_ID}"\nclient_secret = "{SANDBOX_CLIENT_SECRET}"\n'
-        f'state_dir = "{tmp_path / "state"}"\nprotected_logins = ["coupasupport"]\n'
+        f'state_dir = "{tmp_path / "state"}"\nprotected_logins = ["coupasupport"]\n{extra}'
     )
     synced = _run("sync", "--tenants", str(tenants), "--snapshot", str(snapshot))
     assert synced.exit_code == 0, synced.output
@@ -145,6 +154,7 @@ def test_a_campaign_from_start_to_evidence(
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 143, rest
     assert "interrupted (SIGTERM)" in rest and "Traceback" not in rest
+    assert "run the same command again" in rest
     with SnapshotStore(snapshot) as store:
         done_before = len(CampaignStore(store).actions(campaign_id))
     assert 1 <= done_before < len(revoke)
@@ -229,8 +239,10 @@ def test_a_campaign_from_start_to_evidence(
     assert checked.returncode == 0 and sums.count("\n") == len(manifest)
 
 
-def _campaign(tmp_path: Path, url: str) -> tuple[Path, Path, int, list[dict[str, str]]]:
-    tenants, snapshot = _setup(tmp_path, url)
+def _campaign(
+    tmp_path: Path, url: str, extra: str = ""
+) -> tuple[Path, Path, int, list[dict[str, str]]]:
+    tenants, snapshot = _setup(tmp_path, url, extra)
     campaign_id, rows = _start(snapshot, tmp_path / "campaign.csv")
     return tenants, snapshot, campaign_id, rows
 
@@ -295,6 +307,70 @@ def test_a_campaign_keeps_the_decisions_of_its_first_apply(
         "99",
     )
     assert unknown.exit_code == 5 and "no campaign 99" in unknown.stderr
+
+
+@pytest.mark.coupa_sandbox(users=20)
+def test_a_read_only_tenant_is_refused_before_anything_is_written(
+    tmp_path: Path, coupa_sandbox: CoupaSandbox, coupa_sandbox_server: SandboxServer
+) -> None:
+    tenants, snapshot, campaign_id, rows = _campaign(
+        tmp_path, coupa_sandbox_server.url, 'mode = "read-only"\n'
+    )
+    last = rows[-1]
+    decisions = tmp_path / "decisions.csv"
+    _write(decisions, _decide(rows, {(last["user_id"], last["entitlement_id"])}))
+    before = coupa_sandbox.state.users[int(last["user_id"])].copy()
+    refused = _apply(tenants, snapshot, campaign_id, decisions, "--yes")
+    assert refused.exit_code == 5, refused.output
+    assert "read-only mode" in refused.stderr and "Traceback" not in refused.output
+    assert coupa_sandbox.state.users[int(last["user_id"])] == before
+    with SnapshotStore(snapshot) as store:
+        cstore = CampaignStore(store)
+        assert cstore.actions(campaign_id) == [] and cstore.decisions(campaign_id) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    column=st.sampled_from(["user_id", "login", "user_name", "user_status", "entitlement_id",
+                            "entitlement", "resource_type", "privileged"]),
+    junk=st.text(min_size=1, max_size=8),
+    position=st.integers(min_value=0, max_value=3),
+)  # fmt: skip
+def test_any_edited_identity_cell_is_refused_with_its_line(
+    column: str, junk: str, position: int
+) -> None:
+    population = [
+        {"user_id": str(u), "login": f"user{u}", "user_name": f"User {u}", "user_status": "enabled",
+         "entitlement_id": f"role:{u}:member", "entitlement": f"Role {u}", "resource_type": "role",
+         "privileged": False}
+        for u in range(1, 5)
+    ]  # fmt: skip
+    campaign = Campaign(
+        campaign_id=7, tenant_id="t", plugin="coupa", run_id=1, created_at="x", rows=4,
+        accounts=4, sha256=hashlib.sha256(population_csv(population).encode()).hexdigest(),
+    )  # fmt: skip
+    out = io.StringIO()
+    write_campaign_csv(campaign, population, out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    decided = _decide(rows, set())
+    original = decided[position][column]
+    assume(original != original + junk)
+    decided[position] = decided[position] | {column: original + junk}
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(decided[0]))
+    writer.writeheader()
+    writer.writerows(decided)
+    with pytest.raises(DecisionsError) as caught:
+        parse_decisions(text.getvalue(), campaign, population)
+    assert f"line {position + 2}: " in str(caught.value)
+    assert str(caught.value).endswith("nothing was applied")
+    # the same file unedited is accepted, every row a keep by its reviewer
+    clean = io.StringIO()
+    writer = csv.DictWriter(clean, fieldnames=list(decided[0]))
+    writer.writeheader()
+    writer.writerows(_decide(rows, set()))
+    accepted = parse_decisions(clean.getvalue(), campaign, population)
+    assert [(d.decision, d.reviewer) for d in accepted] == [("keep", "maria.lopez")] * 4
 
 
 def test_the_population_hash_is_the_hash_of_its_csv() -> None:

@@ -76,9 +76,8 @@ def test_a_locked_snapshot_waits_a_bounded_time_then_ends_with_exit_3(
         writer.execute("ROLLBACK")
         writer.close()
     assert result.exit_code == 3, result.output
-    assert "Traceback" not in result.output
-    assert "acme/coupa: FAILED:" in result.stderr and "in use by another process" in result.stderr
-    assert "waited 0.05s" in result.stderr
+    line = _one_error_line(result.stderr)
+    assert "in use by another process" in line and "waited 0.05s" in line
     with SnapshotStore(snap) as store:
         assert [r.outcome for r in store.runs()] == ["complete"]  # nothing half-written
 
