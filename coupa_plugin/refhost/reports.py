@@ -328,7 +328,8 @@ def _table(columns: list[str], title: str | None = None) -> Any:
 
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        # on a narrow terminal a long cell wraps onto more lines instead of being cut short
+        table.add_column(column, overflow="fold")
     return table
 
 

@@ -6,15 +6,17 @@ import csv
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
-from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.cli import RUN_COLUMNS, main
 from coupa_plugin.refhost.logfmt import configure_logging
 from coupa_plugin.refhost.progress import SyncProgress
+from coupa_plugin.refhost.reports import write_rows
 from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
@@ -280,3 +282,28 @@ def test_the_live_table_fits_80_columns_without_cutting_cells() -> None:
     assert "…" not in screen
     for cell in ("12345/20000", "185", "after", "2000 0/s", "0/0", "67m", "interrupted"):
         assert cell in screen, cell
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tables_on_an_80_column_terminal_wrap_instead_of_cutting(
+    two_runs: tuple[Path, CoupaSandbox, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot, _, _ = two_runs
+    monkeypatch.setenv("COLUMNS", "80")
+    with SnapshotStore(snapshot) as store:
+        rows = [
+            {c: getattr(r, c) for c in RUN_COLUMNS} | {"scope": r.scope or "whole tenant"}
+            for r in store.runs()
+        ]
+    out = _Terminal()
+    write_rows(rows[:1], RUN_COLUMNS, "table", out)
+    screen = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # the terminal's styles
+    assert all(len(line) <= 80 for line in screen.splitlines())
+    assert "…" not in screen
+    column = RUN_COLUMNS.index("started_at")
+    cells = [line.split("│")[1:-1] for line in screen.splitlines() if line.startswith("│")]
+    assert "".join(c[column].strip() for c in cells) == rows[0]["started_at"]  # all of it
