@@ -182,11 +182,12 @@ def _cell(value: Any) -> str:
     return str(csv_value(value))
 
 
-def population_csv(rows: Iterable[dict[str, Any]]) -> str:
+def population_csv(rows: Iterable[dict[str, Any]], *, header: bool = True) -> str:
     """The canonical CSV of a population; its SHA-256 is the campaign's."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(POPULATION_COLUMNS)
+    if header:
+        writer.writerow(POPULATION_COLUMNS)
     for row in rows:
         writer.writerow([_cell(row.get(c)) for c in POPULATION_COLUMNS])
     return out.getvalue()
@@ -204,32 +205,52 @@ class CampaignStore:
         store.create_tables(_SCHEMA)
 
     def start(self, run: RunRecord, now: datetime) -> Campaign:
-        """A campaign over every grant of ``run`` (a complete run over the whole tenant)."""
-        rows = [
-            {c: row[c] for c in POPULATION_COLUMNS}
-            for row in export_rows(self.store, run.run_id)
-            if row["entitlement_id"] is not None
-        ]
-        digest = _sha256(population_csv(rows))
-        campaign_id = self.store.execute(
-            "INSERT INTO campaigns (tenant_id, plugin, run_id, created_at, rows, accounts,"
-            " sha256) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                run.tenant_id,
-                run.plugin,
-                run.run_id,
-                now.isoformat(timespec="seconds"),
-                len(rows),
-                len({r["user_id"] for r in rows}),
-                digest,
-            ),
-        )
-        for position, row in enumerate(rows):
-            self.store.execute(
-                "INSERT INTO campaign_rows VALUES (?, ?, ?, ?, ?)",
-                (campaign_id, position, row["user_id"], row["entitlement_id"], json.dumps(row)),
+        """A campaign over every grant of ``run`` (a complete run over the whole tenant),
+        recorded in one transaction; the rows stream from the run, never all in memory."""
+        digest = hashlib.sha256()
+        counts = {"rows": 0, "campaign_id": 0}
+        accounts: set[str] = set()
+
+        def statements() -> Iterator[tuple[str, tuple[Any, ...]]]:
+            # inside the transaction: two starts at once cannot take the same id
+            [row] = self.store.query(
+                "SELECT coalesce(max(campaign_id), 0) + 1 AS next FROM campaigns"
             )
-        return self.get(campaign_id)
+            campaign_id = counts["campaign_id"] = int(row["next"])
+            digest.update(population_csv(()).encode())  # the header
+            grants = (r for r in export_rows(self.store, run.run_id) if r["entitlement_id"])
+            for position, grant in enumerate(grants):
+                kept = {c: grant[c] for c in POPULATION_COLUMNS}
+                digest.update(population_csv((kept,), header=False).encode())
+                accounts.add(kept["user_id"])
+                counts["rows"] = position + 1
+                yield (
+                    "INSERT INTO campaign_rows VALUES (?, ?, ?, ?, ?)",
+                    (
+                        campaign_id,
+                        position,
+                        kept["user_id"],
+                        kept["entitlement_id"],
+                        json.dumps(kept),
+                    ),
+                )
+            yield (
+                "INSERT INTO campaigns (campaign_id, tenant_id, plugin, run_id, created_at, rows,"
+                " accounts, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    campaign_id,
+                    run.tenant_id,
+                    run.plugin,
+                    run.run_id,
+                    now.isoformat(timespec="seconds"),
+                    counts["rows"],
+                    len(accounts),
+                    digest.hexdigest(),
+                ),
+            )
+
+        self.store.execute_all(statements())
+        return self.get(counts["campaign_id"])
 
     def get(self, campaign_id: int) -> Campaign:
         rows = self.store.query("SELECT * FROM campaigns WHERE campaign_id = ?", (campaign_id,))
@@ -252,14 +273,13 @@ class CampaignStore:
         )
         return str(row["text"])
 
-    def population(self, campaign_id: int) -> list[dict[str, Any]]:
-        return [
-            json.loads(r["row"])
-            for r in self.store.query(
-                "SELECT row FROM campaign_rows WHERE campaign_id = ? ORDER BY position",
-                (campaign_id,),
-            )
-        ]
+    def population(self, campaign_id: int) -> Iterator[dict[str, Any]]:
+        """The campaign's rows in their order, streamed."""
+        for r in self.store.stream(
+            "SELECT row FROM campaign_rows WHERE campaign_id = ? ORDER BY position",
+            (campaign_id,),
+        ):
+            yield json.loads(r["row"])
 
     def record_decisions(
         self,
@@ -279,8 +299,8 @@ class CampaignStore:
                     " a campaign's decisions cannot change once applied: start a new campaign"
                 )
             return
-        for d in decisions:
-            self.store.execute(
+        rows: list[tuple[str, tuple[Any, ...]]] = [
+            (
                 "INSERT INTO campaign_decisions VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     campaign.campaign_id,
@@ -291,11 +311,16 @@ class CampaignStore:
                     d.comment,
                 ),
             )
-        self.store.execute(
-            "UPDATE campaigns SET decisions_sha256 = ?, decided_at = ?, decisions_file = ?"
-            " WHERE campaign_id = ?",
-            (digest, now.isoformat(timespec="seconds"), original, campaign.campaign_id),
+            for d in decisions
+        ]
+        rows.append(
+            (
+                "UPDATE campaigns SET decisions_sha256 = ?, decided_at = ?, decisions_file = ?"
+                " WHERE campaign_id = ?",
+                (digest, now.isoformat(timespec="seconds"), original, campaign.campaign_id),
+            )
         )
+        self.store.execute_all(rows)  # all of them with the file's hash, or none
 
     def decisions(self, campaign_id: int) -> list[Decision]:
         return [
@@ -351,9 +376,10 @@ class CampaignStore:
     def record_checks(
         self, campaign_id: int, run_id: int, now: datetime, checks: list[dict[str, str]]
     ) -> None:
+        """Keep one verification's checks, all of them or none."""
         at = now.isoformat(timespec="seconds")
-        for c in checks:
-            self.store.execute(
+        self.store.execute_all(
+            (
                 "INSERT INTO campaign_checks VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     campaign_id,
@@ -365,6 +391,8 @@ class CampaignStore:
                     c["detail"],
                 ),
             )
+            for c in checks
+        )
 
     def last_checks(self, campaign_id: int) -> list[dict[str, Any]]:
         """The newest verification's rows (empty before the first); each verification syncs
@@ -440,7 +468,7 @@ def _checked_row(
 
 
 def parse_decisions(
-    text: str, campaign: Campaign, population: list[dict[str, Any]]
+    text: str, campaign: Campaign, population: Iterable[dict[str, Any]]
 ) -> list[Decision]:
     """Every row of a filled-in campaign file, checked against the campaign.
 
@@ -655,7 +683,7 @@ def evidence_files(
 ) -> Iterator[tuple[str, str]]:
     """(file name, text) of each evidence file, the manifest excepted."""
     cid = campaign.campaign_id
-    population = cstore.population(cid)
+    population = list(cstore.population(cid))
     decisions = cstore.decisions(cid)
     actions = cstore.actions(cid)
     checks = cstore.last_checks(cid)

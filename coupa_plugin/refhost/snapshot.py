@@ -19,7 +19,7 @@ import os
 import signal
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -513,6 +513,24 @@ class SnapshotStore:
         in the snapshot (access-review campaigns); returns the last row id."""
         try:
             return int(self._conn.execute(sql, args).lastrowid or 0)
+        except sqlite3.OperationalError as exc:
+            raise self.translate(exc) from None
+
+    def execute_all(self, statements: Iterable[tuple[str, _Args]]) -> None:
+        """Run writing statements in one transaction: all of them are kept, or none (a
+        campaign's rows are never half-recorded)."""
+        try:
+            with _signals_held():
+                self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    self._conn.execute(sql, args)
+            except BaseException:
+                with _signals_held():
+                    self._conn.execute("ROLLBACK")
+                raise
+            with _signals_held():
+                self._conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             raise self.translate(exc) from None
 
