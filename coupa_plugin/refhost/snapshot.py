@@ -38,6 +38,7 @@ __all__ = [
     "RunWriter",
     "SnapshotBusyError",
     "SnapshotStore",
+    "UnusableSnapshotError",
     "open_private",
     "private_output",
     "run_scope",
@@ -324,6 +325,11 @@ def _owner_only(path: Path) -> None:
 LOCK_WAIT_S: Final = 10.0
 
 
+class UnusableSnapshotError(ConfigurationError, OSError):
+    """The snapshot path cannot be opened or created (a symbolic link, a directory the
+    system refuses). An :class:`OSError` too, as it was before it became a typed error."""
+
+
 class SnapshotBusyError(ConfigurationError):
     """The snapshot stayed locked by another process for longer than the wait allowed."""
 
@@ -357,7 +363,7 @@ class SnapshotStore:
         why = exc.strerror or str(exc)
         if exc.errno == errno.ELOOP:
             why = "it is a symbolic link, which is refused (name the file itself)"
-        return ConfigurationError(f"cannot use {self.path} as the snapshot: {why}")
+        return UnusableSnapshotError(f"cannot use {self.path} as the snapshot: {why}")
 
     def translate(self, exc: sqlite3.Error) -> ConfigurationError:
         """SQLite's error as one the command line shows in one line: a snapshot another
