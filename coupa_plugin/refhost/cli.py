@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,20 +29,20 @@ from typing import Any, Final, NoReturn, TypeVar
 try:
     import click
 except ModuleNotFoundError as exc:  # a plain install: the command line is an extra
-    raise ModuleNotFoundError(
-        f"coupa-iga needs the host extra: pip install 'coupa-plugin[host]' ({exc})", name=exc.name
-    ) from exc
+    _NEEDS_EXTRA = f"coupa-iga needs the host extra: pip install 'coupa-plugin[host]' ({exc})"
+    if Path(sys.argv[0]).name in {"coupa-iga", "__main__.py"}:  # the command itself: one line
+        sys.stderr.write(f"error: {_NEEDS_EXTRA}\n")
+        raise SystemExit(3) from None
+    raise ModuleNotFoundError(_NEEDS_EXTRA, name=exc.name) from None
 
 from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,
     NotFoundError,
     PluginError,
-    ReadOnlyError,
-    RefusedError,
 )
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
-from coupa_plugin.refhost.jobs import SyncOutcome, UnknownTypeError, provision_one, sync_tenant
+from coupa_plugin.refhost.jobs import SyncOutcome, error_kind, provision_one, sync_tenant
 from coupa_plugin.refhost.logfmt import configure_logging, parse_level
 from coupa_plugin.refhost.manager import Host
 from coupa_plugin.refhost.progress import SyncProgress
@@ -60,7 +62,13 @@ from coupa_plugin.refhost.reports import (
     write_export,
     write_rows,
 )
-from coupa_plugin.refhost.snapshot import Interrupted, RunRecord, SnapshotStore, open_private
+from coupa_plugin.refhost.snapshot import (
+    Interrupted,
+    RunRecord,
+    SnapshotBusyError,
+    SnapshotStore,
+    private_output,
+)
 from coupa_plugin.refhost.tenants import load_tenants
 
 __all__ = ["main"]
@@ -96,6 +104,12 @@ VERBOSE_OPTION = click.option(
     expose_value=False,
     callback=_verbosity,
     help=f"More log output (-vv for debug); the base level comes from {ENV_LOG_LEVEL}.",
+)
+IGNORED_TENANTS_OPTION = click.option(
+    "--tenants",
+    type=click.Path(path_type=Path, dir_okay=False),
+    expose_value=False,
+    help="Tenants file; this command reads only the snapshot (accepted for uniformity).",
 )
 TENANTS_OPTION = click.option(
     "--tenants",
@@ -138,21 +152,17 @@ def format_option(*choices: str) -> Callable[[F], F]:
     )
 
 
-def _is_refusal(exc: BaseException) -> bool:
-    """A refusal by policy (protected login, last admin): the contract's ``RefusedError``."""
-    return isinstance(exc, RefusedError)
-
-
 def _exit_code(exc: BaseException) -> int:
-    if isinstance(exc, UnknownTypeError):
-        return EXIT_USAGE
-    if isinstance(exc, ConfigurationError):
-        return EXIT_CONFIG
-    if isinstance(exc, AuthenticationError):
-        return EXIT_AUTH
-    if isinstance(exc, ReadOnlyError | NotFoundError) or _is_refusal(exc):
-        return EXIT_REFUSED
-    return EXIT_FAILED
+    return EXIT_CODES[error_kind(exc)]
+
+
+EXIT_CODES: Final = {
+    "usage": EXIT_USAGE,
+    "configuration": EXIT_CONFIG,
+    "authentication": EXIT_AUTH,
+    "refused": EXIT_REFUSED,
+    "failed": EXIT_FAILED,
+}
 
 
 def _fail(exc: BaseException) -> NoReturn:
@@ -161,7 +171,8 @@ def _fail(exc: BaseException) -> NoReturn:
 
 
 def _silence_stdout() -> None:
-    """The reader of standard output went away (``| head``): drop what is still buffered."""
+    """The reader of standard output went away (``| head``) or it cannot take more (a full
+    disk): drop what is still buffered, so the interpreter's exit does not try again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -169,25 +180,51 @@ def _silence_stdout() -> None:
         pass  # not a real file descriptor (e.g. under a test runner)
 
 
+_STOP_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+
+
 def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    """The first SIGINT or SIGTERM stops the command; from then on both are ignored, so a
+    second one (a double Ctrl-C, ``timeout`` signalling the child and its group) cannot cut
+    the cleanup short: the run is always recorded ``interrupted`` and the exit code is the
+    first signal's."""
+    for sig in _STOP_SIGNALS:
+        # a handler that does nothing, not SIG_IGN: a signal already pending when the
+        # disposition turns to SIG_IGN makes Python print a "race condition" traceback
+        signal.signal(sig, _ignore_signal)
     raise Interrupted(signum)
+
+
+def _ignore_signal(_signum: int, _frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM after the first: the command is already stopping."""
 
 
 @contextmanager
 def _signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Interrupted`, so runs are recorded as interrupted."""
+    """SIGINT and SIGTERM raise :class:`Interrupted`, so runs are recorded as interrupted.
+
+    After an interruption the handlers stay disarmed until the process exits."""
     try:
-        saved = {
-            sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        saved = {sig: signal.signal(sig, _raise_interrupted) for sig in _STOP_SIGNALS}
     except ValueError:  # not the main thread: leave the handlers alone
         yield
         return
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+        if not interrupted:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
+def _output_failed(exc: OSError) -> str:
+    """One line for an output that could not be written (a full disk, a read-only file)."""
+    where = f" {exc.filename}" if exc.filename else " standard output"
+    return f"cannot write{where}: {exc.strerror or exc}"
 
 
 class _Group(click.Group):
@@ -206,6 +243,11 @@ class _Group(click.Group):
             ctx.exit(128 + signum)
         except PluginError as exc:
             _fail(exc)
+        except OSError as exc:  # an output or a snapshot path the system refused
+            _silence_stdout()
+            _fail(ConfigurationError(_output_failed(exc)))
+        except sqlite3.Error as exc:
+            _fail(ConfigurationError(f"snapshot: {exc}"))
 
 
 def _version() -> str:
@@ -255,6 +297,7 @@ def main() -> None:
 
 
 @main.command()
+@IGNORED_TENANTS_OPTION
 @format_option("table", "json", "csv")
 @VERBOSE_OPTION
 def plugins(fmt: str) -> None:
@@ -323,23 +366,20 @@ def run_sync(
         for tenant, name in pairs:
             try:
                 outcome = sync_tenant(host, tenant, name, store, request, progress)
+            except SnapshotBusyError:
+                raise  # every tenant would wait for the same lock: stop with one error line
             except PluginError as exc:
                 codes.add(_exit_code(exc))
+                error = _unprefixed(str(exc), f"{tenant.id}/{name}")
                 progress.finish(tenant.id, "FAILED")
-                progress.message(f"{tenant.id}/{name}: FAILED: {exc}")
+                progress.message(f"{tenant.id}/{name}: FAILED: {error}")
                 rows.append(
-                    {"tenant": tenant.id, "plugin": name, "outcome": "failed", "error": str(exc)}
+                    {"tenant": tenant.id, "plugin": name, "outcome": "failed", "error": error}
                 )
                 continue
             rows.append(_summary_row(outcome))
             for warning in outcome.status.warnings if outcome.status else ():
                 progress.message(f"{tenant.id}/{name}: warning: {warning}")
-            if outcome.missing_users:
-                codes.add(EXIT_REFUSED)
-                progress.message(
-                    f"{tenant.id}/{name}: error: no user with id(s) "
-                    f"{list(outcome.missing_users)} in Coupa"
-                )
     if fmt == "table":
         for row in rows:
             click.echo(_summary_line(row))
@@ -349,6 +389,13 @@ def run_sync(
     if not codes:
         return EXIT_OK
     return codes.pop() if len(codes) == 1 else EXIT_FAILED
+
+
+def _unprefixed(text: str, where: str) -> str:
+    """An error's text without the ``tenant/plugin:`` it may begin with (the line names it)."""
+    while text.startswith(f"{where}: "):
+        text = text[len(where) + 2 :]
+    return text
 
 
 def _summary_line(row: dict[str, Any]) -> str:
@@ -483,6 +530,16 @@ def _sync_sandbox(snapshot: Path, request: SyncRequest, users: int, seed: int, f
         return run_sync(_host(), [tenant], snapshot, request, fmt)
 
 
+# the request's fields as the command line names them
+_OPTION_NAMES: Final = {"entitlement_id": "--entitlement", "principal_id": "--principal"}
+
+
+def _as_options(problem: str) -> str:
+    for field_name, option in _OPTION_NAMES.items():
+        problem = re.sub(rf"\b{field_name}\b", option, problem)
+    return problem
+
+
 def _parse_attribute(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
@@ -578,7 +635,7 @@ def provision(
         action=action, entitlement_id=entitlement_id, principal_id=principal
     ).problems()
     if problems:
-        raise click.UsageError("; ".join(problems))
+        raise click.UsageError("; ".join(_as_options(p) for p in problems))
     [tenant] = _load(tenants_file, (tenant_id,))
     host = _host()
     _enabled(host, tenant, plugin_name)
@@ -638,6 +695,7 @@ RUN_COLUMNS: Final = [
 
 
 @main.command()
+@IGNORED_TENANTS_OPTION
 @SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", help="Only this tenant's runs.")
 @format_option("table", "json", "csv")
@@ -659,6 +717,7 @@ def runs(snapshot: Path, tenant_id: str | None, fmt: str) -> None:
 
 
 @main.command()
+@IGNORED_TENANTS_OPTION
 @SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", required=True)
 @PLUGIN_OPTION
@@ -691,6 +750,7 @@ def diff(
 
 
 @main.command()
+@IGNORED_TENANTS_OPTION
 @SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", required=True)
 @PLUGIN_OPTION
@@ -723,13 +783,7 @@ def export(
         if output is None:
             count = write_export(store, run.run_id, fmt, sys.stdout)
         else:
-            try:
-                handle = open_private(output)
-            except OSError as exc:
-                raise click.BadParameter(
-                    f"cannot write {output}: {exc.strerror}", param_hint="--output"
-                ) from None
-            with handle:
+            with private_output(output) as handle:
                 count = write_export(store, run.run_id, fmt, handle)
         click.echo(f"exported {count} rows of run {run.run_id}", err=True)
 
@@ -763,6 +817,7 @@ def query_options(func: F) -> F:
     """The options every query over one run shares."""
     for option in reversed(
         [
+            IGNORED_TENANTS_OPTION,
             SNAPSHOT_OPTION,
             click.option("--tenant", "tenant_id", required=True),
             PLUGIN_OPTION,
@@ -888,13 +943,36 @@ def doctor(tenants_file: Path, tenant_id: str, plugin_name: str, fmt: str) -> No
             else "connection"
         )
         detail = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        detail = safe_text(detail)  # the server's words cannot act on the terminal
         click.echo(f"{tenant_id}/{plugin_name}: {stage}: FAILED: {detail}", err=True)
+        _write_mapping(
+            {
+                "tenant": tenant_id,
+                "plugin": plugin_name,
+                "ok": False,
+                "failed_stage": stage,
+                "error": detail,
+            },
+            fmt,
+        )
         sys.exit(_exit_code(exc))
     click.echo(f"{tenant_id}/{plugin_name}: ok", err=True)
-    _write_mapping(report if isinstance(report, dict) else {"report": report}, fmt)
+    _write_mapping(_neutralised(report if isinstance(report, dict) else {"report": report}), fmt)
+
+
+def _neutralised(value: Any) -> Any:
+    """``value`` with every string in it made harmless for a terminal (see ``safe_text``)."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_text(str(k)): _neutralised(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_neutralised(v) for v in value]
+    return value
 
 
 @main.command()
+@IGNORED_TENANTS_OPTION
 @SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", required=True)
 @PLUGIN_OPTION
@@ -929,12 +1007,14 @@ def report(
                 against=against,
                 allow_partial=allow_partial,
             )
-        with open_private(output) as handle:
+        with private_output(output) as handle:
             handle.write(render_review(review))
     except ConfigurationError as exc:
         _fail(exc)
-    except OSError as exc:
-        _fail(ConfigurationError(f"cannot write {output}: {exc.strerror}"))
     click.echo(
         f"wrote {output} ({output.stat().st_size:,} bytes) for run {review.run.run_id}", err=True
     )
+
+
+# the access-review campaign commands (`coupa-iga review …`) register themselves on `main`
+import coupa_plugin.refhost.campaign_cli  # noqa: E402, F401

@@ -9,7 +9,14 @@ from typing import Protocol
 
 import attrs
 
-from coupa_plugin.host.errors import ConfigurationError
+from coupa_plugin.host.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    NotFoundError,
+    ProvisioningError,
+    ReadOnlyError,
+    RefusedError,
+)
 from coupa_plugin.host.model import (
     ConnectorStatus,
     ProvisionRequest,
@@ -22,13 +29,54 @@ from coupa_plugin.refhost.logfmt import HOST_LOGGER
 from coupa_plugin.refhost.manager import Host
 from coupa_plugin.refhost.snapshot import SnapshotStore
 
-__all__ = ["ProgressSink", "SyncOutcome", "UnknownTypeError", "provision_one", "sync_tenant"]
+__all__ = [
+    "ProgressSink",
+    "SyncOutcome",
+    "UnknownTypeError",
+    "UsageError",
+    "error_kind",
+    "is_refusal",
+    "provision_one",
+    "sync_tenant",
+]
 
 log = logging.getLogger(HOST_LOGGER)
 
 
-class UnknownTypeError(ConfigurationError):
-    """A sync asked for resource types the plugin does not offer for this tenant."""
+class UsageError(ConfigurationError):
+    """The command named something that does not exist or gave input that does not fit
+    (exit 2, as a usage error)."""
+
+
+class UnknownTypeError(UsageError):
+    """A sync or a query asked for resource types the plugin does not offer for this tenant
+    (a usage error: the command named something that does not exist)."""
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """A change refused by policy before anything was written (a protected login, the
+    integration's own API user, the last admin, a flag Coupa marks read-only).
+
+    The one place that tells a refusal from a failed write: the contract's
+    ``RefusedError(ProvisioningError)``.
+    """
+    return isinstance(exc, RefusedError)
+
+
+def error_kind(exc: BaseException) -> str:
+    """What kind of failure ``exc`` is for a user: ``usage``, ``configuration``,
+    ``authentication``, ``refused`` or ``failed`` (the exit-code table's rows)."""
+    if isinstance(exc, UsageError):
+        return "usage"
+    if isinstance(exc, ProvisioningError) and str(exc).startswith("unknown attribute"):
+        return "usage"  # the request named an attribute the plugin does not know
+    if isinstance(exc, ConfigurationError):
+        return "configuration"
+    if isinstance(exc, AuthenticationError):
+        return "authentication"
+    if isinstance(exc, ReadOnlyError | NotFoundError) or is_refusal(exc):
+        return "refused"
+    return "failed"
 
 
 class ProgressSink(Protocol):
@@ -57,7 +105,6 @@ class SyncOutcome:
     grants: int
     elapsed_s: float
     error: str | None = None
-    missing_users: tuple[str, ...] = ()
 
 
 def sync_tenant(  # noqa: C901 - a run's stages and its outcome per failure
@@ -72,8 +119,8 @@ def sync_tenant(  # noqa: C901 - a run's stages and its outcome per failure
 
     Resource types the plugin does not offer for the tenant are refused before a run is
     recorded (:class:`UnknownTypeError`). Exceptions from the plugin propagate after the run was
-    recorded as failed (or interrupted). Users asked for by id that the plugin did not list are
-    named in ``missing_users``.
+    recorded as failed (or interrupted). A targeted run that does not list every user asked
+    for by id is recorded as failed (:class:`NotFoundError` naming them).
     """
     request = request or SyncRequest()
     started = time.monotonic()
@@ -94,7 +141,7 @@ def sync_tenant(  # noqa: C901 - a run's stages and its outcome per failure
         unknown = sorted(request.resource_types - status.resource_types)
         if unknown:
             raise UnknownTypeError(
-                f"{tenant.id}/{plugin}: unknown or disabled resource type(s) {unknown}; "
+                f"unknown or disabled resource type(s) {unknown}; "
                 f"this tenant offers {sorted(status.resource_types)}; nothing was synced"
             )
     log.info("sync started", extra={"tenant": tenant.id, "plugin": plugin, "mode": status.mode})
@@ -102,7 +149,8 @@ def sync_tenant(  # noqa: C901 - a run's stages and its outcome per failure
         previous = store.last_complete(tenant.id, plugin, request)
         progress.begin(tenant.id, store.count_users(previous.run_id) if previous else None)
     per_type: Counter[str] = Counter()
-    wanted_users = set(request.principal_ids or ())
+    lists_users = request.resource_types is None or "user" in request.resource_types
+    wanted_users = set(request.principal_ids or ()) if lists_users else set()
     try:
         with store.run(tenant.id, plugin, request, status) as writer:
             for resource in hooks.discover_resources(request) or ():
@@ -116,6 +164,10 @@ def sync_tenant(  # noqa: C901 - a run's stages and its outcome per failure
                 writer.add_grant(grant)
                 if progress:
                     progress.advance(tenant.id, "grants", grant.entitlement_id.split(":", 1)[0])
+            if wanted_users:  # a targeted run that misses a user it was asked for is no picture
+                raise NotFoundError(
+                    f"no user with id(s) {sorted(wanted_users)} in Coupa; the run is not kept"
+                )
     except BaseException as exc:
         if progress:
             progress.finish(
@@ -146,7 +198,6 @@ def sync_tenant(  # noqa: C901 - a run's stages and its outcome per failure
         resources=per_type,
         grants=writer.grants,
         elapsed_s=elapsed,
-        missing_users=tuple(sorted(wanted_users)),
     )
 
 

@@ -247,50 +247,53 @@ class SyncProgress:
         return out
 
     def _render(self) -> Any:
+        """The live table, built to fit an 80-column terminal: no cell is cut short (other
+        resources show as one count, requests with their rate, retries with the 429s)."""
+        from rich import box
         from rich.table import Table
 
-        table = Table(title="sync progress", expand=False)
-        for column in (
-            "tenant",
-            "state",
-            "users",
-            "other resources",
-            "grants",
-            "req",
-            "req/s",
-            "retries",
-            "429s",
-            "elapsed",
-            "ETA",
-        ):
-            table.add_column(column)
+        table = Table(
+            title="sync progress",
+            expand=False,
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        table.add_column("tenant", overflow="fold", min_width=8)
+        for column in ("state", "users", "other", "grants", "requests", "retry/429", "time", "ETA"):
+            table.add_column(column, min_width=len(column), no_wrap=column not in {"grants"})
         for tenant_id in sorted(self.tenants):
             s = self.summary(tenant_id)
-            others = ", ".join(
-                f"{k.split('.', 1)[1]}={v}"
-                for k, v in s.items()
-                if k.startswith("resources.") and k != "resources.user"
+            others = sum(
+                v for k, v in s.items() if k.startswith("resources.") and k != "resources.user"
             )
             grant_counts = [v for k, v in s.items() if k.startswith("grants.")]
             grants = str(sum(grant_counts)) if grant_counts else "after users"
             if s["state"] != "running" and not grant_counts:
                 grants = "0" if s["state"] == "complete" else "-"
             users = f"{s['users']}" + (f"/{s['expected_users']}" if "expected_users" in s else "")
-            eta = f"{s['eta_s']:.0f}s" if "eta_s" in s else "-"
+            eta = _short_duration(s["eta_s"]) if "eta_s" in s else "-"
             table.add_row(
                 tenant_id,
                 s["state"],
                 users,
-                others,
+                str(others),
                 grants,
-                str(s["requests"]),
-                str(s["requests_per_s"]),
-                str(s["retries"]),
-                str(s["throttled"]),
-                f"{s['elapsed_s']:.0f}s",
+                f"{s['requests']} {s['requests_per_s']:.0f}/s",
+                f"{s['retries']}/{s['throttled']}",
+                _short_duration(s["elapsed_s"]),
                 eta,
             )
         return table
+
+
+def _short_duration(seconds: float) -> str:
+    """``87s``, ``31m``, ``5h``: at most four characters, so the table keeps its width."""
+    if seconds < 100:
+        return f"{seconds:.0f}s"
+    if seconds < 100 * 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
 
 
 class _ConsoleStream:

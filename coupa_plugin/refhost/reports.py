@@ -11,12 +11,14 @@ from typing import Any, Final, TextIO
 import attrs
 
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError
+from coupa_plugin.refhost.jobs import UnknownTypeError
 from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore
 
 __all__ = [
     "EXPORT_COLUMNS",
     "RunDiff",
     "access_rows",
+    "csv_value",
     "diff_runs",
     "entitlement_grant_rows",
     "export_rows",
@@ -43,6 +45,7 @@ class RunDiff:
     users_disabled: list[dict[str, Any]]
     entitlements_new: list[dict[str, Any]]
     entitlements_gone: list[dict[str, Any]]
+    users_changed: list[dict[str, Any]] = attrs.Factory(list)
 
     def sections(self) -> dict[str, list[dict[str, Any]]]:
         return {
@@ -54,6 +57,7 @@ class RunDiff:
                 "users_gone",
                 "users_enabled",
                 "users_disabled",
+                "users_changed",
                 "entitlements_new",
                 "entitlements_gone",
             )
@@ -147,6 +151,51 @@ def _pick(
     return picked
 
 
+# what a reviewer reads in a profile change (``active`` shows as enabled/disabled; times and
+# the manager's id move with every change and say nothing of their own)
+PROFILE_FIELDS: Final = (
+    "login",
+    "email",
+    "firstname",
+    "lastname",
+    "employee_number",
+    "manager_login",
+    "authentication_method",
+    "sso_identifier",
+    "api_user",
+    "support_user",
+)
+
+
+def _profile_changes(store: SnapshotStore, old: int, new: int) -> list[dict[str, Any]]:
+    """Users in both runs whose name or profile fields differ, each with what changed."""
+    changed = []
+    for row in store.stream(
+        "SELECT n.id, n.display_name, o.display_name AS old_name, n.profile, o.profile AS"
+        " old_profile FROM resources n JOIN resources o ON o.run_id = ? AND o.type = 'user'"
+        " AND o.id = n.id WHERE n.run_id = ? AND n.type = 'user' AND"
+        " (n.profile IS NOT o.profile OR n.display_name IS NOT o.display_name)"
+        " ORDER BY CAST(n.id AS INTEGER), n.id",
+        (old, new),
+    ):
+        now, was = json.loads(row["profile"]), json.loads(row["old_profile"])
+        pairs = [("name", row["old_name"], row["display_name"])] + [
+            (key, was.get(key), now.get(key)) for key in PROFILE_FIELDS
+        ]
+        fields = [(key, a, b) for key, a, b in pairs if a != b]
+        if fields:
+            changed.append(
+                {
+                    "id": row["id"],
+                    "display_name": row["display_name"],
+                    "login": now.get("login"),
+                    "changed": ", ".join(key for key, _, _ in fields),
+                    "was": "; ".join(f"{key}: {a} -> {b}" for key, a, b in fields),
+                }
+            )
+    return changed
+
+
 def diff_runs(store: SnapshotStore, old: int, new: int) -> RunDiff:
     """Compare two runs with SQL set operations (no run is loaded into memory whole)."""
     q = store.query
@@ -204,6 +253,7 @@ def diff_runs(store: SnapshotStore, old: int, new: int) -> RunDiff:
         users_disabled=status_change("disabled"),
         entitlements_new=entitlements(new, old),
         entitlements_gone=entitlements(old, new),
+        users_changed=_profile_changes(store, old, new),
     )
 
 
@@ -237,7 +287,7 @@ def write_diff(result: RunDiff, fmt: str, out: TextIO) -> None:  # noqa: C901 - 
                     row.get("was") or row.get("resource_type") or row.get("status"),
                     "true" if row.get("privileged") else "",
                 ]
-                writer.writerow([_csv_value(cell) for cell in cells])
+                writer.writerow([csv_value(cell) for cell in cells])
         return
     console = _console(out)
     console.print(f"changes from run {result.old_run} to run {result.new_run}")
@@ -278,7 +328,8 @@ def _table(columns: list[str], title: str | None = None) -> Any:
 
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        # on a narrow terminal a long cell wraps onto more lines instead of being cut short
+        table.add_column(column, overflow="fold")
     return table
 
 
@@ -314,7 +365,7 @@ def write_rows(rows: Iterable[dict[str, Any]], columns: list[str], fmt: str, out
         writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+            writer.writerow({k: csv_value(row.get(k)) for k in columns})
             count += 1
         return count
     if fmt == "json":
@@ -333,7 +384,9 @@ def write_rows(rows: Iterable[dict[str, Any]], columns: list[str], fmt: str, out
     return count
 
 
-def _csv_value(value: Any) -> Any:
+def csv_value(value: Any) -> Any:
+    """A value as a CSV cell: booleans as ``true``/``false``, text made safe (control
+    characters replaced, a leading formula character quoted)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -494,7 +547,7 @@ def resource_rows(
             for r in store.query("SELECT DISTINCT type FROM resources WHERE run_id = ?", (run_id,))
         }
         if resource_type not in types:
-            raise NotFoundError(
+            raise UnknownTypeError(
                 f"run {run_id} has no resources of type {resource_type!r}; it has {sorted(types)}"
             )
     return store.stream(

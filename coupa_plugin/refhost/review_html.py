@@ -584,6 +584,7 @@ def _changes(review: Review) -> str:
         ("accounts gone", len(diff.users_gone)),
         ("accounts enabled", len(diff.users_enabled)),
         ("accounts disabled", len(diff.users_disabled)),
+        ("profiles changed", len(diff.users_changed)),
         ("entitlements new", len(diff.entitlements_new)),
         ("entitlements gone", len(diff.entitlements_gone)),
     ]
@@ -621,6 +622,12 @@ def _changes(review: Review) -> str:
         ("users_gone", "Accounts gone", "Accounts of the earlier run missing from this run", users),
         ("users_enabled", "Accounts enabled", "Accounts enabled since the earlier run", users),
         ("users_disabled", "Accounts disabled", "Accounts disabled since the earlier run", users),
+        (
+            "users_changed",
+            "Profiles changed",
+            "Accounts whose name, login, e-mail, manager or other profile fields changed",
+            (*users, ("Changed", False, "was")),
+        ),
         ("grants_added", "Grants added", "Grants added since the earlier run", grants),
         ("grants_removed", "Grants removed", "Grants removed since the earlier run", grants),
     ):

@@ -13,22 +13,36 @@ does not describe the whole tenant, so reports never pick it unless asked to.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import attrs
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import ConnectorStatus, Grant, Resource, SyncRequest
 
-__all__ = ["Interrupted", "RunRecord", "RunWriter", "SnapshotStore", "run_scope"]
+__all__ = [
+    "LOCK_WAIT_S",
+    "ForeignFileError",
+    "Interrupted",
+    "RunRecord",
+    "RunWriter",
+    "SnapshotBusyError",
+    "SnapshotStore",
+    "UnusableSnapshotError",
+    "open_private",
+    "private_output",
+    "run_scope",
+]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -89,6 +103,18 @@ CREATE INDEX IF NOT EXISTS grants_by_principal ON grants (run_id, principal_id);
 """
 _BATCH = 2_000
 _Args = tuple[Any, ...] | Mapping[str, Any]
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (blocked, not lost) while a run's row changes state, so an
+    interruption lands before or after it, never between the row and its rows."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _now() -> str:
@@ -219,68 +245,156 @@ class RunWriter:
             self._grant_rows.clear()
 
 
-def open_private(path: Path) -> TextIO:
-    """``path`` opened for writing text, created 0600 (tightened when it existed looser) and
-    never through a symbolic link: reports and exports hold the snapshot's personal data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+class ForeignFileError(ConfigurationError):
+    """An output path names a file someone else could read after it is written: owned by
+    another user, or with another name (a hard link) elsewhere. Nothing was written to it."""
+
+
+def _private_fd(path: Path, flags: int) -> int:
+    """``path`` opened (created 0600, never through a symbolic link) and made private: a
+    regular file owned by another user or with more than one link is refused before a byte
+    is written (its owner could read it, or loosen its mode again, through either), and one
+    left readable by others is tightened to 0600. A device or a pipe keeps its own mode."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISREG(mode) and mode & 0o077:  # a device or a pipe keeps its own mode
-            os.fchmod(fd, 0o600)
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode):
+            if info.st_uid != os.geteuid():
+                raise ForeignFileError(
+                    f"{path} belongs to another user (uid {info.st_uid}), who could read what "
+                    "is written there; remove it or choose another path; nothing was written"
+                )
+            if info.st_nlink > 1:
+                raise ForeignFileError(
+                    f"{path} has {info.st_nlink} names (hard links), readable through any of "
+                    "them; remove it or choose another path; nothing was written"
+                )
+            if info.st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_private(path: Path) -> TextIO:
+    """``path`` opened for writing text, private to this user (see :func:`_private_fd`):
+    reports and exports hold the snapshot's personal data.
+
+    :raises ForeignFileError: the file belongs to another user or has other names.
+    :raises OSError: the file cannot be opened (a symbolic link is refused with ``ELOOP``).
+    """
+    fd = _private_fd(path, os.O_WRONLY)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
         return os.fdopen(fd, "w", encoding="utf-8", newline="")
     except BaseException:
         os.close(fd)
         raise
 
 
+@contextmanager
+def private_output(path: Path) -> Iterator[TextIO]:
+    """:func:`open_private` for a ``with`` block whose failures are one-line errors: a path
+    that cannot be opened, or a write or a close the system refuses (a full disk,
+    ``/proc/…``), ends in :class:`ConfigurationError` naming the file."""
+    try:
+        with open_private(path) as handle:
+            yield handle
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ELOOP:
+            why = "it is a symbolic link, which is refused"
+        raise ConfigurationError(f"cannot write {path}: {why}") from None
+
+
 def _owner_only(path: Path) -> None:
     """A snapshot holds personal data: create it 0600 or tighten it (with SQLite's side files,
-    which take the database's mode), and never follow a symbolic link to it (OSError)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    which take the database's mode), never follow a symbolic link to it (OSError), and refuse
+    one (or a side file) another user owns or that has other names (:class:`ForeignFileError`)."""
+    os.close(_private_fd(path, os.O_RDWR))
     for side in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        if side.is_file() and not side.is_symlink():
-            side.chmod(0o600)
+        if side.is_symlink():
+            raise ForeignFileError(f"{side} is a symbolic link; refused, nothing was written")
+        if side.is_file():
+            os.close(_private_fd(side, os.O_RDWR))
+
+
+# how long a command waits for a snapshot another process is writing before it gives up
+LOCK_WAIT_S: Final = 10.0
+
+
+class UnusableSnapshotError(ConfigurationError, OSError):
+    """The snapshot path cannot be opened or created (a symbolic link, a directory the
+    system refuses). An :class:`OSError` too, as it was before it became a typed error."""
+
+
+class SnapshotBusyError(ConfigurationError):
+    """The snapshot stayed locked by another process for longer than the wait allowed."""
 
 
 class SnapshotStore:
     """A SQLite file holding the runs of any number of tenants and plugins."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, lock_wait_s: float | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.path.is_symlink() or not self.path.exists():
-            _owner_only(self.path)  # created 0600; a symbolic link is refused (OSError)
-        self._conn = sqlite3.connect(self.path, isolation_level=None)
+        self.lock_wait_s = LOCK_WAIT_S if lock_wait_s is None else lock_wait_s
         try:
-            # another program's database is left exactly as it is
-            objects = {
-                name
-                for (name,) in self._conn.execute(
-                    "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-                )
-            }
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
-            if objects and not {"run_id", "tenant_id", "plugin", "kind", "outcome"} <= columns:
-                self._conn.close()
-                raise ConfigurationError(
-                    f"{self.path} is not a snapshot file (it holds "
-                    f"{', '.join(sorted(objects)[:5])}); nothing was changed"
-                )
-            _owner_only(self.path)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.path.is_symlink() or not self.path.exists():
+                _owner_only(self.path)  # created 0600; a symbolic link is refused (OSError)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.lock_wait_s)
+        except OSError as exc:
+            raise self._unusable(exc) from None
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from None
+        try:
+            self._open()
+        except (OSError, sqlite3.Error) as exc:
             self._conn.close()
-            raise ConfigurationError(
-                f"{self.path} is not a snapshot file (SQLite said: {exc})"
+            raise (
+                self.translate(exc) if isinstance(exc, sqlite3.Error) else self._unusable(exc)
             ) from None
+
+    def _unusable(self, exc: OSError) -> ConfigurationError:
+        if isinstance(exc, ConfigurationError):
+            return exc
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ELOOP:
+            why = "it is a symbolic link, which is refused (name the file itself)"
+        return UnusableSnapshotError(f"cannot use {self.path} as the snapshot: {why}")
+
+    def translate(self, exc: sqlite3.Error) -> ConfigurationError:
+        """SQLite's error as one the command line shows in one line: a snapshot another
+        process is writing (waited :attr:`lock_wait_s` seconds), or not a snapshot at all."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return SnapshotBusyError(
+                f"{self.path} is in use by another process (a sync writing to it?); waited "
+                f"{self.lock_wait_s:g}s; try again when it has finished"
+            )
+        return ConfigurationError(f"{self.path} is not a snapshot file (SQLite said: {text})")
+
+    def _open(self) -> None:
+        # another program's database is left exactly as it is
+        objects = {
+            name
+            for (name,) in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            )
+        }
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(runs)")}
+        if objects and not {"run_id", "tenant_id", "plugin", "kind", "outcome"} <= columns:
+            raise ConfigurationError(
+                f"{self.path} is not a snapshot file (it holds "
+                f"{', '.join(sorted(objects)[:5])}); nothing was changed"
+            )
+        _owner_only(self.path)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._migrate()
 
     def _migrate(self) -> None:
         """Files written before runs could be ``interrupted`` get the wider CHECK."""
@@ -315,7 +429,56 @@ class SnapshotStore:
     def run(
         self, tenant_id: str, plugin: str, request: SyncRequest, status: ConnectorStatus | None
     ) -> Iterator[RunWriter]:
-        """Record a run; yields a writer whose rows count only if the block ends normally."""
+        """Record a run; yields a writer whose rows count only if the block ends normally.
+
+        :raises SnapshotBusyError: another process kept the snapshot locked too long.
+        """
+        try:
+            with _signals_held():  # no run is left ``running`` by a signal between two lines
+                run_id = self._begin_run(tenant_id, plugin, request, status)
+                writer = RunWriter(self._conn, run_id)
+                self._conn.execute("BEGIN")
+        except sqlite3.OperationalError as exc:
+            raise self.translate(exc) from None
+        try:
+            yield writer
+            writer.flush()
+        except BaseException as exc:
+            with _signals_held():
+                self._end_failed(run_id, exc)
+            if isinstance(exc, sqlite3.OperationalError):
+                raise self.translate(exc) from None
+            raise
+        with _signals_held():
+            try:
+                self._conn.execute(
+                    "UPDATE runs SET outcome = 'complete', ended_at = ?, resources = ?,"
+                    " entitlements = ?, grants = ? WHERE run_id = ?",
+                    (_now(), writer.resources, writer.entitlements, writer.grants, run_id),
+                )
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._end_failed(run_id, exc)
+                raise self.translate(exc) from None
+
+    def _end_failed(self, run_id: int, exc: BaseException) -> None:
+        """Roll the run's rows back and record it ``failed`` (``interrupted`` for Ctrl-C or
+        SIGTERM) with the error; a snapshot that cannot take even that keeps it ``running``,
+        which every reader already takes for incomplete."""
+        outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            self._conn.execute(
+                "UPDATE runs SET outcome = ?, ended_at = ?, error = ? WHERE run_id = ?",
+                (outcome, _now(), f"{type(exc).__name__}: {exc}", run_id),
+            )
+        except sqlite3.Error:
+            pass
+
+    def _begin_run(
+        self, tenant_id: str, plugin: str, request: SyncRequest, status: ConnectorStatus | None
+    ) -> int:
         cur = self._conn.execute(
             "INSERT INTO runs (tenant_id, plugin, kind, request, started_at, outcome, mode,"
             " warnings) VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
@@ -329,26 +492,7 @@ class SnapshotStore:
                 json.dumps(list(status.warnings)) if status else None,
             ),
         )
-        run_id = int(cur.lastrowid or 0)
-        writer = RunWriter(self._conn, run_id)
-        self._conn.execute("BEGIN")
-        try:
-            yield writer
-            writer.flush()
-        except BaseException as exc:
-            self._conn.execute("ROLLBACK")
-            outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self._conn.execute(
-                "UPDATE runs SET outcome = ?, ended_at = ?, error = ? WHERE run_id = ?",
-                (outcome, _now(), f"{type(exc).__name__}: {exc}", run_id),
-            )
-            raise
-        self._conn.execute(
-            "UPDATE runs SET outcome = 'complete', ended_at = ?, resources = ?, entitlements = ?,"
-            " grants = ? WHERE run_id = ?",
-            (_now(), writer.resources, writer.entitlements, writer.grants, run_id),
-        )
-        self._conn.execute("COMMIT")
+        return int(cur.lastrowid or 0)
 
     def runs(self, tenant_id: str | None = None) -> list[RunRecord]:
         """Runs, oldest first, optionally of one tenant."""
@@ -369,6 +513,39 @@ class SnapshotStore:
 
     def run_record(self, run_id: int) -> RunRecord | None:
         return next((r for r in self.runs() if r.run_id == run_id), None)
+
+    def execute(self, sql: str, args: _Args = ()) -> int:
+        """Run one writing statement (autocommitted) for a module that keeps its own tables
+        in the snapshot (access-review campaigns); returns the last row id."""
+        try:
+            return int(self._conn.execute(sql, args).lastrowid or 0)
+        except sqlite3.OperationalError as exc:
+            raise self.translate(exc) from None
+
+    def execute_all(self, statements: Iterable[tuple[str, _Args]]) -> None:
+        """Run writing statements in one transaction: all of them are kept, or none (a
+        campaign's rows are never half-recorded)."""
+        try:
+            with _signals_held():
+                self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    self._conn.execute(sql, args)
+            except BaseException:
+                with _signals_held():
+                    self._conn.execute("ROLLBACK")
+                raise
+            with _signals_held():
+                self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            raise self.translate(exc) from None
+
+    def create_tables(self, script: str) -> None:
+        """``CREATE TABLE IF NOT EXISTS …`` statements of a module's own tables."""
+        try:
+            self._conn.executescript(script)
+        except sqlite3.OperationalError as exc:
+            raise self.translate(exc) from None
 
     def query(self, sql: str, args: _Args = ()) -> list[dict[str, Any]]:
         """Rows of a read-only query as dicts."""

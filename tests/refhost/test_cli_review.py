@@ -168,7 +168,7 @@ def test_query_commands(setup: tuple[Path, Path, CoupaSandbox]) -> None:
     assert table.stdout.splitlines()[1].split("┃")[1].strip() == "type"  # a header row
     assert _run("access", *common, "--user", "nobody-here").exit_code == 5
     assert _run("grants", *common, "--entitlement", "role:999:member").exit_code == 5
-    assert _run("resources", *common, "--type", "roles").exit_code == 5
+    assert _run("resources", *common, "--type", "roles").exit_code == 2  # usage: no such type
 
 
 def test_provision_by_login_and_policy_refusal_exit_5(
@@ -245,7 +245,7 @@ def test_bad_files_get_messages_not_tracebacks(
     _, snapshot, _ = setup
     out = tmp_path / "missing" / "x.csv"
     result = _run("export", "--snapshot", str(snapshot), "--tenant", "acme", "--output", str(out))
-    assert result.exit_code == 2 and "cannot write" in result.stderr
+    assert result.exit_code == 3 and "cannot write" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database at all" * 100)

@@ -6,15 +6,17 @@ import csv
 import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
-from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.cli import RUN_COLUMNS, main
 from coupa_plugin.refhost.logfmt import configure_logging
 from coupa_plugin.refhost.progress import SyncProgress
+from coupa_plugin.refhost.reports import write_rows
 from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
@@ -221,3 +223,87 @@ def test_stamina_retry_lines_are_logfmt_and_only_when_verbose(
     configure_logging(logging.INFO)
     logging.getLogger("stamina").warning("stamina.retry_scheduled")
     assert "logger=stamina msg=stamina.retry_scheduled" in capsys.readouterr().err
+
+
+def test_profile_changes_by_update_account_show_in_diff_and_report(
+    tmp_path: Path, coupa_sandbox: CoupaSandbox, coupa_sandbox_server: SandboxServer
+) -> None:
+    tenants, snapshot = _tenants(tmp_path, coupa_sandbox_server.url), tmp_path / "s.sqlite"
+    _sync(tenants, snapshot)
+    uid = next(u for u in sorted(coupa_sandbox.state.users) if u > 2)
+    old_lastname = coupa_sandbox.state.users[uid]["lastname"]
+    changed = CliRunner().invoke(
+        main,
+        [
+            *("provision", "--tenants", str(tenants), "--snapshot", str(snapshot)),
+            *("--tenant", "acme", "--action", "update_account", "--principal", str(uid)),
+            *("--attr", "lastname=Renamed", "--attr", "employee_number=E-42"),
+        ],
+    )
+    assert changed.exit_code == 0, changed.output
+    _sync(tenants, snapshot)
+    diff = CliRunner().invoke(
+        main, ["diff", "--snapshot", str(snapshot), "--tenant", "acme", "--format", "json"]
+    )
+    assert diff.exit_code == 0, diff.output
+    [row] = json.loads(diff.stdout)["users_changed"]
+    assert row["id"] == str(uid)
+    assert f"lastname: {old_lastname} -> Renamed" in row["was"]
+    assert "employee_number" in row["changed"] and "name" in row["changed"].split(", ")
+    html = tmp_path / "r.html"
+    report = CliRunner().invoke(
+        main, ["report", "--snapshot", str(snapshot), "--tenant", "acme", "--output", str(html)]
+    )
+    assert report.exit_code == 0, report.output
+    page = html.read_text()
+    assert "Profiles changed: 1" in page and "lastname: " in page and "Renamed" in page
+
+
+def test_the_live_table_fits_80_columns_without_cutting_cells() -> None:
+    from rich.console import Console
+
+    now = [0.0]
+    progress = SyncProgress(live=False, err=io.StringIO(), clock=lambda: now[0])
+    for tenant in ("acme-production", "b"):
+        progress.begin(tenant, 20_000)
+        for _ in range(12_345):
+            progress.advance(tenant, "resources", "user")
+        for kind in ("group", "role", "license", "content_group", "account_group"):
+            for _ in range(37):
+                progress.advance(tenant, "resources", kind)
+        for _ in range(2_000):
+            progress.request_seen(tenant, retry=False, throttled=False)
+    progress.finish("b", "interrupted")
+    now[0] = 4_000.0
+    console = Console(file=io.StringIO(), width=80)
+    console.print(progress._render())
+    screen = console.file.getvalue()  # type: ignore[attr-defined]
+    assert all(len(line) <= 80 for line in screen.splitlines())
+    assert "…" not in screen
+    for cell in ("12345/20000", "185", "after", "2000 0/s", "0/0", "67m", "interrupted"):
+        assert cell in screen, cell
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tables_on_an_80_column_terminal_wrap_instead_of_cutting(
+    two_runs: tuple[Path, CoupaSandbox, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot, _, _ = two_runs
+    monkeypatch.setenv("COLUMNS", "80")
+    with SnapshotStore(snapshot) as store:
+        rows = [
+            {c: getattr(r, c) for c in RUN_COLUMNS} | {"scope": r.scope or "whole tenant"}
+            for r in store.runs()
+        ]
+    out = _Terminal()
+    write_rows(rows[:1], RUN_COLUMNS, "table", out)
+    screen = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # the terminal's styles
+    assert all(len(line) <= 80 for line in screen.splitlines())
+    assert "…" not in screen
+    column = RUN_COLUMNS.index("started_at")
+    cells = [line.split("│")[1:-1] for line in screen.splitlines() if line.startswith("│")]
+    assert "".join(c[column].strip() for c in cells) == rows[0]["started_at"]  # all of it
