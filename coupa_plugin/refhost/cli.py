@@ -937,3 +937,9 @@ def report(
     click.echo(
         f"wrote {output} ({output.stat().st_size:,} bytes) for run {review.run.run_id}", err=True
     )
+
+
+# the SCIM facade's command lives with its package (it imports its libraries when it runs)
+from coupa_plugin.refhost.scim.command import scim as _scim_command  # noqa: E402
+
+main.add_command(_scim_command)

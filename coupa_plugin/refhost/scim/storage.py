@@ -1,0 +1,414 @@
+"""scim2-server's storage over the plugin: reads from the :class:`Directory`, writes through the
+``provision`` hook, then the written user is read again so the next read shows the write.
+
+scim2-server does the protocol (validation, PATCH, ``attributes``, errors, ETags); this module
+only says what a SCIM resource is in Coupa and which provision requests a change makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Union
+
+from scim2_models import (
+    ForbiddenException,
+    InvalidValueException,
+    NotFoundException,
+    NotImplementedException,
+    PreconditionFailedException,
+    Resource,
+    ResourceType,
+    ResponseParameters,
+    SCIMException,
+    ScimFilter,
+    SearchRequest,
+    UniquenessException,
+)
+from scim2_models.path import CompareOperator, Comparison, ValuePath
+from scim2_server.storage import ScimStorage, SearchPage
+from scim2_server.utils import parametrize
+
+from coupa_plugin.host.errors import (
+    NotFoundError,
+    PluginError,
+    ProvisioningError,
+    ReadOnlyError,
+)
+from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
+from coupa_plugin.host.model import Resource as CoupaUser
+from coupa_plugin.refhost.manager import PluginHooks
+from coupa_plugin.refhost.scim import LOGGER
+from coupa_plugin.refhost.scim.directory import Directory, GroupEntry
+from coupa_plugin.refhost.scim.mapping import (
+    current_attributes,
+    group_document,
+    manager_id_of,
+    user_document,
+    wanted_attributes,
+)
+
+__all__ = ["CoupaStorage", "scim_error_of"]
+
+log = logging.getLogger(LOGGER)
+
+NO_GROUP_WRITES: Final = (
+    "Coupa entitlements are not created, renamed or deleted over SCIM: roles, licenses and "
+    "the other kinds are defined in Coupa itself. Manage who holds one by changing the "
+    "members of its group (PATCH add/remove members)."
+)
+
+
+class _Unavailable(SCIMException):
+    status = 503
+    _default_detail = "Coupa could not be reached; try again later"
+
+
+def scim_error_of(exc: PluginError) -> SCIMException:
+    """The SCIM error a client gets for a plugin error (its message names what was wrong)."""
+    if isinstance(exc, NotFoundError):
+        return NotFoundException(detail=str(exc))
+    if isinstance(exc, ReadOnlyError) or getattr(exc, "refused", False) is True:
+        return ForbiddenException(detail=str(exc))
+    if isinstance(exc, ProvisioningError):
+        return InvalidValueException(detail=str(exc))
+    return _Unavailable(detail=f"{type(exc).__name__}: {exc}")
+
+
+def _attr_name(comparison: Comparison) -> str:
+    return comparison.attr_path.attr.casefold()
+
+
+def _eq_value(node: Any, attribute: str) -> str | None:
+    """The value of ``attribute eq "value"`` when ``node`` is that comparison."""
+    if (
+        isinstance(node, Comparison)
+        and node.op == CompareOperator.eq
+        and node.attr_path.sub_attr is None
+        and _attr_name(node) == attribute
+        and isinstance(node.value, str)
+    ):
+        return node.value
+    return None
+
+
+_INDEXED: Final = {"User": ("username", "externalid", "id"), "Group": ("displayname", "id")}
+
+
+def _indexed(node: Any, kind: str) -> bool:
+    """Whether the candidates of ``node`` are exactly its matches (the filters identity
+    platforms send: ``userName``, ``externalId``, ``id`` on users, ``displayName``, ``id`` and
+    ``members[value eq ...]`` on groups)."""
+    if isinstance(node, ValuePath) and kind == "Group":
+        return (
+            node.attr_path.attr.casefold() == "members"
+            and node.sub_attr is None
+            and _eq_value(node.val_filter, "value") is not None
+        )
+    return any(_eq_value(node, name) is not None for name in _INDEXED.get(kind, ()))
+
+
+def _wants(params: ResponseParameters[Any] | None, attribute: str) -> bool:
+    """Whether a response keeps ``attribute`` (a default-returned one)."""
+    if params is None:
+        return True
+
+    def names(paths: list[Any] | None) -> set[str]:
+        return {str(p).rsplit(":", 1)[-1].split(".")[0].casefold() for p in paths or ()}
+
+    if params.attributes:
+        return attribute in names(params.attributes)
+    return attribute not in names(params.excluded_attributes)
+
+
+class CoupaStorage(ScimStorage):
+    """Users and entitlement groups of one Coupa tenant, for scim2-server."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        hooks: PluginHooks,
+        model_for: Callable[[str], type[Resource[Any]]],
+    ) -> None:
+        self.directory = directory
+        self.hooks = hooks
+        self._model_for = model_for
+        self._write_lock = threading.Lock()
+        # users deleted over SCIM: disabled in Coupa and not served while they stay inactive
+        self._deleted: set[str] = set()
+
+    # -- documents ------------------------------------------------------
+
+    def _visible(self, user: CoupaUser | None) -> CoupaUser | None:
+        if user is None:
+            return None
+        if user.id in self._deleted:
+            if not user.profile.get("active"):
+                return None
+            self._deleted.discard(user.id)
+        return user
+
+    def _user_model(self, user: CoupaUser) -> Resource[Any]:
+        document = user_document(user, self.directory.groups_held_by(user.id))
+        return self._model_for("User").model_validate(document)
+
+    def _group_model(self, entry: GroupEntry, *, members: bool = True) -> Resource[Any]:
+        logins = (
+            self.directory.logins(self.directory.members(entry.entitlement.id)) if members else None
+        )
+        return self._model_for("Group").model_validate(group_document(entry, logins))
+
+    def _user(self, user_id: str) -> CoupaUser:
+        user = self._visible(self.directory.user(user_id))
+        if user is None:
+            raise NotFoundException(detail=f"no user {user_id}")
+        return user
+
+    def _group(self, group_id: str) -> GroupEntry:
+        entry = self.directory.group(group_id)
+        if entry is None:
+            raise NotFoundException(detail=f"no group {group_id}")
+        return entry
+
+    # -- reads ----------------------------------------------------------
+
+    def get(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        response_parameters: ResponseParameters[Any] | None = None,
+    ) -> Resource[Any]:
+        if resource_type.id == "User":
+            return self._user_model(self._user(resource_id))
+        return self._group_model(
+            self._group(resource_id), members=_wants(response_parameters, "members")
+        )
+
+    def search(
+        self,
+        resource_types: list[ResourceType],
+        search_request: SearchRequest[Any],
+        *,
+        position: Any = None,
+    ) -> SearchPage:
+        if len(resource_types) != 1:
+            raise NotImplementedException(detail="search /Users or /Groups, not the root")
+        kind = resource_types[0].id
+        scim_filter = search_request.filter
+        model = self._model_for(kind or "")
+        if scim_filter is not None and not scim_filter.models:
+            scim_filter = parametrize(ScimFilter, Union[model])(str(scim_filter))  # noqa: UP007
+        node = scim_filter.ast if scim_filter is not None else None
+        if kind == "User":
+            build: Callable[[Any], Resource[Any]] = self._user_model
+            candidates: list[Any] = list(self._user_candidates(node))
+        else:
+            # a filter on members is matched against them, whatever the response keeps
+            wants_members = _wants(search_request, "members") or (
+                scim_filter is not None and "members" in str(scim_filter).casefold()
+            )
+
+            def build(entry: Any) -> Resource[Any]:
+                return self._group_model(entry, members=wants_members)
+
+            candidates = list(self._group_candidates(node))
+        start = search_request.start_index_0 or 0
+        stop = None if search_request.count is None else start + search_request.count
+        if scim_filter is None or _indexed(node, kind or ""):
+            return SearchPage(len(candidates), [build(c) for c in candidates[start:stop]])
+        found = [r for r in map(build, candidates) if scim_filter.match(r)]
+        return SearchPage(len(found), found[start:stop])
+
+    def _user_candidates(self, node: Any) -> Iterator[CoupaUser]:
+        login = _eq_value(node, "username")
+        if login is not None:
+            user = self._visible(self.directory.user_by_login(login))
+            if user is not None:
+                yield user
+            return
+        wanted_id = _eq_value(node, "id")
+        external = _eq_value(node, "externalid")
+        for user in self.directory.users():
+            if wanted_id is not None and user.id != wanted_id:
+                continue
+            if external is not None and user.profile.get("sso_identifier") != external:
+                continue
+            if self._visible(user) is not None:
+                yield user
+
+    def _group_candidates(self, node: Any) -> Iterator[GroupEntry]:
+        if (
+            isinstance(node, ValuePath)
+            and node.attr_path.attr.casefold() == "members"
+            and node.sub_attr is None
+        ):
+            member = _eq_value(node.val_filter, "value")
+            if member is not None:
+                yield from self.directory.groups_held_by(member)
+                return
+        name = _eq_value(node, "displayname")
+        wanted_id = _eq_value(node, "id")
+        for entry in self.directory.groups():
+            if name is not None and entry.display_name.casefold() != name.casefold():
+                continue
+            if wanted_id is not None and entry.entitlement.id != wanted_id:
+                continue
+            yield entry
+
+    # -- writes ---------------------------------------------------------
+
+    def _provision(self, request: ProvisionRequest) -> ProvisionResult:
+        try:
+            result = self.hooks.provision(request)
+        except PluginError as exc:
+            log.info(
+                "provision %s refused: %s",
+                request.action,
+                type(exc).__name__,
+                extra={"tenant": self.hooks.tenant.id},
+            )
+            raise scim_error_of(exc) from None
+        if result is None:
+            raise _Unavailable(detail=f"the plugin is not enabled for {self.hooks.tenant.id}")
+        return result
+
+    def _refresh(self, user_id: str) -> None:
+        try:
+            self.directory.refresh_user(user_id)
+        except PluginError as exc:
+            raise scim_error_of(exc) from None
+
+    def _manager_login(self, document: dict[str, Any]) -> str | None:
+        manager_id = manager_id_of(document)
+        if manager_id is None:
+            return None
+        manager = self.directory.user(manager_id)
+        if manager is None:
+            raise InvalidValueException(detail=f"manager: no user {manager_id}")
+        return str(manager.profile.get("login"))
+
+    def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
+        if resource_type.id != "User":
+            raise NotImplementedException(detail=NO_GROUP_WRITES)
+        document = resource.model_dump()
+        wanted = wanted_attributes(document, self._manager_login(document))
+        login = wanted["login"] or ""
+        with self._write_lock:
+            existing = self.directory.user_by_login(login)
+            if existing is not None and existing.id in self._deleted:
+                return self._revive(existing, wanted, document)
+            if existing is not None:
+                raise UniquenessException(detail=f"userName {login!r} is taken by {existing.id}")
+            attributes = {k: v for k, v in wanted.items() if v is not None}
+            result = self._provision(
+                ProvisionRequest(action="create_account", attributes=attributes)
+            )
+            user_id = result.principal_id
+            if user_id is None:
+                raise _Unavailable(detail="the plugin did not name the created user")
+            if document.get("active") is False:
+                self._provision(ProvisionRequest(action="disable_account", principal_id=user_id))
+            self._refresh(user_id)
+        return self._user_model(self._user(user_id))
+
+    def _revive(
+        self, user: CoupaUser, wanted: dict[str, Any], document: dict[str, Any]
+    ) -> Resource[Any]:
+        """A create naming a user deleted over SCIM: enable and update that user."""
+        self._deleted.discard(user.id)
+        self._write_user(user, wanted, active=document.get("active", True) is not False)
+        return self._user_model(self._user(user.id))
+
+    def _write_user(self, user: CoupaUser, wanted: dict[str, Any], *, active: bool | None) -> None:
+        current = current_attributes(user)
+        changed = {k: v for k, v in wanted.items() if v != current.get(k)}
+        was_active = bool(user.profile.get("active"))
+        try:
+            if active is True and not was_active:
+                self._provision(ProvisionRequest(action="enable_account", principal_id=user.id))
+            if changed:
+                self._provision(
+                    ProvisionRequest(
+                        action="update_account", principal_id=user.id, attributes=changed
+                    )
+                )
+            if active is False and was_active:
+                self._provision(ProvisionRequest(action="disable_account", principal_id=user.id))
+        finally:
+            self._refresh(user.id)
+
+    def _check_version(self, current: Resource[Any], expected_version: str | None) -> None:
+        if expected_version is None or current.meta is None:
+            return
+        if current.meta.version != expected_version:
+            raise PreconditionFailedException(detail="the resource changed since that version")
+
+    def update(
+        self,
+        resource_type: ResourceType,
+        resource: Resource[Any],
+        *,
+        expected_version: str | None = None,
+    ) -> Resource[Any]:
+        resource_id = str(resource.id)
+        document = resource.model_dump()
+        with self._write_lock:
+            current = self.get(resource_type, resource_id)
+            self._check_version(current, expected_version)
+            if resource_type.id == "User":
+                user = self._user(resource_id)
+                wanted = wanted_attributes(document, self._manager_login(document))
+                self._write_user(user, wanted, active=document.get("active"))
+                return self._user_model(self._user(resource_id))
+            self._write_members(self._group(resource_id), document)
+            return self._group_model(self._group(resource_id))
+
+    def _write_members(self, entry: GroupEntry, document: dict[str, Any]) -> None:
+        group_id = entry.entitlement.id
+        wanted = {
+            str(m.get("value"))
+            for m in document.get("members") or ()
+            if isinstance(m, dict) and m.get("value")
+        }
+        current = self.directory.members(group_id)
+        unknown = sorted(u for u in wanted - current if self.directory.user(u) is None)
+        if unknown:
+            raise InvalidValueException(detail=f"members: no user {', '.join(unknown)}")
+        changes = [("grant", u) for u in sorted(wanted - current)]
+        changes += [("revoke", u) for u in sorted(current - wanted)]
+        done: list[str] = []
+        try:
+            for action, user_id in changes:
+                self._provision(
+                    ProvisionRequest(action=action, entitlement_id=group_id, principal_id=user_id)
+                )
+                done.append(user_id)
+        except SCIMException as exc:
+            if done:
+                exc = type(exc)(
+                    detail=f"{exc.detail} (applied before the failure: "
+                    + ", ".join(f"{a} {u}" for a, u in changes[: len(done)])
+                    + ")"
+                )
+            raise exc from None
+        finally:
+            for _, user_id in changes[: len(done) + 1]:
+                self._refresh(user_id)
+
+    def delete(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        *,
+        expected_version: str | None = None,
+    ) -> None:
+        if resource_type.id != "User":
+            raise NotImplementedException(detail=NO_GROUP_WRITES)
+        with self._write_lock:
+            current = self.get(resource_type, resource_id)
+            self._check_version(current, expected_version)
+            user = self._user(resource_id)
+            self._write_user(user, current_attributes(user), active=False)
+            self._deleted.add(resource_id)
