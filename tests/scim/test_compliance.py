@@ -17,9 +17,16 @@ import pytest
 
 from coupa_plugin.refhost.scim.server import ScimFacade
 from coupa_plugin.refhost.scim.storage import NO_GROUP_WRITES
+from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from tests.scim.conftest import TOKEN
 
 STATUSES = ("SUCCESS", "COMPLIANT", "ACCEPTABLE", "DEVIATION", "ERROR", "CRITICAL", "SKIPPED")
+
+
+@pytest.fixture
+def sandbox() -> CoupaSandbox:
+    """A small tenant: the checker lists every user more than once."""
+    return CoupaSandbox(generate_tenant(users=10, seed=3), operations=Operations(rate_limit=False))
 
 
 def _scim2() -> str:

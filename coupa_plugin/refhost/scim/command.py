@@ -21,29 +21,19 @@ from coupa_plugin.refhost.scim import TOKEN_ENV
 
 if TYPE_CHECKING:
     from coupa_plugin.refhost.scim.server import ScimFacade
+    from coupa_plugin.sandbox import CoupaSandbox
 
-__all__ = ["scim"]
+__all__ = ["sandbox_tenant", "scim"]
 
 
 @contextmanager
-def _sandbox_tenant(users: int, seed: int) -> Iterator[Tenant]:
-    """The embedded Coupa sandbox on loopback, as a tenant in provisioning mode."""
-    try:
-        from coupa_plugin.sandbox import (
-            SANDBOX_CLIENT_ID,
-            SANDBOX_CLIENT_SECRET,
-            CoupaSandbox,
-            SandboxServer,
-            generate_tenant,
-        )
-    except ModuleNotFoundError as exc:
-        raise click.UsageError(
-            f"--sandbox needs the sandbox extra: pip install 'coupa-plugin[sandbox]' ({exc})"
-        ) from None
-    click.echo(f"starting the Coupa sandbox: {users} users (seed {seed})", err=True)
+def sandbox_tenant(sandbox: CoupaSandbox) -> Iterator[Tenant]:
+    """``sandbox`` served on loopback, as a tenant in provisioning mode (a scratch state_dir)."""
+    from coupa_plugin.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SandboxServer
+
     with (
         tempfile.TemporaryDirectory(prefix="coupa-scim-") as state_dir,
-        SandboxServer(CoupaSandbox(generate_tenant(users=users, seed=seed))) as server,
+        SandboxServer(sandbox) as server,
     ):
         yield Tenant(
             id="sandbox",
@@ -58,6 +48,17 @@ def _sandbox_tenant(users: int, seed: int) -> Iterator[Tenant]:
                 }
             },
         )
+
+
+def _generated_sandbox(users: int, seed: int) -> CoupaSandbox:
+    try:
+        from coupa_plugin.sandbox import CoupaSandbox, generate_tenant
+    except ModuleNotFoundError as exc:
+        raise click.UsageError(
+            f"--sandbox needs the sandbox extra: pip install 'coupa-plugin[sandbox]' ({exc})"
+        ) from None
+    click.echo(f"starting the Coupa sandbox: {users} users (seed {seed})", err=True)
+    return CoupaSandbox(generate_tenant(users=users, seed=seed))
 
 
 def _facade(
@@ -143,7 +144,8 @@ def scim(
         raise click.UsageError("give --tenant ID (or --sandbox)")
     with ExitStack() as stack:
         if sandbox:
-            tenant = stack.enter_context(_sandbox_tenant(sandbox_users, sandbox_seed))
+            served = _generated_sandbox(sandbox_users, sandbox_seed)
+            tenant = stack.enter_context(sandbox_tenant(served))
         else:
             from coupa_plugin.refhost import cli
 

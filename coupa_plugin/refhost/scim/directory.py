@@ -138,11 +138,26 @@ class Directory:
             extra={"tenant": self._hooks.tenant.id},
         )
 
-    def refresh_user(self, user_id: str) -> None:
-        """Read one user and their grants again (after a write)."""
+    def _note_write(self, user_id: str) -> None:
         with self._lock:
             if self._written_during_refresh is not None:
                 self._written_during_refresh.add(user_id)
+
+    def set_holdings(self, user_id: str, grants: Iterable[Grant]) -> None:
+        """Replace what one user holds with the grants a ``provision`` result reports (all
+        the user holds after the write), without asking Coupa again."""
+        self._note_write(user_id)
+        held = [g for g in grants if g.principal_id == user_id]
+        with self._lock:
+            for entitlement_id in self._copy.held.pop(user_id, set()):
+                self._copy.members.get(entitlement_id, set()).discard(user_id)
+            for grant in held:
+                self._copy.add_grant(grant)
+            self.generation += 1
+
+    def refresh_user(self, user_id: str) -> None:
+        """Read one user and their grants again (after a write)."""
+        self._note_write(user_id)
         users = self._hooks.discover_resources(
             SyncRequest(resource_types=frozenset({"user"}), principal_ids=frozenset({user_id}))
         )

@@ -378,24 +378,18 @@ class CoupaStorage(ScimStorage):
             raise InvalidValueException(detail=f"members: no user {', '.join(unknown)}")
         changes = [("grant", u) for u in sorted(wanted - current)]
         changes += [("revoke", u) for u in sorted(current - wanted)]
-        done: list[str] = []
-        try:
-            for action, user_id in changes:
-                self._provision(
-                    ProvisionRequest(action=action, entitlement_id=group_id, principal_id=user_id)
-                )
-                done.append(user_id)
-        except SCIMException as exc:
-            if done:
-                exc = type(exc)(
-                    detail=f"{exc.detail} (applied before the failure: "
-                    + ", ".join(f"{a} {u}" for a, u in changes[: len(done)])
-                    + ")"
-                )
-            raise exc from None
-        finally:
-            for _, user_id in changes[: len(done) + 1]:
+        for done, (action, user_id) in enumerate(changes):
+            request = ProvisionRequest(action=action, entitlement_id=group_id, principal_id=user_id)
+            try:
+                result = self._provision(request)
+            except SCIMException as exc:
                 self._refresh(user_id)
+                if done:
+                    applied = ", ".join(f"{a} {u}" for a, u in changes[:done])
+                    raise type(exc)(detail=f"{exc.detail} (applied before: {applied})") from None
+                raise
+            # the result lists all the user holds afterwards: no need to ask Coupa again
+            self.directory.set_holdings(user_id, result.grants)
 
     def delete(
         self,
