@@ -322,3 +322,29 @@ def test_a_user_document_asks_for_what_the_user_has(profile: dict[str, Any]) -> 
     wanted = wanted_attributes(user_document(user, ()), manager)
     current = current_attributes(user)
     assert wanted == {k: v or None for k, v in current.items()}
+
+
+def test_a_read_only_tenant_serves_reads_and_refuses_writes(
+    sandbox: CoupaSandbox, tmp_path: Path
+) -> None:
+    host = Host()
+    host.register(plugin_for(sandbox), "coupa")
+    t = tenant("scim", mode="read-only", state_dir=str(tmp_path))
+    before = truth_grants(sandbox.state)
+    with (
+        ScimFacade(host.hooks(t, "coupa"), TOKEN) as facade,
+        httpx.Client(base_url=str(facade.url), headers={"Authorization": f"Bearer {TOKEN}"}) as c,
+    ):
+        assert c.get("/Users/7").json()["userName"] == sandbox.state.users[7]["login"]
+        refused = c.patch(
+            "/Groups/role:4:member",
+            json=patch({"op": "add", "path": "members", "value": [{"value": "7"}]}),
+        )
+        assert refused.status_code == 403, refused.text
+        assert "read-only" in refused.json()["detail"]
+        renamed = c.patch(
+            "/Groups/role:4:member",
+            json=patch({"op": "replace", "path": "displayName", "value": "Role: Boss"}),
+        )
+        assert renamed.status_code == 400 and renamed.json()["scimType"] == "mutability"
+    assert truth_grants(sandbox.state) == before
