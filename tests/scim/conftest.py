@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coupa_plugin.refhost.manager import Host
+from coupa_plugin.refhost.manager import Host, PluginHooks
 from coupa_plugin.refhost.scim.server import ScimFacade
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from tests.kit import plugin_for, tenant
@@ -22,12 +22,16 @@ def sandbox() -> CoupaSandbox:
     return CoupaSandbox(generate_tenant(users=40, seed=3), operations=Operations(rate_limit=False))
 
 
-@pytest.fixture
-def facade(sandbox: CoupaSandbox, tmp_path: Path) -> Iterator[ScimFacade]:
+def hooks_for(sandbox: CoupaSandbox, state_dir: Path, mode: str = "provisioning") -> PluginHooks:
+    """The plugin's hooks for a tenant of ``sandbox``, as the reference host calls them."""
     host = Host()
     host.register(plugin_for(sandbox), "coupa")
-    t = tenant("scim", mode="provisioning", state_dir=str(tmp_path / "state"))
-    with ScimFacade(host.hooks(t, "coupa"), TOKEN) as running:
+    return host.hooks(tenant("scim", mode=mode, state_dir=str(state_dir)), "coupa")
+
+
+@pytest.fixture
+def facade(sandbox: CoupaSandbox, tmp_path: Path) -> Iterator[ScimFacade]:
+    with ScimFacade(hooks_for(sandbox, tmp_path / "state"), TOKEN) as running:
         yield running
 
 

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Resource
-from coupa_plugin.refhost.manager import Host
 from coupa_plugin.refhost.scim.mapping import (
     current_attributes,
     user_document,
@@ -23,8 +22,8 @@ from coupa_plugin.refhost.scim.mapping import (
 )
 from coupa_plugin.refhost.scim.server import ScimFacade
 from coupa_plugin.sandbox import CoupaSandbox
-from tests.kit import plugin_for, tenant, truth_grants
-from tests.scim.conftest import TOKEN
+from tests.kit import truth_grants
+from tests.scim.conftest import TOKEN, hooks_for
 from tests.scim.messages import ENTERPRISE, USER, only, patch
 
 
@@ -166,9 +165,7 @@ def test_the_token_is_required_and_never_echoed(facade: ScimFacade, client: http
 
 
 def test_no_token_no_facade(sandbox: CoupaSandbox, tmp_path: Path) -> None:
-    host = Host()
-    host.register(plugin_for(sandbox), "coupa")
-    hooks = host.hooks(tenant("scim", state_dir=str(tmp_path)), "coupa")
+    hooks = hooks_for(sandbox, tmp_path)
     with pytest.raises(ConfigurationError, match="COUPA_SCIM_TOKEN is empty"):
         ScimFacade(hooks, "")
 
@@ -266,9 +263,6 @@ def test_delete_disables_and_hides_and_a_create_revives(
 def test_the_background_refresh_shows_changes_made_in_coupa(
     sandbox: CoupaSandbox, tmp_path: Path
 ) -> None:
-    host = Host()
-    host.register(plugin_for(sandbox), "coupa")
-    t = tenant("scim", mode="provisioning", state_dir=str(tmp_path))
     waiting: queue.Queue[None] = queue.Queue()
     go: queue.Queue[str] = queue.Queue()
 
@@ -276,7 +270,7 @@ def test_the_background_refresh_shows_changes_made_in_coupa(
         waiting.put(None)
         return go.get(timeout=30) == "stop"
 
-    facade = ScimFacade(host.hooks(t, "coupa"), TOKEN, wait=wait).start()
+    facade = ScimFacade(hooks_for(sandbox, tmp_path), TOKEN, wait=wait).start()
     try:
         waiting.get(timeout=30)
         sandbox.admin_update(9, {"lastname": "Hopper"})
@@ -327,12 +321,9 @@ def test_a_user_document_asks_for_what_the_user_has(profile: dict[str, Any]) -> 
 def test_a_read_only_tenant_serves_reads_and_refuses_writes(
     sandbox: CoupaSandbox, tmp_path: Path
 ) -> None:
-    host = Host()
-    host.register(plugin_for(sandbox), "coupa")
-    t = tenant("scim", mode="read-only", state_dir=str(tmp_path))
     before = truth_grants(sandbox.state)
     with (
-        ScimFacade(host.hooks(t, "coupa"), TOKEN) as facade,
+        ScimFacade(hooks_for(sandbox, tmp_path, "read-only"), TOKEN) as facade,
         httpx.Client(base_url=str(facade.url), headers={"Authorization": f"Bearer {TOKEN}"}) as c,
     ):
         assert c.get("/Users/7").json()["userName"] == sandbox.state.users[7]["login"]
