@@ -339,3 +339,40 @@ def test_a_read_only_tenant_serves_reads_and_refuses_writes(
         )
         assert renamed.status_code == 400 and renamed.json()["scimType"] == "mutability"
     assert truth_grants(sandbox.state) == before
+
+
+def test_interleaved_writes_compose(
+    facade: ScimFacade, client: httpx.Client, sandbox: CoupaSandbox
+) -> None:
+    """Request A reads its base, request B changes the same resources, then A writes: A
+    writes only what it changed, so B's change stays (no lost update, no 412)."""
+    storage, provider = facade.storage, facade.application.provider
+    types = {t.id: t for t in provider.resource_types}
+    group_model, user_model = facade.model_for("Group"), facade.model_for("User")
+    role = "role:5:member"
+    x, y = (
+        str(u)
+        for u in [uid for uid in sandbox.state.users if uid > 10][:2]
+        if (role, str(u)) not in truth_grants(sandbox.state)
+    )
+    # as scim2-server serves A: read the base, (B runs meanwhile), apply A, update
+    base_group = storage.get(types["Group"], role).model_dump()
+    added = client.patch(
+        f"/Groups/{role}", json=patch({"op": "add", "path": "members", "value": [{"value": x}]})
+    )
+    assert added.status_code == 204
+    a_group = {**base_group, "members": [*base_group.get("members", []), {"value": y}]}
+    storage.update(types["Group"], group_model.model_validate(a_group))
+
+    base_user = storage.get(types["User"], "12").model_dump()
+    emailed = client.patch(
+        "/Users/12", json=patch({"op": "replace", "path": "emails", "value": [{"value": "b@x.io"}]})
+    )
+    assert emailed.status_code == 204
+    a_user = {**base_user, "name": {**base_user["name"], "familyName": "Interleaved"}}
+    storage.update(types["User"], user_model.model_validate(a_user))
+
+    grants = truth_grants(sandbox.state)
+    assert (role, x) in grants and (role, y) in grants
+    record = sandbox.state.users[12]
+    assert (record["email"], record["lastname"]) == ("b@x.io", "Interleaved")

@@ -105,7 +105,7 @@ class ScimFacade:
             raise ConfigurationError("the refresh interval must be positive")
         self.hooks = hooks
         self.directory = Directory(hooks)
-        self.storage = CoupaStorage(self.directory, hooks, self._model_for)
+        self.storage = CoupaStorage(self.directory, hooks, self.model_for)
         self.application = _BearerApplication(self.storage, token)
         self._address = (host, port)
         self._refresh_every_s = refresh_every_s
@@ -117,7 +117,8 @@ class ScimFacade:
     def __repr__(self) -> str:
         return f"ScimFacade(tenant={self.hooks.tenant.id!r}, url={self.url!r})"
 
-    def _model_for(self, name: str) -> type[Resource[Any]]:
+    def model_for(self, name: str) -> type[Resource[Any]]:
+        """The model of the ``User`` or ``Group`` resource type as the facade publishes it."""
         model = self.application.provider.model_for(name)
         if model is None:  # pragma: no cover - the provider declares both
             raise LookupError(name)

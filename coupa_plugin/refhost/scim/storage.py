@@ -17,7 +17,6 @@ from scim2_models import (
     InvalidValueException,
     NotFoundException,
     NotImplementedException,
-    PreconditionFailedException,
     Resource,
     ResourceType,
     ResponseParameters,
@@ -109,6 +108,14 @@ def _indexed(node: Any, kind: str) -> bool:
     return any(_eq_value(node, name) is not None for name in _INDEXED.get(kind, ()))
 
 
+def _member_ids(document: dict[str, Any]) -> set[str]:
+    return {
+        str(m["value"])
+        for m in document.get("members") or ()
+        if isinstance(m, dict) and m.get("value")
+    }
+
+
 def _wants(params: ResponseParameters[Any] | None, attribute: str) -> bool:
     """Whether a response keeps ``attribute`` (a default-returned one)."""
     if params is None:
@@ -137,6 +144,7 @@ class CoupaStorage(ScimStorage):
         self._write_lock = threading.Lock()
         # users deleted over SCIM: disabled in Coupa and not served while they stay inactive
         self._deleted: set[str] = set()
+        self._base = threading.local()
 
     # -- documents ------------------------------------------------------
 
@@ -181,10 +189,16 @@ class CoupaStorage(ScimStorage):
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
         if resource_type.id == "User":
-            return self._user_model(self._user(resource_id))
-        return self._group_model(
-            self._group(resource_id), members=_wants(response_parameters, "members")
-        )
+            model = self._user_model(self._user(resource_id))
+        else:
+            model = self._group_model(
+                self._group(resource_id), members=_wants(response_parameters, "members")
+            )
+        if response_parameters is None:
+            # scim2-server reads the resource, applies a PUT or PATCH to it and calls update
+            # in the same thread: what it read is the base the request changed
+            self._base.read = (resource_type.id, resource_id, model.model_dump())
+        return model
 
     def search(
         self,
@@ -318,12 +332,13 @@ class CoupaStorage(ScimStorage):
     ) -> Resource[Any]:
         """A create naming a user deleted over SCIM: enable and update that user."""
         self._deleted.discard(user.id)
-        self._write_user(user, wanted, active=document.get("active", True) is not False)
-        return self._user_model(self._user(user.id))
-
-    def _write_user(self, user: CoupaUser, wanted: dict[str, Any], *, active: bool | None) -> None:
         current = current_attributes(user)
         changed = {k: v for k, v in wanted.items() if v != current.get(k)}
+        self._write_user(user, changed, active=document.get("active", True) is not False)
+        return self._user_model(self._user(user.id))
+
+    def _write_user(self, user: CoupaUser, changed: dict[str, Any], *, active: bool | None) -> None:
+        """``update_account`` with ``changed``, then ``active`` (when given and different)."""
         was_active = bool(user.profile.get("active"))
         try:
             if active is True and not was_active:
@@ -339,11 +354,22 @@ class CoupaStorage(ScimStorage):
         finally:
             self._refresh(user.id)
 
-    def _check_version(self, current: Resource[Any], expected_version: str | None) -> None:
-        if expected_version is None or current.meta is None:
-            return
-        if current.meta.version != expected_version:
-            raise PreconditionFailedException(detail="the resource changed since that version")
+    def _taken_base(self, kind: str, resource_id: str) -> dict[str, Any] | None:
+        read = getattr(self._base, "read", None)
+        self._base.read = None
+        if read is None or read[:2] != (kind, resource_id):
+            return None
+        base: dict[str, Any] = read[2]
+        return base
+
+    def _user_changes(self, base: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+        """The attributes ``document`` changes from ``base`` (a concurrent change to another
+        attribute is not written back)."""
+        before, after = wanted_attributes(base, None), wanted_attributes(document, None)
+        changed = {k: v for k, v in after.items() if k != "manager" and v != before[k]}
+        if manager_id_of(document) != manager_id_of(base):
+            changed["manager"] = self._manager_login(document)
+        return changed
 
     def update(
         self,
@@ -352,32 +378,42 @@ class CoupaStorage(ScimStorage):
         *,
         expected_version: str | None = None,
     ) -> Resource[Any]:
-        resource_id = str(resource.id)
+        """A PUT or PATCH: what the request changed from the resource it was applied to.
+
+        ``expected_version`` is not enforced: scim2-server already checked a client's
+        ``If-Match`` against that base, and writing only the difference from the base lets
+        concurrent requests (Entra ID sends membership changes of one group in parallel)
+        compose instead of failing or undoing each other.
+        """
+        kind, resource_id = str(resource_type.id), str(resource.id)
         document = resource.model_dump()
+        base = self._taken_base(kind, resource_id)
         with self._write_lock:
-            current = self.get(resource_type, resource_id)
-            self._check_version(current, expected_version)
-            if resource_type.id == "User":
+            if base is None:
+                base = self.get(resource_type, resource_id).model_dump()
+            if kind == "User":
                 user = self._user(resource_id)
-                wanted = wanted_attributes(document, self._manager_login(document))
-                self._write_user(user, wanted, active=document.get("active"))
+                active = document.get("active")
+                changed = self._user_changes(base, document)
+                self._write_user(
+                    user, changed, active=active if active != base.get("active") else None
+                )
                 return self._user_model(self._user(resource_id))
-            self._write_members(self._group(resource_id), document)
+            self._write_members(self._group(resource_id), base, document)
             return self._group_model(self._group(resource_id))
 
-    def _write_members(self, entry: GroupEntry, document: dict[str, Any]) -> None:
+    def _write_members(
+        self, entry: GroupEntry, base: dict[str, Any], document: dict[str, Any]
+    ) -> None:
+        """A grant per member ``document`` adds to ``base``, a revoke per member it drops."""
         group_id = entry.entitlement.id
-        wanted = {
-            str(m.get("value"))
-            for m in document.get("members") or ()
-            if isinstance(m, dict) and m.get("value")
-        }
-        current = self.directory.members(group_id)
-        unknown = sorted(u for u in wanted - current if self.directory.user(u) is None)
+        before, wanted = _member_ids(base), _member_ids(document)
+        unknown = sorted(u for u in wanted - before if self.directory.user(u) is None)
         if unknown:
             raise InvalidValueException(detail=f"members: no user {', '.join(unknown)}")
-        changes = [("grant", u) for u in sorted(wanted - current)]
-        changes += [("revoke", u) for u in sorted(current - wanted)]
+        current = self.directory.members(group_id)
+        changes = [("grant", u) for u in sorted(wanted - before - current)]
+        changes += [("revoke", u) for u in sorted((before - wanted) & current)]
         for done, (action, user_id) in enumerate(changes):
             request = ProvisionRequest(action=action, entitlement_id=group_id, principal_id=user_id)
             try:
@@ -401,8 +437,5 @@ class CoupaStorage(ScimStorage):
         if resource_type.id != "User":
             raise NotImplementedException(detail=NO_GROUP_WRITES)
         with self._write_lock:
-            current = self.get(resource_type, resource_id)
-            self._check_version(current, expected_version)
-            user = self._user(resource_id)
-            self._write_user(user, current_attributes(user), active=False)
+            self._write_user(self._user(resource_id), {}, active=False)
             self._deleted.add(resource_id)
