@@ -242,6 +242,11 @@ def test_delete_disables_and_hides_and_a_create_revives(
     assert sandbox.state.users[target]["active"] is False
     assert truth_grants(sandbox.state) == grants  # disabling keeps every grant
     assert client.get(f"/Users/{target}").status_code == 404
+    held = {e for e, u in grants if u == str(target)}
+    assert held  # every user holds a role
+    for entitlement in held:
+        members = client.get(f"/Groups/{entitlement}").json().get("members", [])
+        assert str(target) not in {m["value"] for m in members}
     listed = client.get("/Users", params={"filter": f'userName eq "{login}"'}).json()
     assert listed["totalResults"] == 0
     revived = client.post(

@@ -162,9 +162,10 @@ class CoupaStorage(ScimStorage):
         return self._model_for("User").model_validate(document)
 
     def _group_model(self, entry: GroupEntry, *, members: bool = True) -> Resource[Any]:
-        logins = (
-            self.directory.logins(self.directory.members(entry.entitlement.id)) if members else None
-        )
+        logins = None
+        if members:
+            hidden = {u for u in self._deleted if self._visible(self.directory.user(u)) is None}
+            logins = self.directory.logins(self.directory.members(entry.entitlement.id) - hidden)
         return self._model_for("Group").model_validate(group_document(entry, logins))
 
     def _user(self, user_id: str) -> CoupaUser:
