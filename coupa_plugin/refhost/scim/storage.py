@@ -323,9 +323,12 @@ class CoupaStorage(ScimStorage):
             user_id = result.principal_id
             if user_id is None:
                 raise _Unavailable(detail="the plugin did not name the created user")
-            if document.get("active") is False:
-                self._provision(ProvisionRequest(action="disable_account", principal_id=user_id))
-            self._refresh(user_id)
+            try:
+                if document.get("active") is False:
+                    request = ProvisionRequest(action="disable_account", principal_id=user_id)
+                    self._provision(request)
+            finally:  # the user exists now: a retry must find it by its userName
+                self._refresh(user_id)
         return self._user_model(self._user(user_id))
 
     def _revive(
