@@ -8,15 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from coupa_plugin.host.model import (
-    ConnectorStatus,
-    Grant,
-    ProvisionRequest,
-    ProvisionResult,
-    Resource,
-    SyncRequest,
-    Tenant,
-)
+from coupa_plugin.host import model as m
 from coupa_plugin.host.spec import hookimpl
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.refhost.manager import Host
@@ -36,19 +28,21 @@ class _Interleaving:
         self.during: list[Callable[[list[str]], None]] = []
 
     @hookimpl
-    def configure(self, tenant: Tenant) -> ConnectorStatus | None:
+    def configure(self, tenant: m.Tenant) -> m.ConnectorStatus | None:
         return self.inner.configure(tenant=tenant)
 
     @hookimpl
-    def discover_resources(self, tenant: Tenant, request: SyncRequest) -> Iterable[Resource] | None:
+    def discover_resources(
+        self, tenant: m.Tenant, request: m.SyncRequest
+    ) -> Iterable[m.Resource] | None:
         found = self.inner.discover_resources(tenant=tenant, request=request)
         if found is None or request.principal_ids is not None or not self.during:
             return found
         return self._interleaved(found, self.during.pop())
 
     def _interleaved(
-        self, found: Iterable[Resource], during: Callable[[list[str]], None]
-    ) -> Iterator[Resource]:
+        self, found: Iterable[m.Resource], during: Callable[[list[str]], None]
+    ) -> Iterator[m.Resource]:
         streamed: list[str] = []
         for resource in found:
             if len(streamed) == self.after:
@@ -57,11 +51,11 @@ class _Interleaving:
             yield resource
 
     @hookimpl
-    def sync_grants(self, tenant: Tenant, request: SyncRequest) -> Iterable[Grant] | None:
+    def sync_grants(self, tenant: m.Tenant, request: m.SyncRequest) -> Iterable[m.Grant] | None:
         return self.inner.sync_grants(tenant=tenant, request=request)
 
     @hookimpl
-    def provision(self, tenant: Tenant, request: ProvisionRequest) -> ProvisionResult | None:
+    def provision(self, tenant: m.Tenant, request: m.ProvisionRequest) -> m.ProvisionResult | None:
         return self.inner.provision(tenant=tenant, request=request)
 
 
