@@ -164,7 +164,9 @@ class CoupaStorage(ScimStorage):
     def _group_model(self, entry: GroupEntry, *, members: bool = True) -> Resource[Any]:
         logins = None
         if members:
-            hidden = {u for u in self._deleted if self._visible(self.directory.user(u)) is None}
+            # a copy: _visible forgets users re-enabled in Coupa, and other threads write too
+            deleted = tuple(self._deleted)
+            hidden = {u for u in deleted if self._visible(self.directory.user(u)) is None}
             logins = self.directory.logins(self.directory.members(entry.entitlement.id) - hidden)
         return self._model_for("Group").model_validate(group_document(entry, logins))
 
@@ -344,17 +346,20 @@ class CoupaStorage(ScimStorage):
     def _write_user(self, user: CoupaUser, changed: dict[str, Any], *, active: bool | None) -> None:
         """``update_account`` with ``changed``, then ``active`` (when given and different)."""
         was_active = bool(user.profile.get("active"))
+        requests = [
+            ProvisionRequest(action=action, principal_id=user.id, attributes=attributes)
+            for action, attributes, wanted in (
+                ("enable_account", {}, active is True and not was_active),
+                ("update_account", changed, bool(changed)),
+                ("disable_account", {}, active is False and was_active),
+            )
+            if wanted
+        ]
+        if not requests:
+            return  # nothing to write, nothing to read again
         try:
-            if active is True and not was_active:
-                self._provision(ProvisionRequest(action="enable_account", principal_id=user.id))
-            if changed:
-                self._provision(
-                    ProvisionRequest(
-                        action="update_account", principal_id=user.id, attributes=changed
-                    )
-                )
-            if active is False and was_active:
-                self._provision(ProvisionRequest(action="disable_account", principal_id=user.id))
+            for request in requests:
+                self._provision(request)
         finally:
             self._refresh(user.id)
 
