@@ -1018,3 +1018,8 @@ def report(
 
 # the access-review campaign commands (`coupa-iga review …`) register themselves on `main`
 import coupa_plugin.refhost.campaign_cli  # noqa: E402, F401
+
+# the SCIM facade's command lives with its package (it imports its libraries when it runs)
+from coupa_plugin.refhost.scim.command import scim as _scim_command  # noqa: E402
+
+main.add_command(_scim_command)
