@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -18,7 +19,12 @@ import httpx
 from coupa_plugin.connector.boundary import boundary, describe
 from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
 from coupa_plugin.connector.settings import CoupaSettings, parse_settings
-from coupa_plugin.host.errors import ConfigurationError, ProvisioningError, SyncError
+from coupa_plugin.host.errors import (
+    ConfigurationError,
+    PluginError,
+    ProvisioningError,
+    SyncError,
+)
 from coupa_plugin.host.model import (
     ConnectorStatus,
     Grant,
@@ -79,17 +85,27 @@ class CoupaPlugin:
         self._sleep = sleep
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
-        """The tenant's connector, (re)built when its settings changed; None when not enabled."""
+        """The tenant's connector, (re)built when its settings changed; None when not enabled
+        (a tenant seen disabled or without a ``coupa`` section is released)."""
+        connector = self._acquire(tenant)
+        if connector is not None:
+            connector.uses.exit()
+        return connector
+
+    def _acquire(self, tenant: Tenant) -> CoupaConnector | None:
+        """The tenant's connector with one use taken (the caller gives it back), built or
+        rebuilt as :meth:`connector` says. A connector replaced by new settings is retired:
+        the calls and streams begun on it finish there, and it closes after the last."""
         section = settings_section(tenant)
         if section is None:
+            self.release(tenant.id)
             return None
         settings = parse_settings(section)
         with self._lock:
             current = self._connectors.get(tenant.id)
             if current is not None and current.settings == settings:
+                current.uses.enter()
                 return current
-            if current is not None:
-                current.close()
             transport = self._transport_factory(settings) if self._transport_factory else None
             try:
                 connector = CoupaConnector(
@@ -104,46 +120,80 @@ class CoupaPlugin:
                 raise ConfigurationError(
                     f"tenant {_tenant_id(tenant)}: the settings cannot be used: {describe(exc)}"
                 ) from exc
+            connector.uses.enter()
             self._connectors[tenant.id] = connector
-            return connector
+        if current is not None:
+            current.close()  # outside the lock: it may close now, which takes a moment
+        return connector
+
+    @contextmanager
+    def _using(self, tenant: Tenant) -> Iterator[CoupaConnector | None]:
+        connector = self._acquire(tenant)
+        try:
+            yield connector
+        finally:
+            if connector is not None:
+                connector.uses.exit()
+
+    def release(self, tenant_id: str) -> bool:
+        """Release one tenant: its connector closes (threads and sockets) once the calls and
+        streams begun on it have ended; the next hook call for the tenant starts afresh.
+        True when the tenant had a connector. A hook call for a tenant that is disabled or has
+        no ``coupa`` section releases it too."""
+        with self._lock:
+            connector = self._connectors.pop(tenant_id, None)
+        if connector is None:
+            return False
+        connector.close()
+        return True
+
+    def tenants(self) -> frozenset[str]:
+        """The ids of the tenants holding a connector."""
+        with self._lock:
+            return frozenset(self._connectors)
 
     def close(self) -> None:
-        """Close every tenant's HTTP client."""
+        """Release every tenant (see :meth:`release`): for a host shutting down, or one that
+        unregisters the plugin (``pm.unregister`` alone frees nothing)."""
         with self._lock:
-            for connector in self._connectors.values():
-                connector.close()
+            connectors = list(self._connectors.values())
             self._connectors.clear()
+        for connector in connectors:
+            connector.close()
 
     def diagnose(self, tenant: Tenant) -> dict[str, Any] | None:
         """Diagnostics for ``coupa-iga doctor`` (not a hook): see
         :meth:`~coupa_plugin.connector.service.CoupaConnector.diagnose`."""
-        connector = self.connector(tenant)
-        return None if connector is None else connector.diagnose()
+        with self._using(tenant) as connector:
+            return None if connector is None else connector.diagnose()
 
-    # Each hook body runs inside :func:`boundary`: only PluginError subclasses leave a hook.
+    @contextmanager
+    def _hook(
+        self, tenant: Tenant, what: str, error: type[PluginError]
+    ) -> Iterator[CoupaConnector | None]:
+        """A hook call's frame: :func:`boundary` (only PluginError subclasses leave a hook)
+        around one use of the tenant's connector (None when the tenant is not enabled)."""
+        with boundary(_tenant_id(tenant), what, error), self._using(tenant) as connector:
+            yield connector
 
     @hookimpl
     def configure(self, tenant: Tenant) -> ConnectorStatus | None:
-        with boundary(_tenant_id(tenant), "configure", ConfigurationError):
-            connector = self.connector(tenant)
+        with self._hook(tenant, "configure", ConfigurationError) as connector:
             return None if connector is None else connector.configure(refresh=True)
 
     @hookimpl
     def discover_resources(self, tenant: Tenant, request: SyncRequest) -> Iterable[Resource] | None:
-        with boundary(_tenant_id(tenant), "discover_resources", SyncError):
-            connector = self.connector(tenant)
+        with self._hook(tenant, "discover_resources", SyncError) as connector:
             return None if connector is None else connector.discover_resources(request)
 
     @hookimpl
     def sync_grants(self, tenant: Tenant, request: SyncRequest) -> Iterable[Grant] | None:
-        with boundary(_tenant_id(tenant), "sync_grants", SyncError):
-            connector = self.connector(tenant)
+        with self._hook(tenant, "sync_grants", SyncError) as connector:
             return None if connector is None else connector.sync_grants(request)
 
     @hookimpl
     def provision(self, tenant: Tenant, request: ProvisionRequest) -> ProvisionResult | None:
-        with boundary(_tenant_id(tenant), "provision", ProvisioningError):
-            connector = self.connector(tenant)
+        with self._hook(tenant, "provision", ProvisioningError) as connector:
             return None if connector is None else connector.provision(request)
 
 

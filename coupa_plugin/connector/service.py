@@ -16,6 +16,7 @@ import httpx
 
 from coupa_plugin.connector.boundary import describe
 from coupa_plugin.connector.inputs import check_provision_request, check_sync_request
+from coupa_plugin.connector.lifecycle import Leased, Uses
 from coupa_plugin.connector.mapping import parse_id
 from coupa_plugin.connector.provisioning import (
     Provisioner,
@@ -102,9 +103,8 @@ class CoupaConnector:
         self._clock = clock  # the sync's too: how long configure's first pages stay fresh
         self.client = CoupaClient(config, transport, clock=clock, limiter=limiter, sleep=sleep)
         self._lock = threading.Lock()
-        self._streams_lock = threading.Lock()
-        self._streams = 0
-        self._closing = False
+        # the calls and streams using this connector: it closes once retired and unused
+        self.uses = Uses(self._release)
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
         self._begun: dict[str, Begun[Any]] = {}  # catalog listings configure's probes began
@@ -147,27 +147,25 @@ class CoupaConnector:
         return self.configure().resource_types - {"user"}
 
     def close(self) -> None:
-        """Close the client, or, while a sync still streams from it, once the last one ends
-        (a tenant reconfigured mid-sync must not break the sync already running)."""
-        with self._streams_lock:
-            self._closing = True
-            if self._streams:
-                return
-        self.client.close()
-        if self._redis is not None:
-            self._redis.close()
+        """Retire the connector: its threads and sockets are released now when no call or
+        stream uses it, else once the last one ends (a tenant reconfigured, disabled or
+        released mid-call must not break the call or the stream already running)."""
+        self.uses.retire()
+
+    @property
+    def closed(self) -> bool:
+        return self.uses.closed
+
+    def _release(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self._redis is not None:
+                self._redis.close()
+        log.info("connector closed", extra={"tenant": self.tenant_id})
 
     def _streaming(self, items: Iterator[T]) -> Iterator[T]:
-        with self._streams_lock:
-            self._streams += 1
-        try:
-            yield from items
-        finally:
-            with self._streams_lock:
-                self._streams -= 1
-                last = self._closing and not self._streams
-            if last:
-                self.client.close()
+        return Leased(items, self.uses)
 
     # -- configure -------------------------------------------------------------------------
 

@@ -165,8 +165,11 @@ class CatalogFetch:
     ``start`` begins them (once); ``result`` waits for one and re-raises its failure;
     ``cancel`` stops them: a listing stops before its next row (so before its next page)."""
 
-    def __init__(self, jobs: dict[str, Callable[[], Iterable[Any]]]) -> None:
+    def __init__(
+        self, jobs: dict[str, Callable[[], Iterable[Any]]], name: str = "coupa-catalog"
+    ) -> None:
         self._jobs = jobs
+        self._name = name
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[str, Future[list[Any]]] = {}
@@ -174,7 +177,7 @@ class CatalogFetch:
     def start(self) -> None:
         if self._pool is not None or not self._jobs or self._stop.is_set():
             return
-        self._pool = ThreadPoolExecutor(len(self._jobs), thread_name_prefix="coupa-catalog")
+        self._pool = ThreadPoolExecutor(len(self._jobs), thread_name_prefix=self._name)
         self._futures = {
             name: self._pool.submit(self._collect, job) for name, job in self._jobs.items()
         }
@@ -308,7 +311,9 @@ class TenantSync:
 
     def _discover(self, request: SyncRequest) -> Iterator[Resource]:
         types = self.types_for(request)
-        catalogs = self.catalog_fetch = CatalogFetch(self._catalog_jobs(types))
+        catalogs = self.catalog_fetch = CatalogFetch(
+            self._catalog_jobs(types), f"coupa-{self.tenant_id}-catalog"
+        )
         try:
             flags: set[str] = set()
             if types & {"user", "license"}:

@@ -257,9 +257,6 @@ class CoupaClient:
         self.fields = TenantFields()
         self._license_flags: frozenset[str] = frozenset()  # seen on this tenant
         self._flags_discovered = False
-        self._executor = ThreadPoolExecutor(
-            config.max_in_flight, thread_name_prefix=f"coupa-{config.tenant}"
-        )
         self._grant: ScopeGrant | None = None
         self._page_size = PageSize()
         self.newest_user_id: int | None = None  # from the last license-flag probe
@@ -270,7 +267,8 @@ class CoupaClient:
     # -- lifecycle and scopes ------------------------------------------------------------------
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Close the client's connections (its threads belong to the listings running: each
+        ends with its listing)."""
         self._http.close()
         self._graphql_http.close()
         self._token_http.close()
@@ -448,18 +446,27 @@ class CoupaClient:
                 raise CoupaResponseError(f"GET {path}: expected a JSON array of records")
             return page
 
-        return read_all(
-            fetch,
-            self._executor,
-            limit=MAX_PAGE,
-            in_flight=in_flight or self.config.max_in_flight,
-            what=what,
-            page_size=self._page_size,
-            saturated=self.limiter.saturated,
-            max_rows=min(max_rows or self.config.max_listing_rows, self.config.max_listing_rows),
-            last_id=last_id,
-            start_depth=self._start_depth(),
-        )
+        depth = in_flight or self.config.max_in_flight
+        # a pool per listing, its threads started as pages go ahead and ended with the
+        # listing: an idle client keeps no thread
+        pool = ThreadPoolExecutor(depth, thread_name_prefix=f"coupa-{self.config.tenant}")
+        try:
+            yield from read_all(
+                fetch,
+                pool,
+                limit=MAX_PAGE,
+                in_flight=depth,
+                what=what,
+                page_size=self._page_size,
+                saturated=self.limiter.saturated,
+                max_rows=min(
+                    max_rows or self.config.max_listing_rows, self.config.max_listing_rows
+                ),
+                last_id=last_id,
+                start_depth=self._start_depth(),
+            )
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _start_depth(self) -> int:
         """Pages a bounded listing starts with: enough to keep the pacer busy at its rate over
