@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -37,9 +37,11 @@ from coupa_plugin.host.model import (
 )
 from coupa_plugin.host.spec import hookimpl
 
-__all__ = ["PLUGIN_NAME", "CoupaPlugin", "plugin"]
+__all__ = ["IDLE_RELEASE_S", "PLUGIN_NAME", "CoupaPlugin", "plugin"]
 
 TransportFactory = Callable[[CoupaSettings], httpx.BaseTransport]
+IDLE_RELEASE_S: Final = 15 * 60.0  # a tenant unused this long is released (dropped by the host)
+SWEEP_EVERY_S: Final = 60.0
 
 
 def _tenant_id(tenant: object) -> str:
@@ -70,19 +72,25 @@ class CoupaPlugin:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        idle_release_s: float | None = IDLE_RELEASE_S,
     ) -> None:
         """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
         (for example into an in-process sandbox); by default requests go over the network.
         ``wall_clock`` (seconds since the epoch) dates journal entries; ``clock`` (monotonic
         seconds) and ``sleep`` are how the tenants' clients measure and wait (pacing,
         Retry-After, token lifetimes and warm-up, the retry budget): a test passes a virtual
-        pair so nothing waits for real."""
+        pair so nothing waits for real. A tenant no hook has used for ``idle_release_s``
+        seconds (on ``clock``) is released at the next hook call of any tenant, so a tenant
+        the host dropped gives its sockets back (None: only on :meth:`release`)."""
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
         self._wall_clock = wall_clock
         self._clock = clock
         self._sleep = sleep
+        self._idle_release_s = idle_release_s
+        self._last_used: dict[str, float] = {}
+        self._swept = clock()
 
     def connector(self, tenant: Tenant) -> CoupaConnector | None:
         """The tenant's connector, (re)built when its settings changed; None when not enabled
@@ -101,7 +109,10 @@ class CoupaPlugin:
             self.release(tenant.id)
             return None
         settings = parse_settings(section)
+        for idle in self._sweep(keep=tenant.id):
+            idle.close()
         with self._lock:
+            self._last_used[tenant.id] = self._clock()
             current = self._connectors.get(tenant.id)
             if current is not None and current.settings == settings:
                 current.uses.enter()
@@ -126,6 +137,25 @@ class CoupaPlugin:
             current.close()  # outside the lock: it may close now, which takes a moment
         return connector
 
+    def _sweep(self, keep: str) -> list[CoupaConnector]:
+        """Take out the connectors of the tenants idle for ``idle_release_s`` (at most once a
+        minute); the caller closes them."""
+        now = self._clock()
+        with self._lock:
+            if self._idle_release_s is None or now - self._swept < SWEEP_EVERY_S:
+                return []
+            self._swept = now
+            idle = [
+                tenant_id
+                for tenant_id, connector in self._connectors.items()
+                if tenant_id != keep
+                and not connector.uses.count
+                and now - self._last_used.get(tenant_id, now) >= self._idle_release_s
+            ]
+            for tenant_id in idle:
+                self._last_used.pop(tenant_id, None)
+            return [self._connectors.pop(tenant_id) for tenant_id in idle]
+
     @contextmanager
     def _using(self, tenant: Tenant) -> Iterator[CoupaConnector | None]:
         connector = self._acquire(tenant)
@@ -142,6 +172,7 @@ class CoupaPlugin:
         no ``coupa`` section releases it too."""
         with self._lock:
             connector = self._connectors.pop(tenant_id, None)
+            self._last_used.pop(tenant_id, None)
         if connector is None:
             return False
         connector.close()
@@ -158,6 +189,7 @@ class CoupaPlugin:
         with self._lock:
             connectors = list(self._connectors.values())
             self._connectors.clear()
+            self._last_used.clear()
         for connector in connectors:
             connector.close()
 

@@ -284,3 +284,28 @@ def test_a_stream_taken_before_a_settings_change_reads_complete_after_it() -> No
     del resources  # abandoned unread
     assert closed(before)
     plugin.close()
+
+
+def test_a_tenant_the_host_stopped_calling_is_released_once_idle() -> None:
+    sandbox = CoupaSandbox(
+        generate_tenant(users=60, seed=5), operations=Operations(rate_limit=False)
+    )
+    virtual = VirtualTime(real=False)
+    plugin = CoupaPlugin(
+        transport_factory=lambda _s: SandboxTransport(sandbox),
+        clock=virtual.clock,
+        sleep=virtual.sleep,
+        idle_release_s=900,
+    )
+    dropped, streaming, active = tenant("dropped"), tenant("streaming"), tenant("active")
+    sync(plugin, dropped)
+    stream = plugin.sync_grants(tenant=streaming, request=SyncRequest())  # held, unread
+    plugin.configure(tenant=active)
+    virtual.sleep(899)
+    plugin.configure(tenant=active)
+    assert plugin.tenants() == {"dropped", "streaming", "active"}, "not idle long enough"
+    virtual.sleep(60)  # the idle are looked for once a minute
+    plugin.configure(tenant=active)
+    assert plugin.tenants() == {"streaming", "active"}, "the dropped tenant is released"
+    assert stream is not None
+    assert {(g.entitlement_id, g.principal_id) for g in stream} == truth_grants(sandbox.state)
