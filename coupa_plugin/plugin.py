@@ -17,6 +17,7 @@ from typing import Any, Final
 import httpx
 
 from coupa_plugin.connector.boundary import boundary, describe
+from coupa_plugin.connector.lifecycle import tenant_context
 from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
 from coupa_plugin.connector.settings import CoupaSettings, parse_settings
 from coupa_plugin.host.errors import (
@@ -205,7 +206,12 @@ class CoupaPlugin:
     ) -> Iterator[CoupaConnector | None]:
         """A hook call's frame: :func:`boundary` (only PluginError subclasses leave a hook)
         around one use of the tenant's connector (None when the tenant is not enabled)."""
-        with boundary(_tenant_id(tenant), what, error), self._using(tenant) as connector:
+        tenant_id = _tenant_id(tenant)
+        with (
+            tenant_context(tenant_id),
+            boundary(tenant_id, what, error),
+            self._using(tenant) as connector,
+        ):
             yield connector
 
     @hookimpl

@@ -38,6 +38,7 @@ from coupa_plugin.coupa import (
     ScopeError,
 )
 from coupa_plugin.coupa.errors import GraphQLError
+from coupa_plugin.coupa.logs import attach_tenant_filter
 from coupa_plugin.coupa.negotiation import ScopeGrant
 from coupa_plugin.coupa.ratelimit import COUPA_RATE, RateLimiter
 from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
@@ -70,6 +71,12 @@ PLUGIN_NAME = "coupa"
 MB: Final = 1024 * 1024
 log = logging.getLogger("coupa_plugin.connector")
 T = TypeVar("T")
+CONNECTOR_LOGGERS: Final = (
+    "coupa_plugin.connector",
+    "coupa_plugin.connector.provisioning",
+    "coupa_plugin.connector.shared_state",
+)
+attach_tenant_filter(*CONNECTOR_LOGGERS)  # a record logged for a tenant names it
 
 
 class CoupaConnector:
@@ -165,7 +172,7 @@ class CoupaConnector:
         log.info("connector closed", extra={"tenant": self.tenant_id})
 
     def _streaming(self, items: Iterator[T]) -> Iterator[T]:
-        return Leased(items, self.uses)
+        return Leased(items, self.uses, self.tenant_id)
 
     # -- configure -------------------------------------------------------------------------
 

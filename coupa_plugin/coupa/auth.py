@@ -28,6 +28,7 @@ from coupa_plugin.coupa.errors import (
     excerpt,
     plain,
 )
+from coupa_plugin.coupa.logs import tenant_context
 from coupa_plugin.coupa.transport import (
     DEFAULT_MAX_BODY_BYTES,
     deadline,
@@ -108,8 +109,10 @@ class TokenSource:
         budget_s: float = 60.0,
         attempt_s: float = 30.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        tenant: str = "",
     ) -> None:
         self._url = token_url
+        self._tenant = tenant
         self._client_id = client_id
         self._secret = client_secret
         self._http = http
@@ -129,6 +132,10 @@ class TokenSource:
         A 429, a 5xx or a dropped connection is retried (within :data:`_MINT_ATTEMPTS` and
         the budget); what is left is reported as what it is, not as refused credentials.
         """
+        with tenant_context(self._tenant):
+            return self._mint(scopes)
+
+    def _mint(self, scopes: Iterable[str] | None) -> AccessToken:
         form = {
             "grant_type": "client_credentials",
             "client_id": self._client_id,
@@ -241,7 +248,10 @@ class TokenSource:
                 else None
             ),
         )
-        log.debug("token minted", extra={"scopes": len(asked), "lifetime_s": lifetime})
+        log.debug(
+            "token minted",
+            extra={"tenant": self._tenant, "scopes": len(asked), "lifetime_s": lifetime},
+        )
         return token
 
     def use(self, scopes: frozenset[str] | None, token: AccessToken | None = None) -> None:

@@ -28,6 +28,7 @@ from coupa_plugin.coupa.errors import (
 )
 from coupa_plugin.coupa.fields import FieldSpec, TenantFields
 from coupa_plugin.coupa.http import GRAPHQL_PATH, RequestLoop
+from coupa_plugin.coupa.logs import route_retries
 from coupa_plugin.coupa.models import (
     KNOWN_LICENSE_FLAGS,
     AccountGroup,
@@ -193,6 +194,7 @@ class CoupaClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
+        route_retries()  # stamina's retries of this client's requests name the tenant
         self.limiter: RateLimiter = limiter or (
             SharedRateLimiter(
                 config.shared_rate_limit_file,
@@ -228,6 +230,7 @@ class CoupaClient:
                 budget_s=config.retry_timeout_s,
                 attempt_s=config.timeout_s,
                 max_body_bytes=config.max_body_bytes,
+                tenant=config.tenant,
             )
 
         def api_client(auth: CoupaAuth) -> httpx.Client:

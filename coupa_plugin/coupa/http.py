@@ -23,6 +23,7 @@ from coupa_plugin.coupa.errors import (
     CoupaTransportError,
     excerpt,
 )
+from coupa_plugin.coupa.logs import tenant_context
 from coupa_plugin.coupa.ratelimit import RateLimiter
 from coupa_plugin.coupa.transport import (
     deadline,
@@ -117,7 +118,20 @@ class RequestLoop:
         safe: bool,
     ) -> Any:
         """One request, retried while that is ``safe`` (sending it again leaves the same
-        state), within ``timeout_s`` per attempt and ``retry_timeout_s`` per call."""
+        state), within ``timeout_s`` per attempt and ``retry_timeout_s`` per call. Whatever
+        it logs (stamina's retries too) names the client's tenant."""
+        with tenant_context(self.config.tenant):
+            return self._send(method, path, params=params, body=body, safe=safe)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        safe: bool,
+    ) -> Any:
         content = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         url = self._url(path, params)
