@@ -121,56 +121,45 @@ class RequestLoop:
         state), within ``timeout_s`` per attempt and ``retry_timeout_s`` per call. Whatever
         it logs (stamina's retries too) names the client's tenant."""
         with tenant_context(self.config.tenant):
-            return self._send(method, path, params=params, body=body, safe=safe)
-
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, Any] | None,
-        body: Any,
-        safe: bool,
-    ) -> Any:
-        content = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        url = self._url(path, params)
-        started = self._clock()
-        until = started + self.config.retry_timeout_s
-        made = 0
-        try:
-            for attempt in stamina.retry_context(
-                on=self._backoff_until(until),
-                attempts=self.config.retry_attempts,
-                timeout=None,
-            ):
-                with attempt:
-                    made = attempt.num
-                    if attempt.num > 1:
-                        with self._lock:
-                            self.retries += 1
-                    left = self._left(until)
-                    if left <= 0:
-                        raise _Retryable("the time budget is spent", timed_out=True)
-                    with deadline(min(self.config.timeout_s, left)), pacing_budget(left):
-                        return self._attempt(
-                            method, path, url, content, headers, safe=safe, attempt=made
-                        )
-        except _Retryable as exc:
-            spent = self._clock() - started
-            tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
-            if exc.answer is not None:
-                raise self._http_error(method, path, *exc.answer, tries=tries) from None
-            if spent >= self.config.retry_timeout_s or exc.timed_out:
-                raise CoupaTimeoutError(
-                    f"{method} {path} did not complete within its time budget "
-                    f"(timeout_s={self.config.timeout_s:g} per attempt, "
-                    f"{self.config.retry_timeout_s:g} s per call); {tries}: {exc.reason}"
+            content = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if content is not None else None
+            url = self._url(path, params)
+            started = self._clock()
+            until = started + self.config.retry_timeout_s
+            made = 0
+            try:
+                for attempt in stamina.retry_context(
+                    on=self._backoff_until(until),
+                    attempts=self.config.retry_attempts,
+                    timeout=None,
+                ):
+                    with attempt:
+                        made = attempt.num
+                        if attempt.num > 1:
+                            with self._lock:
+                                self.retries += 1
+                        left = self._left(until)
+                        if left <= 0:
+                            raise _Retryable("the time budget is spent", timed_out=True)
+                        with deadline(min(self.config.timeout_s, left)), pacing_budget(left):
+                            return self._attempt(
+                                method, path, url, content, headers, safe=safe, attempt=made
+                            )
+            except _Retryable as exc:
+                spent = self._clock() - started
+                tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
+                if exc.answer is not None:
+                    raise self._http_error(method, path, *exc.answer, tries=tries) from None
+                if spent >= self.config.retry_timeout_s or exc.timed_out:
+                    raise CoupaTimeoutError(
+                        f"{method} {path} did not complete within its time budget "
+                        f"(timeout_s={self.config.timeout_s:g} per attempt, "
+                        f"{self.config.retry_timeout_s:g} s per call); {tries}: {exc.reason}"
+                    ) from None
+                raise CoupaTransportError(
+                    f"{method} {path} failed after {tries}: {exc.reason}"
                 ) from None
-            raise CoupaTransportError(
-                f"{method} {path} failed after {tries}: {exc.reason}"
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def _left(self, until: float) -> float:
         """Seconds left before ``until`` (this client's clock) or the thread's outer deadline
