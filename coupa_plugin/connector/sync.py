@@ -30,6 +30,7 @@ from coupa_plugin.connector.mapping import (
     account_group_resource,
     approval_group_resource,
     content_group_resource,
+    entitlement_id,
     group_resource,
     license_resource,
     parse_id,
@@ -336,6 +337,8 @@ class TenantSync:
                     read_users = count
                     if count % 5000 == 0:
                         log.info("users read", extra={"tenant": self.tenant_id, "users": count})
+                for user_id, entitlement in self._unread_licenses(request, types, flags):
+                    spool.add(user_id, (entitlement,))
                 spool.complete_at = self._clock()
                 self._spool = spool
             if "license" in types and not read_users:
@@ -434,4 +437,31 @@ class TenantSync:
         flags = self._license_flags() if "license" in types else set()
         for user in self._users(request, flags):
             yield from user_grants(user, types)
+        for user_id, entitlement in self._unread_licenses(request, types, set(flags)):
+            yield Grant(entitlement_id=entitlement, principal_id=str(user_id))
         self.client.log_stats()
+
+    def _unread_licenses(
+        self, request: SyncRequest, types: frozenset[str], flags: set[str]
+    ) -> Iterator[tuple[int, str]]:
+        """(user id, entitlement id) for the license flags the user pass could not read (the
+        tenant refuses them in ``fields=``): read without ``fields=``, holders only. Each such
+        flag joins ``flags``; one whose holders cannot be read fails the sync, naming it."""
+        ids = self._user_ids(request)
+        if "license" not in types or ids == []:
+            return
+        for flag in sorted(self.client.refused_flags()):
+            log.info(
+                "license flag refused in fields=; reading its holders apart",
+                extra={"tenant": self.tenant_id, "flag": flag},
+            )
+            flags.add(flag)
+            entitlement = entitlement_id("license", flag)
+            try:
+                for user_id in self.client.flag_holders(flag, since=request.since, ids=ids):
+                    yield user_id, entitlement
+            except CoupaError as exc:
+                raise CoupaResponseError(
+                    f"the holders of license flag {flag} (refused in fields=) could not be "
+                    f"read: {exc}"
+                ) from None

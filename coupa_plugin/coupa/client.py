@@ -26,7 +26,7 @@ from coupa_plugin.coupa.errors import (
     ReadOnlyClientError,
     plain,
 )
-from coupa_plugin.coupa.fields import FieldSpec, TenantFields
+from coupa_plugin.coupa.fields import FieldSpec, TenantFields, snake
 from coupa_plugin.coupa.http import GRAPHQL_PATH, RequestLoop
 from coupa_plugin.coupa.logs import route_retries
 from coupa_plugin.coupa.models import (
@@ -559,8 +559,17 @@ class CoupaClient:
         is left out, and when a server ignores ``id[in]`` the remaining users are read one by
         one instead of scanning the tenant.
         """
-        spec = fields or self.user_fields()
-        params: dict[str, Any] = {}
+        return self._user_rows(fields or self.user_fields(), since, ids)
+
+    def _user_rows(
+        self,
+        spec: FieldSpec | None,
+        since: datetime | None,
+        ids: Iterable[int] | None,
+        where: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`users_raw` with ``spec`` None (unfiltered records) and ``where`` filters."""
+        params: dict[str, Any] = dict(where or {})
         moment = None
         if since is not None:
             moment = since if since.tzinfo else since.replace(tzinfo=UTC)
@@ -577,7 +586,7 @@ class CoupaClient:
             yield row
 
     def _users_by_id(
-        self, wanted: list[int], params: dict[str, Any], spec: FieldSpec
+        self, wanted: list[int], params: dict[str, Any], spec: FieldSpec | None
     ) -> Iterator[dict[str, Any]]:
         for start in range(0, len(wanted), MAX_PAGE):
             chunk = set(wanted[start : start + MAX_PAGE])
@@ -603,14 +612,48 @@ class CoupaClient:
                 extra={"tenant": self.config.tenant, "users": len(chunk - seen)},
             )
             for user_id in sorted(chunk - seen):
+                path = f"/api/users/{user_id}"
                 try:
-                    row = self.get_fields(f"/api/users/{user_id}", spec)
+                    row = self.get(path) if spec is None else self.get_fields(path, spec)
                 except CoupaHTTPError as exc:
                     if exc.status == 404:
                         continue
                     raise
                 if isinstance(row, dict):
                     yield row
+
+    def refused_flags(self) -> frozenset[str]:
+        """The license flags (as records name them) seen on this tenant's user records that
+        it refused in a users ``fields=``: a user pass does not show them. (A flag refused and
+        never seen is one this tenant's release does not have.)"""
+        refused = self.fields.refused("users")
+        with self._lock:
+            seen = self._license_flags
+        return frozenset(flag for flag in seen if snake(flag) in refused)
+
+    def flag_holders(
+        self, flag: str, *, since: datetime | None = None, ids: Iterable[int] | None = None
+    ) -> Iterator[int]:
+        """The ids of the users holding license ``flag`` (all, changed since ``since``, or
+        among ``ids``), read without ``fields=``: the way to read a flag the tenant refuses
+        there. Asks Coupa for the holders only (``<flag>=true``) and checks every row, so a
+        server that ignores the filter costs time, not correctness.
+
+        :raises CoupaResponseError: the records do not show the flag: its holders cannot be
+            read.
+        """
+        shown = False
+        rows = 0
+        for row in self._user_rows(None, since, ids, {snake(flag): "true"}):
+            rows += 1
+            shown = shown or flag in row
+            if row.get(flag) is True:
+                yield row["id"]
+        if rows and not shown:
+            raise CoupaResponseError(
+                f"license flag {flag}: Coupa refuses it in fields= and its user records do "
+                "not show it: its holders cannot be read"
+            )
 
     def users(
         self,
@@ -633,13 +676,21 @@ class CoupaClient:
         nested: Mapping[str, tuple[str, ...]] = {},
     ) -> dict[str, Any]:
         """One user's payload, read with the sync's fields (:meth:`user_fields`) plus ``extra``
-        top-level names and ``nested`` associations: never unfiltered, so newer flags are there
-        too."""
+        top-level names and ``nested`` associations: never unfiltered alone, so newer flags are
+        there too; the flags the tenant refuses in ``fields=`` come from its unfiltered
+        record."""
         if not self._flags_discovered:  # flags this plugin does not know are named too
             self.discover_license_flags()
-        payload = self.get_fields(f"/api/users/{user_id}", self.user_fields().plus(extra, nested))
+        path = f"/api/users/{user_id}"
+        payload = self.get_fields(path, self.user_fields().plus(extra, nested))
         if not isinstance(payload, dict):
-            raise CoupaResponseError(f"GET /api/users/{user_id}: expected a JSON object")
+            raise CoupaResponseError(f"GET {path}: expected a JSON object")
+        unread = self.refused_flags()
+        if unread:  # flags the tenant refuses in fields=: from the unfiltered record
+            whole = self.get(path)
+            if not isinstance(whole, dict):
+                raise CoupaResponseError(f"GET {path}: expected a JSON object")
+            payload.update({flag: whole[flag] for flag in unread if flag in whole})
         return payload
 
     def user(self, user_id: int, extra: Iterable[str] = ()) -> User:
