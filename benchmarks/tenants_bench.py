@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,6 +54,28 @@ def settle() -> int:
     return len(plugin_threads())
 
 
+class Peaks:
+    """The most plugin threads and open sockets seen while it runs (sampled every 20 ms)."""
+
+    def __init__(self) -> None:
+        self.threads = self.sockets = 0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="bench-sampler")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.threads = max(self.threads, len(plugin_threads()))
+            self.sockets = max(self.sockets, open_sockets())
+
+    def __enter__(self) -> Peaks:
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._sampler.join()
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -78,16 +101,8 @@ def bench_lifecycle(tenants: int, users: int, workers: int) -> dict[str, Any]:
         baseline = {"threads": threading.active_count(), "sockets": open_sockets()}
         ts = [named(url, f"t{i:03d}") for i in range(tenants)]
         started = time.perf_counter()
-        peak_threads = 0
-
-        def one(t: Tenant) -> int:
-            nonlocal peak_threads
-            items = full_sync(plugin, t)
-            peak_threads = max(peak_threads, len(plugin_threads()))
-            return items
-
-        with ThreadPoolExecutor(workers) as pool:
-            items = list(pool.map(one, ts))
+        with Peaks() as peaks, ThreadPoolExecutor(workers) as pool:
+            items = list(pool.map(lambda t: full_sync(plugin, t), ts))
         synced_s = time.perf_counter() - started
         after_sync = {
             "threads": threading.active_count(),
@@ -112,7 +127,7 @@ def bench_lifecycle(tenants: int, users: int, workers: int) -> dict[str, Any]:
         "items_per_tenant": statistics.median(items),
         "sync_all_s": round(synced_s, 1),
         "baseline": baseline,
-        "peak_plugin_threads_seen": peak_threads,
+        "during_sync_peak": {"plugin_threads": peaks.threads, "sockets": peaks.sockets},
         "after_sync": after_sync,
         "idle_sockets_per_tenant": round(
             (after_sync["sockets"] - baseline["sockets"]) / tenants, 2
@@ -121,6 +136,11 @@ def bench_lifecycle(tenants: int, users: int, workers: int) -> dict[str, Any]:
         "back_to_baseline": after_disable["threads"] == baseline["threads"]
         and after_disable["sockets"] == baseline["sockets"],
     }
+
+
+def live_types() -> Counter[str]:
+    gc.collect()
+    return Counter(type(o).__name__ for o in gc.get_objects())
 
 
 def slope(values: list[float]) -> float:
@@ -141,7 +161,11 @@ def bench_soak(cycles: int, users: int) -> dict[str, Any]:
             rss: list[float] = []
             objects: list[float] = []
             started = time.perf_counter()
-            for _ in range(cycles):
+            skip = max(1, cycles // 10)  # warm-up: caches, first allocations
+            types_at_skip: Counter[str] = Counter()
+            for cycle in range(cycles):
+                if cycle == skip:
+                    types_at_skip = live_types()
                 full_sync(plugin, t)
                 plugin.provision(tenant=t, request=ProvisionRequest(**grant))
                 revoke = {**grant, "action": "revoke"}
@@ -150,8 +174,8 @@ def bench_soak(cycles: int, users: int) -> dict[str, Any]:
                 rss.append(rss_mb())
                 objects.append(len(gc.get_objects()))
             elapsed = time.perf_counter() - started
+            grown = (live_types() - types_at_skip).most_common(5)
             plugin.close()
-    skip = max(1, cycles // 10)  # warm-up: caches, first allocations
     return {
         "cycles": cycles,
         "users": users,
@@ -160,6 +184,7 @@ def bench_soak(cycles: int, users: int) -> dict[str, Any]:
         "rss_kb_per_cycle": round(slope(rss[skip:]) * 1024, 2),
         "objects_first_last": [int(objects[skip]), int(objects[-1])],
         "objects_per_cycle": round(slope(objects[skip:]), 2),
+        "types_grown_since_warm_up": dict(grown),
     }
 
 

@@ -4,7 +4,7 @@ reconfigured tenant lets go of its connector, and work begun under old settings 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from coupa_plugin.connector.locks import KeyedLocks
 from coupa_plugin.connector.mapping import entitlement_id
 from coupa_plugin.connector.service import CoupaConnector
 from coupa_plugin.connector.settings import CoupaSettings
-from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
+from coupa_plugin.host.model import Grant, ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from coupa_plugin.sandbox.server import SandboxTransport
@@ -309,3 +309,19 @@ def test_a_tenant_the_host_stopped_calling_is_released_once_idle() -> None:
     assert plugin.tenants() == {"streaming", "active"}, "the dropped tenant is released"
     assert stream is not None
     assert {(g.entitlement_id, g.principal_id) for g in stream} == truth_grants(sandbox.state)
+
+
+def test_streams_of_one_tenant_read_at_once_are_each_complete() -> None:
+    sandbox, _hold, plugin = held_plugin(300, lambda _r: False)
+    t = tenant("shared")
+    plugin.configure(tenant=t)
+    streams = [plugin.sync_grants(tenant=t, request=SyncRequest()) for _ in range(3)]
+
+    def reader(stream: Iterable[Grant] | None) -> Callable[[], set[tuple[str, str]]]:
+        return lambda: {(g.entitlement_id, g.principal_id) for g in stream or []}
+
+    threads = [in_thread(reader(s)) for s in streams]
+    for thread, _ in threads:
+        thread.join(30)
+    assert [outcome for _, outcome in threads] == [[truth_grants(sandbox.state)]] * 3
+    plugin.close()
