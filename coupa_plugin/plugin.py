@@ -20,6 +20,7 @@ from coupa_plugin.connector.boundary import boundary, describe
 from coupa_plugin.connector.lifecycle import tenant_context
 from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
 from coupa_plugin.connector.settings import CoupaSettings, parse_settings
+from coupa_plugin.connector.telemetry import Instruments, hook_span
 from coupa_plugin.host.errors import (
     ConfigurationError,
     PluginError,
@@ -74,6 +75,8 @@ class CoupaPlugin:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         idle_release_s: float | None = IDLE_RELEASE_S,
+        meter_provider: Any = None,
+        tracer_provider: Any = None,
     ) -> None:
         """``transport_factory`` lets tests and integrators route a tenant's HTTP elsewhere
         (for example into an in-process sandbox); by default requests go over the network.
@@ -82,7 +85,11 @@ class CoupaPlugin:
         Retry-After, token lifetimes and warm-up, the retry budget): a test passes a virtual
         pair so nothing waits for real. A tenant no hook has used for ``idle_release_s``
         seconds (on ``clock``) is released at the next hook call of any tenant, so a tenant
-        the host dropped gives its sockets back (None: only on :meth:`release`)."""
+        the host dropped gives its sockets back (None: only on :meth:`release`).
+        ``meter_provider`` and ``tracer_provider`` (OpenTelemetry) receive the plugin's metrics
+        and spans; by default the global ones, which record nothing until the host sets an
+        SDK's."""
+        self._instruments = Instruments(meter_provider, tracer_provider)
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
@@ -127,6 +134,7 @@ class CoupaPlugin:
                     wall_clock=self._wall_clock,
                     clock=self._clock,
                     sleep=self._sleep,
+                    instruments=self._instruments,
                 )
             except (OSError, sqlite3.Error, ValueError) as exc:
                 raise ConfigurationError(
@@ -209,6 +217,7 @@ class CoupaPlugin:
         tenant_id = _tenant_id(tenant)
         with (
             tenant_context(tenant_id),
+            hook_span(self._instruments, tenant_id, what),
             boundary(tenant_id, what, error),
             self._using(tenant) as connector,
         ):

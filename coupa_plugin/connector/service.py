@@ -29,6 +29,12 @@ from coupa_plugin.connector.settings import CoupaSettings
 from coupa_plugin.connector.shared_state import RedisStore, connect, pace_key
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.connector.sync import Begun, TenantSync, begin, catalog_listings
+from coupa_plugin.connector.telemetry import (
+    Instruments,
+    Telemetry,
+    measure_stream,
+    provisioned,
+)
 from coupa_plugin.coupa import (
     ClientConfig,
     CoupaAuthError,
@@ -90,8 +96,10 @@ class CoupaConnector:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        instruments: Instruments | None = None,
     ) -> None:
         self.tenant_id = tenant_id
+        self.telemetry = Telemetry(instruments, tenant_id, clock)
         self.settings = settings
         config = ClientConfig(
             base_url=settings.base_url,
@@ -108,7 +116,9 @@ class CoupaConnector:
         redis_client, store, limiter = self._shared_state(tenant_id, settings, config)
         self._redis = redis_client
         self._clock = clock  # the sync's too: how long configure's first pages stay fresh
-        self.client = CoupaClient(config, transport, clock=clock, limiter=limiter, sleep=sleep)
+        self.client = CoupaClient(
+            config, transport, clock=clock, limiter=limiter, sleep=sleep, telemetry=self.telemetry
+        )
         self._lock = threading.Lock()
         # the calls and streams using this connector: it closes once retired and unused
         self.uses = Uses(self._release)
@@ -449,13 +459,26 @@ class CoupaConnector:
 
     def discover_resources(self, request: SyncRequest) -> Iterator[Resource]:
         check_sync_request(request, "discover_resources")
-        return self._streaming(self.sync.discover(request))
+        items = self.sync.discover(request)
+        return self._streaming(measure_stream(items, self.telemetry, "discover_resources"))
 
     def sync_grants(self, request: SyncRequest) -> Iterator[Grant]:
         check_sync_request(request, "sync_grants")
-        return self._streaming(self.sync.grants(request))
+        items = self.sync.grants(request)
+        return self._streaming(measure_stream(items, self.telemetry, "sync_grants"))
 
     def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        """:meth:`_provision`, counted by action and status (the error's type on failure)."""
+        action = request.action if request.action in PROVISION_ACTIONS else "invalid"
+        try:
+            result = self._provision(request)
+        except Exception as exc:
+            provisioned(self.telemetry, action, type(exc).__name__)
+            raise
+        provisioned(self.telemetry, action, result.status)
+        return result
+
+    def _provision(self, request: ProvisionRequest) -> ProvisionResult:
         check_provision_request(request)  # before anything is sent
         if self.settings.mode == "read-only":
             raise ReadOnlyError(

@@ -13,6 +13,7 @@ sync follows within ``HEAD_START_TTL_S``, so that page is not read twice.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
@@ -180,7 +181,9 @@ class CatalogFetch:
             return
         self._pool = ThreadPoolExecutor(len(self._jobs), thread_name_prefix=self._name)
         self._futures = {
-            name: self._pool.submit(self._collect, job) for name, job in self._jobs.items()
+            # each in a copy of the caller's context: its records' tenant, its spans' parent
+            name: self._pool.submit(contextvars.copy_context().run, self._collect, job)
+            for name, job in self._jobs.items()
         }
 
     def _collect(self, job: Callable[[], Iterable[Any]]) -> list[Any]:

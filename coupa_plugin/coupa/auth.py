@@ -110,9 +110,11 @@ class TokenSource:
         attempt_s: float = 30.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         tenant: str = "",
+        on_minted: Callable[[], object] | None = None,
     ) -> None:
         self._url = token_url
         self._tenant = tenant
+        self._on_minted = on_minted
         self._client_id = client_id
         self._secret = client_secret
         self._http = http
@@ -133,7 +135,10 @@ class TokenSource:
         the budget); what is left is reported as what it is, not as refused credentials.
         """
         with tenant_context(self._tenant):
-            return self._mint(scopes)
+            token = self._mint(scopes)
+        if self._on_minted is not None:
+            self._on_minted()
+        return token
 
     def _mint(self, scopes: Iterable[str] | None) -> AccessToken:
         form = {

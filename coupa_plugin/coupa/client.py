@@ -46,6 +46,7 @@ from coupa_plugin.coupa.negotiation import Mode, ScopeGrant, negotiate, read_sco
 from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import COUPA_BURST, RateLimiter, SharedRateLimiter
 from coupa_plugin.coupa.scopes import OPTIONAL_SCOPES, PROVISIONING_SCOPES
+from coupa_plugin.coupa.telemetry import Telemetry
 from coupa_plugin.coupa.transport import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_BODY_BYTES,
@@ -192,8 +193,12 @@ class CoupaClient:
         clock: Callable[[], float] = time.monotonic,
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        """``telemetry``: where the client's requests, pacing waits, 429s and tokens are
+        measured (nothing by default)."""
         self.config = config
+        self.telemetry = telemetry or Telemetry(None, config.tenant, clock)
         route_retries()  # stamina's retries of this client's requests name the tenant
         self.limiter: RateLimiter = limiter or (
             SharedRateLimiter(
@@ -210,7 +215,9 @@ class CoupaClient:
         )
         self._clock = clock
         inner = transport or DeadlineTransport()
-        self._transport = PacedTransport(inner, self.limiter, config.max_body_bytes)
+        self._transport = PacedTransport(
+            inner, self.limiter, config.max_body_bytes, self.telemetry
+        )
         timeout = httpx.Timeout(config.timeout_s)
         limits = httpx.Limits(
             max_connections=config.max_in_flight + 2,
@@ -231,6 +238,7 @@ class CoupaClient:
                 attempt_s=config.timeout_s,
                 max_body_bytes=config.max_body_bytes,
                 tenant=config.tenant,
+                on_minted=self.telemetry.token_minted,
             )
 
         def api_client(auth: CoupaAuth) -> httpx.Client:
@@ -255,7 +263,12 @@ class CoupaClient:
         self._graphql_auth = CoupaAuth(self.read_tokens, sleep)
         self._graphql_http = api_client(self._graphql_auth)
         self.http = RequestLoop(
-            config, api=self._http, graphql=self._graphql_http, limiter=self.limiter, clock=clock
+            config,
+            api=self._http,
+            graphql=self._graphql_http,
+            limiter=self.limiter,
+            clock=clock,
+            telemetry=self.telemetry,
         )
         self.fields = TenantFields()
         self._license_flags: frozenset[str] = frozenset()  # seen on this tenant

@@ -25,6 +25,7 @@ from coupa_plugin.coupa.errors import (
 )
 from coupa_plugin.coupa.logs import tenant_context
 from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.telemetry import Outcome, Telemetry
 from coupa_plugin.coupa.transport import (
     deadline,
     pacing_budget,
@@ -97,8 +98,10 @@ class RequestLoop:
         graphql: httpx.Client,
         limiter: RateLimiter,
         clock: Callable[[], float],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
+        self.telemetry = telemetry or Telemetry(None, config.tenant, clock)
         self._http, self._graphql_http = api, graphql
         self.limiter = limiter
         self._clock = clock
@@ -141,9 +144,16 @@ class RequestLoop:
                         left = self._left(until)
                         if left <= 0:
                             raise _Retryable("the time budget is spent", timed_out=True)
-                        with deadline(min(self.config.timeout_s, left)), pacing_budget(left):
+                        with (
+                            deadline(min(self.config.timeout_s, left)),
+                            pacing_budget(left),
+                            self.telemetry.request(
+                                method, self.config.base_url, path, made
+                            ) as seen,
+                        ):
                             return self._attempt(
-                                method, path, url, content, headers, safe=safe, attempt=made
+                                method, path, url, content, headers, safe=safe, attempt=made,
+                                outcome=seen,
                             )
             except _Retryable as exc:
                 spent = self._clock() - started
@@ -196,6 +206,7 @@ class RequestLoop:
         *,
         safe: bool,
         attempt: int,
+        outcome: Outcome,
     ) -> Any:
         started = self._clock()
         with self._lock:
@@ -212,7 +223,7 @@ class RequestLoop:
             )
             data = read_body(response, self.config.max_body_bytes, what)
         except httpx.TransportError as exc:
-            reason = type(exc).__name__
+            reason = outcome.error = type(exc).__name__
             log.info(
                 "request failed",
                 extra={
@@ -242,7 +253,7 @@ class RequestLoop:
         elapsed_ms = round(elapsed_s * 1000, 1)
         seen = self.round_trip_s
         self.round_trip_s = elapsed_s if seen is None else 0.8 * seen + 0.2 * elapsed_s
-        status = response.status_code
+        status = outcome.status = response.status_code
         log.debug(
             "request",
             extra={
