@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -138,6 +139,17 @@ def bench_lifecycle(tenants: int, users: int, workers: int) -> dict[str, Any]:
     }
 
 
+def heap_growth(before: tracemalloc.Snapshot) -> dict[str, Any]:
+    """What Python allocated since ``before`` and still holds: in all, and the top 3 lines."""
+    gc.collect()
+    stats = tracemalloc.take_snapshot().compare_to(before, "lineno")
+    tracemalloc.stop()
+    return {
+        "kb": round(sum(s.size_diff for s in stats) / 1024, 1),
+        "top": [f"{s.traceback[0]}: {s.size_diff / 1024:+.1f} KB" for s in stats[:3]],
+    }
+
+
 def live_types() -> Counter[str]:
     gc.collect()
     return Counter(type(o).__name__ for o in gc.get_objects())
@@ -152,7 +164,7 @@ def slope(values: list[float]) -> float:
     return num / den if den else 0.0
 
 
-def bench_soak(cycles: int, users: int) -> dict[str, Any]:
+def bench_soak(cycles: int, users: int, *, traced: bool = False) -> dict[str, Any]:
     with sandbox_process(users, latency=0.0, rate_limit=False) as url:
         plugin = CoupaPlugin()
         with tempfile.TemporaryDirectory() as state_dir:
@@ -163,9 +175,13 @@ def bench_soak(cycles: int, users: int) -> dict[str, Any]:
             started = time.perf_counter()
             skip = max(1, cycles // 10)  # warm-up: caches, first allocations
             types_at_skip: Counter[str] = Counter()
+            heap_at_skip: tracemalloc.Snapshot | None = None
             for cycle in range(cycles):
                 if cycle == skip:
                     types_at_skip = live_types()
+                    if traced:
+                        tracemalloc.start()
+                        heap_at_skip = tracemalloc.take_snapshot()
                 full_sync(plugin, t)
                 plugin.provision(tenant=t, request=ProvisionRequest(**grant))
                 revoke = {**grant, "action": "revoke"}
@@ -175,6 +191,7 @@ def bench_soak(cycles: int, users: int) -> dict[str, Any]:
                 objects.append(len(gc.get_objects()))
             elapsed = time.perf_counter() - started
             grown = (live_types() - types_at_skip).most_common(5)
+            heap = heap_growth(heap_at_skip) if heap_at_skip is not None else None
             plugin.close()
     return {
         "cycles": cycles,
@@ -185,6 +202,7 @@ def bench_soak(cycles: int, users: int) -> dict[str, Any]:
         "objects_first_last": [int(objects[skip]), int(objects[-1])],
         "objects_per_cycle": round(slope(objects[skip:]), 2),
         "types_grown_since_warm_up": dict(grown),
+        **({"python_heap_growth": heap} if heap is not None else {}),
     }
 
 
@@ -195,12 +213,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--cycles", type=int, default=400)
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument(
+        "--tracemalloc", action="store_true", help="soak: also trace Python's heap (slower)"
+    )
     args = parser.parse_args()
     report: dict[str, Any] = {}
     if args.which in {"lifecycle", "all"}:
         report["lifecycle"] = bench_lifecycle(args.tenants, args.users, args.workers)
     if args.which in {"soak", "all"}:
-        report["soak"] = bench_soak(args.cycles, args.users)
+        report["soak"] = bench_soak(args.cycles, args.users, traced=args.tracemalloc)
     print(json.dumps(report, indent=2))
 
 

@@ -60,6 +60,9 @@ def measure_stream(items: Iterator[T], telemetry: Telemetry, hook: str) -> Itera
         outcome = "failed"
         raise
     finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # an abandoned stream stops its reads now
         for kind, count in counts.items():
             instruments.sync_items.add(
                 count, telemetry.attributes(**{"coupa.hook": hook, "coupa.resource.type": kind})

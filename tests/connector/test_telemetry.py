@@ -198,6 +198,26 @@ def test_a_span_of_the_host_is_the_parent_of_the_hook_span(recorded: Recorded) -
     assert hook.parent is not None and hook.parent.span_id == job.get_span_context().span_id
 
 
+def test_an_abandoned_stream_is_measured_as_such_and_stops(recorded: Recorded) -> None:
+    sandbox = CoupaSandbox(
+        generate_tenant(users=200, seed=6), operations=Operations(rate_limit=False)
+    )
+    plugin = plugin_with(sandbox, recorded)
+    t = tenant("otel")
+    stream = plugin.discover_resources(tenant=t, request=SyncRequest())
+    assert stream is not None
+    first = next(iter(stream))
+    stream.close()  # type: ignore[attr-defined]  # the host walks away
+    connector = plugin.connector(t)
+    assert connector is not None and connector.sync.catalog_fetch is not None
+    assert connector.sync.catalog_fetch.wait(10), "the background listings stopped"
+    [duration] = recorded.points("coupa.sync.duration")
+    assert duration.attributes["coupa.sync.outcome"] == "abandoned"
+    [items] = recorded.points("coupa.sync.items")
+    assert (items.attributes["coupa.resource.type"], items.value) == (first.type, 1)
+    plugin.close()
+
+
 SANDBOXED = (
     "from coupa_plugin.host.model import SyncRequest\n"
     "from coupa_plugin.plugin import CoupaPlugin\n"
