@@ -16,6 +16,7 @@ import httpx
 
 from coupa_plugin.connector.boundary import describe
 from coupa_plugin.connector.inputs import check_provision_request, check_sync_request
+from coupa_plugin.connector.lifecycle import Leased, Uses
 from coupa_plugin.connector.mapping import parse_id
 from coupa_plugin.connector.provisioning import (
     Provisioner,
@@ -34,6 +35,12 @@ from coupa_plugin.connector.shared_state import (
 )
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.connector.sync import Begun, TenantSync, begin, catalog_listings
+from coupa_plugin.connector.telemetry import (
+    Instruments,
+    Telemetry,
+    measure_stream,
+    provisioned,
+)
 from coupa_plugin.coupa import (
     ClientConfig,
     CoupaAuthError,
@@ -43,6 +50,7 @@ from coupa_plugin.coupa import (
     ScopeError,
 )
 from coupa_plugin.coupa.errors import GraphQLError
+from coupa_plugin.coupa.logs import attach_tenant_filter
 from coupa_plugin.coupa.negotiation import ScopeGrant
 from coupa_plugin.coupa.ratelimit import COUPA_RATE, RateLimiter
 from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
@@ -75,6 +83,12 @@ PLUGIN_NAME = "coupa"
 MB: Final = 1024 * 1024
 log = logging.getLogger("coupa_plugin.connector")
 T = TypeVar("T")
+CONNECTOR_LOGGERS: Final = (
+    "coupa_plugin.connector",
+    "coupa_plugin.connector.provisioning",
+    "coupa_plugin.connector.shared_state",
+)
+attach_tenant_filter(*CONNECTOR_LOGGERS)  # a record logged for a tenant names it
 
 
 class CoupaConnector:
@@ -88,9 +102,11 @@ class CoupaConnector:
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        instruments: Instruments | None = None,
         repair_wait: Wait | None = None,
     ) -> None:
         self.tenant_id = tenant_id
+        self.telemetry = Telemetry(instruments, tenant_id, clock)
         self.settings = settings
         config = ClientConfig(
             base_url=settings.base_url,
@@ -107,11 +123,12 @@ class CoupaConnector:
         redis_client, store, limiter = self._shared_state(tenant_id, settings, config, sleep)
         self._redis = redis_client
         self._clock = clock  # the sync's too: how long configure's first pages stay fresh
-        self.client = CoupaClient(config, transport, clock=clock, limiter=limiter, sleep=sleep)
+        self.client = CoupaClient(
+            config, transport, clock=clock, limiter=limiter, sleep=sleep, telemetry=self.telemetry
+        )
         self._lock = threading.Lock()
-        self._streams_lock = threading.Lock()
-        self._streams = 0
-        self._closing = False
+        # the calls and streams using this connector: it closes once retired and unused
+        self.uses = Uses(self._release)
         self._status: ConnectorStatus | None = None
         self._sync: TenantSync | None = None
         self._begun: dict[str, Begun[Any]] = {}  # catalog listings configure's probes began
@@ -167,28 +184,28 @@ class CoupaConnector:
         return self.configure().resource_types - {"user"}
 
     def close(self) -> None:
-        """Close the client, or, while a sync still streams from it, once the last one ends
-        (a tenant reconfigured mid-sync must not break the sync already running)."""
-        self.provisioner.close()  # the self-repair thread stops; no repair starts again
-        with self._streams_lock:
-            self._closing = True
-            if self._streams:
-                return
-        self.client.close()
-        if self._redis is not None:
-            self._redis.close()
+        """Retire the connector: its threads and sockets are released now when no call or
+        stream uses it, else once the last one ends (a tenant reconfigured, disabled or
+        released mid-call must not break the call or the stream already running). Its
+        self-repair thread stops at once: what it left pending is repaired by the next
+        connector of the tenant, at its first hook call."""
+        self.provisioner.close()
+        self.uses.retire()
+
+    @property
+    def closed(self) -> bool:
+        return self.uses.closed
+
+    def _release(self) -> None:
+        try:
+            self.client.close()
+        finally:
+            if self._redis is not None:
+                self._redis.close()
+        log.info("connector closed", extra={"tenant": self.tenant_id})
 
     def _streaming(self, items: Iterator[T]) -> Iterator[T]:
-        with self._streams_lock:
-            self._streams += 1
-        try:
-            yield from items
-        finally:
-            with self._streams_lock:
-                self._streams -= 1
-                last = self._closing and not self._streams
-            if last:
-                self.client.close()
+        return Leased(items, self.uses, self.tenant_id)
 
     # -- configure -------------------------------------------------------------------------
 
@@ -478,14 +495,27 @@ class CoupaConnector:
     def discover_resources(self, request: SyncRequest) -> Iterator[Resource]:
         check_sync_request(request, "discover_resources")
         self._repair_if_due()
-        return self._streaming(self.sync.discover(request))
+        items = self.sync.discover(request)
+        return self._streaming(measure_stream(items, self.telemetry, "discover_resources"))
 
     def sync_grants(self, request: SyncRequest) -> Iterator[Grant]:
         check_sync_request(request, "sync_grants")
         self._repair_if_due()
-        return self._streaming(self.sync.grants(request))
+        items = self.sync.grants(request)
+        return self._streaming(measure_stream(items, self.telemetry, "sync_grants"))
 
     def provision(self, request: ProvisionRequest) -> ProvisionResult:
+        """:meth:`_provision`, counted by action and status (the error's type on failure)."""
+        action = request.action if request.action in PROVISION_ACTIONS else "invalid"
+        try:
+            result = self._provision(request)
+        except Exception as exc:
+            provisioned(self.telemetry, action, type(exc).__name__)
+            raise
+        provisioned(self.telemetry, action, result.status)
+        return result
+
+    def _provision(self, request: ProvisionRequest) -> ProvisionResult:
         check_provision_request(request)  # before anything is sent
         if self.settings.mode == "read-only":
             raise ReadOnlyError(

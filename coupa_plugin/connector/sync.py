@@ -13,6 +13,7 @@ sync follows within ``HEAD_START_TTL_S``, so that page is not read twice.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
@@ -30,6 +31,7 @@ from coupa_plugin.connector.mapping import (
     account_group_resource,
     approval_group_resource,
     content_group_resource,
+    entitlement_id,
     group_resource,
     license_resource,
     parse_id,
@@ -165,8 +167,11 @@ class CatalogFetch:
     ``start`` begins them (once); ``result`` waits for one and re-raises its failure;
     ``cancel`` stops them: a listing stops before its next row (so before its next page)."""
 
-    def __init__(self, jobs: dict[str, Callable[[], Iterable[Any]]]) -> None:
+    def __init__(
+        self, jobs: dict[str, Callable[[], Iterable[Any]]], name: str = "coupa-catalog"
+    ) -> None:
         self._jobs = jobs
+        self._name = name
         self._stop = threading.Event()
         self._pool: ThreadPoolExecutor | None = None
         self._futures: dict[str, Future[list[Any]]] = {}
@@ -174,9 +179,11 @@ class CatalogFetch:
     def start(self) -> None:
         if self._pool is not None or not self._jobs or self._stop.is_set():
             return
-        self._pool = ThreadPoolExecutor(len(self._jobs), thread_name_prefix="coupa-catalog")
+        self._pool = ThreadPoolExecutor(len(self._jobs), thread_name_prefix=self._name)
         self._futures = {
-            name: self._pool.submit(self._collect, job) for name, job in self._jobs.items()
+            # each in a copy of the caller's context: its records' tenant, its spans' parent
+            name: self._pool.submit(contextvars.copy_context().run, self._collect, job)
+            for name, job in self._jobs.items()
         }
 
     def _collect(self, job: Callable[[], Iterable[Any]]) -> list[Any]:
@@ -308,7 +315,9 @@ class TenantSync:
 
     def _discover(self, request: SyncRequest) -> Iterator[Resource]:
         types = self.types_for(request)
-        catalogs = self.catalog_fetch = CatalogFetch(self._catalog_jobs(types))
+        catalogs = self.catalog_fetch = CatalogFetch(
+            self._catalog_jobs(types), f"coupa-{self.tenant_id}-catalog"
+        )
         try:
             flags: set[str] = set()
             if types & {"user", "license"}:
@@ -331,6 +340,8 @@ class TenantSync:
                     read_users = count
                     if count % 5000 == 0:
                         log.info("users read", extra={"tenant": self.tenant_id, "users": count})
+                for user_id, entitlement in self._unread_licenses(request, types, flags):
+                    spool.add(user_id, (entitlement,))
                 spool.complete_at = self._clock()
                 self._spool = spool
             if "license" in types and not read_users:
@@ -429,4 +440,31 @@ class TenantSync:
         flags = self._license_flags() if "license" in types else set()
         for user in self._users(request, flags):
             yield from user_grants(user, types)
+        for user_id, entitlement in self._unread_licenses(request, types, set(flags)):
+            yield Grant(entitlement_id=entitlement, principal_id=str(user_id))
         self.client.log_stats()
+
+    def _unread_licenses(
+        self, request: SyncRequest, types: frozenset[str], flags: set[str]
+    ) -> Iterator[tuple[int, str]]:
+        """(user id, entitlement id) for the license flags the user pass could not read (the
+        tenant refuses them in ``fields=``): read without ``fields=``, holders only. Each such
+        flag joins ``flags``; one whose holders cannot be read fails the sync, naming it."""
+        ids = self._user_ids(request)
+        if "license" not in types or ids == []:
+            return
+        for flag in sorted(self.client.refused_flags()):
+            log.info(
+                "license flag refused in fields=; reading its holders apart",
+                extra={"tenant": self.tenant_id, "flag": flag},
+            )
+            flags.add(flag)
+            entitlement = entitlement_id("license", flag)
+            try:
+                for user_id in self.client.flag_holders(flag, since=request.since, ids=ids):
+                    yield user_id, entitlement
+            except CoupaError as exc:
+                raise CoupaResponseError(
+                    f"the holders of license flag {flag} (refused in fields=) could not be "
+                    f"read: {exc}"
+                ) from None

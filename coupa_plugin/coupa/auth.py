@@ -28,6 +28,7 @@ from coupa_plugin.coupa.errors import (
     excerpt,
     plain,
 )
+from coupa_plugin.coupa.logs import tenant_context
 from coupa_plugin.coupa.transport import (
     DEFAULT_MAX_BODY_BYTES,
     deadline,
@@ -109,8 +110,12 @@ class TokenSource:
         budget_s: float = 60.0,
         attempt_s: float = 30.0,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        tenant: str = "",
+        on_minted: Callable[[], object] | None = None,
     ) -> None:
         self._url = token_url
+        self._tenant = tenant
+        self._on_minted = on_minted
         self._client_id = client_id
         self._secret = client_secret
         self._http = http
@@ -130,6 +135,13 @@ class TokenSource:
         A 429, a 5xx or a dropped connection is retried (within :data:`_MINT_ATTEMPTS` and
         the budget); what is left is reported as what it is, not as refused credentials.
         """
+        with tenant_context(self._tenant):
+            token = self._mint(scopes)
+        if self._on_minted is not None:
+            self._on_minted()
+        return token
+
+    def _mint(self, scopes: Iterable[str] | None) -> AccessToken:
         form = {
             "grant_type": "client_credentials",
             "client_id": self._client_id,
@@ -244,7 +256,10 @@ class TokenSource:
                 else None
             ),
         )
-        log.debug("token minted", extra={"scopes": len(asked), "lifetime_s": lifetime})
+        log.debug(
+            "token minted",
+            extra={"tenant": self._tenant, "scopes": len(asked), "lifetime_s": lifetime},
+        )
         return token
 
     def use(self, scopes: frozenset[str] | None, token: AccessToken | None = None) -> None:

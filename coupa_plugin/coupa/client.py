@@ -26,8 +26,9 @@ from coupa_plugin.coupa.errors import (
     ReadOnlyClientError,
     plain,
 )
-from coupa_plugin.coupa.fields import FieldSpec, TenantFields
+from coupa_plugin.coupa.fields import FieldSpec, TenantFields, snake
 from coupa_plugin.coupa.http import GRAPHQL_PATH, RequestLoop
+from coupa_plugin.coupa.logs import route_retries
 from coupa_plugin.coupa.models import (
     KNOWN_LICENSE_FLAGS,
     AccountGroup,
@@ -45,6 +46,7 @@ from coupa_plugin.coupa.negotiation import Mode, ScopeGrant, negotiate, read_sco
 from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
 from coupa_plugin.coupa.ratelimit import COUPA_BURST, RateLimiter, SharedRateLimiter
 from coupa_plugin.coupa.scopes import OPTIONAL_SCOPES, PROVISIONING_SCOPES
+from coupa_plugin.coupa.telemetry import Telemetry
 from coupa_plugin.coupa.transport import (
     ACCEPT_ENCODING,
     DEFAULT_MAX_BODY_BYTES,
@@ -191,8 +193,13 @@ class CoupaClient:
         clock: Callable[[], float] = time.monotonic,
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        """``telemetry``: where the client's requests, pacing waits, 429s and tokens are
+        measured (nothing by default)."""
         self.config = config
+        self.telemetry = telemetry or Telemetry(None, config.tenant, clock)
+        route_retries()  # stamina's retries of this client's requests name the tenant
         self.limiter: RateLimiter = limiter or (
             SharedRateLimiter(
                 config.shared_rate_limit_file,
@@ -208,7 +215,9 @@ class CoupaClient:
         )
         self._clock = clock
         inner = transport or DeadlineTransport()
-        self._transport = PacedTransport(inner, self.limiter, config.max_body_bytes)
+        self._transport = PacedTransport(
+            inner, self.limiter, config.max_body_bytes, self.telemetry
+        )
         timeout = httpx.Timeout(config.timeout_s)
         limits = httpx.Limits(
             max_connections=config.max_in_flight + 2,
@@ -228,6 +237,8 @@ class CoupaClient:
                 budget_s=config.retry_timeout_s,
                 attempt_s=config.timeout_s,
                 max_body_bytes=config.max_body_bytes,
+                tenant=config.tenant,
+                on_minted=self.telemetry.token_minted,
             )
 
         def api_client(auth: CoupaAuth) -> httpx.Client:
@@ -252,14 +263,16 @@ class CoupaClient:
         self._graphql_auth = CoupaAuth(self.read_tokens, sleep)
         self._graphql_http = api_client(self._graphql_auth)
         self.http = RequestLoop(
-            config, api=self._http, graphql=self._graphql_http, limiter=self.limiter, clock=clock
+            config,
+            api=self._http,
+            graphql=self._graphql_http,
+            limiter=self.limiter,
+            clock=clock,
+            telemetry=self.telemetry,
         )
         self.fields = TenantFields()
         self._license_flags: frozenset[str] = frozenset()  # seen on this tenant
         self._flags_discovered = False
-        self._executor = ThreadPoolExecutor(
-            config.max_in_flight, thread_name_prefix=f"coupa-{config.tenant}"
-        )
         self._grant: ScopeGrant | None = None
         self._page_size = PageSize()
         self.newest_user_id: int | None = None  # from the last license-flag probe
@@ -270,7 +283,8 @@ class CoupaClient:
     # -- lifecycle and scopes ------------------------------------------------------------------
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Close the client's connections (its threads belong to the listings running: each
+        ends with its listing)."""
         self._http.close()
         self._graphql_http.close()
         self._token_http.close()
@@ -454,18 +468,27 @@ class CoupaClient:
                 raise CoupaResponseError(f"GET {path}: expected a JSON array of records")
             return page
 
-        return read_all(
-            fetch,
-            self._executor,
-            limit=MAX_PAGE,
-            in_flight=in_flight or self.config.max_in_flight,
-            what=what,
-            page_size=self._page_size,
-            saturated=self.limiter.saturated,
-            max_rows=min(max_rows or self.config.max_listing_rows, self.config.max_listing_rows),
-            last_id=last_id,
-            start_depth=self._start_depth(),
-        )
+        depth = in_flight or self.config.max_in_flight
+        # a pool per listing, its threads started as pages go ahead and ended with the
+        # listing: an idle client keeps no thread
+        pool = ThreadPoolExecutor(depth, thread_name_prefix=f"coupa-{self.config.tenant}")
+        try:
+            yield from read_all(
+                fetch,
+                pool,
+                limit=MAX_PAGE,
+                in_flight=depth,
+                what=what,
+                page_size=self._page_size,
+                saturated=self.limiter.saturated,
+                max_rows=min(
+                    max_rows or self.config.max_listing_rows, self.config.max_listing_rows
+                ),
+                last_id=last_id,
+                start_depth=self._start_depth(),
+            )
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _start_depth(self) -> int:
         """Pages a bounded listing starts with: enough to keep the pacer busy at its rate over
@@ -555,8 +578,17 @@ class CoupaClient:
         is left out, and when a server ignores ``id[in]`` the remaining users are read one by
         one instead of scanning the tenant.
         """
-        spec = fields or self.user_fields()
-        params: dict[str, Any] = {}
+        return self._user_rows(fields or self.user_fields(), since, ids)
+
+    def _user_rows(
+        self,
+        spec: FieldSpec | None,
+        since: datetime | None,
+        ids: Iterable[int] | None,
+        where: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """:meth:`users_raw` with ``spec`` None (unfiltered records) and ``where`` filters."""
+        params: dict[str, Any] = dict(where or {})
         moment = None
         if since is not None:
             moment = since if since.tzinfo else since.replace(tzinfo=UTC)
@@ -573,7 +605,7 @@ class CoupaClient:
             yield row
 
     def _users_by_id(
-        self, wanted: list[int], params: dict[str, Any], spec: FieldSpec
+        self, wanted: list[int], params: dict[str, Any], spec: FieldSpec | None
     ) -> Iterator[dict[str, Any]]:
         for start in range(0, len(wanted), MAX_PAGE):
             chunk = set(wanted[start : start + MAX_PAGE])
@@ -599,14 +631,48 @@ class CoupaClient:
                 extra={"tenant": self.config.tenant, "users": len(chunk - seen)},
             )
             for user_id in sorted(chunk - seen):
+                path = f"/api/users/{user_id}"
                 try:
-                    row = self.get_fields(f"/api/users/{user_id}", spec)
+                    row = self.get(path) if spec is None else self.get_fields(path, spec)
                 except CoupaHTTPError as exc:
                     if exc.status == 404:
                         continue
                     raise
                 if isinstance(row, dict):
                     yield row
+
+    def refused_flags(self) -> frozenset[str]:
+        """The license flags (as records name them) seen on this tenant's user records that
+        it refused in a users ``fields=``: a user pass does not show them. (A flag refused and
+        never seen is one this tenant's release does not have.)"""
+        refused = self.fields.refused("users")
+        with self._lock:
+            seen = self._license_flags
+        return frozenset(flag for flag in seen if snake(flag) in refused)
+
+    def flag_holders(
+        self, flag: str, *, since: datetime | None = None, ids: Iterable[int] | None = None
+    ) -> Iterator[int]:
+        """The ids of the users holding license ``flag`` (all, changed since ``since``, or
+        among ``ids``), read without ``fields=``: the way to read a flag the tenant refuses
+        there. Asks Coupa for the holders only (``<flag>=true``) and checks every row, so a
+        server that ignores the filter costs time, not correctness.
+
+        :raises CoupaResponseError: the records do not show the flag: its holders cannot be
+            read.
+        """
+        shown = False
+        rows = 0
+        for row in self._user_rows(None, since, ids, {snake(flag): "true"}):
+            rows += 1
+            shown = shown or flag in row
+            if row.get(flag) is True:
+                yield row["id"]
+        if rows and not shown:
+            raise CoupaResponseError(
+                f"license flag {flag}: Coupa refuses it in fields= and its user records do "
+                "not show it: its holders cannot be read"
+            )
 
     def users(
         self,
@@ -629,13 +695,21 @@ class CoupaClient:
         nested: Mapping[str, tuple[str, ...]] = {},
     ) -> dict[str, Any]:
         """One user's payload, read with the sync's fields (:meth:`user_fields`) plus ``extra``
-        top-level names and ``nested`` associations: never unfiltered, so newer flags are there
-        too."""
+        top-level names and ``nested`` associations: never unfiltered alone, so newer flags are
+        there too; the flags the tenant refuses in ``fields=`` come from its unfiltered
+        record."""
         if not self._flags_discovered:  # flags this plugin does not know are named too
             self.discover_license_flags()
-        payload = self.get_fields(f"/api/users/{user_id}", self.user_fields().plus(extra, nested))
+        path = f"/api/users/{user_id}"
+        payload = self.get_fields(path, self.user_fields().plus(extra, nested))
         if not isinstance(payload, dict):
-            raise CoupaResponseError(f"GET /api/users/{user_id}: expected a JSON object")
+            raise CoupaResponseError(f"GET {path}: expected a JSON object")
+        unread = self.refused_flags()
+        if unread:  # flags the tenant refuses in fields=: from the unfiltered record
+            whole = self.get(path)
+            if not isinstance(whole, dict):
+                raise CoupaResponseError(f"GET {path}: expected a JSON object")
+            payload.update({flag: whole[flag] for flag in unread if flag in whole})
         return payload
 
     def user(self, user_id: int, extra: Iterable[str] = ()) -> User:

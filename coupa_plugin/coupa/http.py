@@ -25,7 +25,9 @@ from coupa_plugin.coupa.errors import (
     CoupaTransportError,
     excerpt,
 )
+from coupa_plugin.coupa.logs import tenant_context
 from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.coupa.telemetry import Outcome, Telemetry
 from coupa_plugin.coupa.transport import (
     deadline,
     pacing_budget,
@@ -112,8 +114,10 @@ class RequestLoop:
         graphql: httpx.Client,
         limiter: RateLimiter,
         clock: Callable[[], float],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
+        self.telemetry = telemetry or Telemetry(None, config.tenant, clock)
         self._http, self._graphql_http = api, graphql
         self.limiter = limiter
         self._clock = clock
@@ -135,46 +139,55 @@ class RequestLoop:
         safe: bool,
     ) -> Any:
         """One request, retried while that is ``safe`` (sending it again leaves the same
-        state), within ``timeout_s`` per attempt and ``retry_timeout_s`` per call."""
-        content = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        url = self._url(path, params)
-        started = self._clock()
-        until = started + self.config.retry_timeout_s
-        made = 0
-        try:
-            for attempt in stamina.retry_context(
-                on=self._backoff_until(until),
-                attempts=self.config.retry_attempts,
-                timeout=None,
-            ):
-                with attempt:
-                    made = attempt.num
-                    if attempt.num > 1:
-                        with self._lock:
-                            self.retries += 1
-                    left = self._left(until)
-                    if left <= 0:
-                        raise _Retryable("the time budget is spent", timed_out=True)
-                    with deadline(min(self.config.timeout_s, left)), pacing_budget(left):
-                        return self._attempt(
-                            method, path, url, content, headers, safe=safe, attempt=made
-                        )
-        except _Retryable as exc:
-            spent = self._clock() - started
-            tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
-            if exc.answer is not None:
-                raise self._http_error(method, path, *exc.answer, tries=tries) from None
-            if spent >= self.config.retry_timeout_s or exc.timed_out:
-                raise CoupaTimeoutError(
-                    f"{method} {path} did not complete within its time budget "
-                    f"(timeout_s={self.config.timeout_s:g} per attempt, "
-                    f"{self.config.retry_timeout_s:g} s per call); {tries}: {exc.reason}"
+        state), within ``timeout_s`` per attempt and ``retry_timeout_s`` per call. Whatever
+        it logs (stamina's retries too) names the client's tenant."""
+        with tenant_context(self.config.tenant):
+            content = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if content is not None else None
+            url = self._url(path, params)
+            started = self._clock()
+            until = started + self.config.retry_timeout_s
+            made = 0
+            try:
+                for attempt in stamina.retry_context(
+                    on=self._backoff_until(until),
+                    attempts=self.config.retry_attempts,
+                    timeout=None,
+                ):
+                    with attempt:
+                        made = attempt.num
+                        if attempt.num > 1:
+                            with self._lock:
+                                self.retries += 1
+                        left = self._left(until)
+                        if left <= 0:
+                            raise _Retryable("the time budget is spent", timed_out=True)
+                        with (
+                            deadline(min(self.config.timeout_s, left)),
+                            pacing_budget(left),
+                            self.telemetry.request(
+                                method, self.config.base_url, path, made
+                            ) as seen,
+                        ):
+                            return self._attempt(
+                                method, path, url, content, headers, safe=safe, attempt=made,
+                                outcome=seen,
+                            )
+            except _Retryable as exc:
+                spent = self._clock() - started
+                tries = f"{made} attempt{'s' if made != 1 else ''} in {spent:.1f} s"
+                if exc.answer is not None:
+                    raise self._http_error(method, path, *exc.answer, tries=tries) from None
+                if spent >= self.config.retry_timeout_s or exc.timed_out:
+                    raise CoupaTimeoutError(
+                        f"{method} {path} did not complete within its time budget "
+                        f"(timeout_s={self.config.timeout_s:g} per attempt, "
+                        f"{self.config.retry_timeout_s:g} s per call); {tries}: {exc.reason}"
+                    ) from None
+                raise CoupaTransportError(
+                    f"{method} {path} failed after {tries}: {exc.reason}"
                 ) from None
-            raise CoupaTransportError(
-                f"{method} {path} failed after {tries}: {exc.reason}"
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def _left(self, until: float) -> float:
         """Seconds left before ``until`` (this client's clock) or the thread's outer deadline
@@ -211,6 +224,7 @@ class RequestLoop:
         *,
         safe: bool,
         attempt: int,
+        outcome: Outcome,
     ) -> Any:
         started = self._clock()
         with self._lock:
@@ -227,7 +241,7 @@ class RequestLoop:
             )
             data = read_body(response, self.config.max_body_bytes, what)
         except httpx.TransportError as exc:
-            reason = type(exc).__name__
+            reason = outcome.error = type(exc).__name__
             log.info(
                 "request failed",
                 extra={
@@ -257,7 +271,7 @@ class RequestLoop:
         elapsed_ms = round(elapsed_s * 1000, 1)
         seen = self.round_trip_s
         self.round_trip_s = elapsed_s if seen is None else 0.8 * seen + 0.2 * elapsed_s
-        status = response.status_code
+        status = outcome.status = response.status_code
         log.debug(
             "request",
             extra={

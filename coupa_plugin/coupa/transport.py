@@ -4,6 +4,7 @@ read with a size limit while they stream in (compressed and decompressed)."""
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import math
 import threading
@@ -11,6 +12,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import httpcore
@@ -18,6 +20,7 @@ import httpx
 
 from coupa_plugin.coupa.errors import CoupaResponseError
 from coupa_plugin.coupa.ratelimit import PacingTimeout, RateLimiter
+from coupa_plugin.coupa.telemetry import Telemetry
 
 __all__ = [
     "ACCEPT_ENCODING",
@@ -68,17 +71,20 @@ def _pacing_left() -> float | None:
 
 
 def inherit_deadline(call: Callable[[], T]) -> Callable[[], T]:
-    """``call``, bound to the calling thread's deadline when it has one: what another thread
-    (a pool's) runs on this thread's behalf ends by the same time."""
+    """``call``, bound to the calling thread's deadline when it has one (what another thread,
+    a pool's, runs on this thread's behalf ends by the same time) and run in a copy of its
+    context (the tenant its records name, the current span its requests are children of).
+    Each bound call runs once."""
     until: float | None = getattr(_local, "until", None)
+    context = contextvars.copy_context()
     if until is None:
-        return call
+        return partial(context.run, call)
 
     def bound() -> T:
         with deadline(until - time.monotonic()):
             return call()
 
-    return bound
+    return partial(context.run, bound)
 
 
 @contextmanager
@@ -270,18 +276,21 @@ class PacedTransport(httpx.BaseTransport):
         inner: httpx.BaseTransport,
         limiter: RateLimiter,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.inner = inner
         self.limiter = limiter
         self.max_body_bytes = max_body_bytes
+        self.telemetry = telemetry or Telemetry(None, "")
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         try:
-            self.limiter.acquire(max_wait=_pacing_left())
+            self.telemetry.waited(self.limiter.acquire(max_wait=_pacing_left()))
         except PacingTimeout as exc:  # never sent: as safe to report as a full pool
             raise httpx.PoolTimeout(str(exc), request=request) from None
         response = self.inner.handle_request(request)
         if response.status_code == 429:
+            self.telemetry.throttled()
             self.limiter.throttled_by_server(retry_after_seconds(response))
         else:
             self.limiter.succeeded()

@@ -94,6 +94,7 @@ class CoupaSandbox:
         self.renderer = Renderer(
             state,
             hide_new_fields=self.quirks.hide_new_fields,
+            shown_flags=self.quirks.fields_refuse_flags,
             lacks={t: frozenset(k) for t, k in lacks.items()},
         )
         from coupa_plugin.sandbox.graphql_api import GraphQLApi
@@ -339,6 +340,9 @@ class CoupaSandbox:
             unknown = self._unknown_fields(table, fields)
             if unknown:
                 raise _errors(400, "fields", "Unknown field(s): " + ", ".join(unknown))
+        refused = self._refused_flags(table, fields)
+        if refused:
+            raise _errors(400, "fields", "Unknown field(s): " + ", ".join(refused))
         if table == "users" and len(rest) >= 2 and rest[1] == "business_groups":
             return writes.user_business_groups(self, ident, rest[2:], method)
         route = _ROUTES.get((table, "PUT" if method == "PATCH" else method, bool(rest)))
@@ -379,6 +383,13 @@ class CoupaSandbox:
         elif table == "user_groups":
             keys |= {"users", "content-groups"}
         return frozenset(keys) - self.renderer.lacks.get(table, frozenset())
+
+    def _refused_flags(self, table: str, fields: list[Any] | None) -> list[str]:
+        """The flags of ``Quirks.fields_refuse_flags`` a users ``fields`` selection names."""
+        if table != "users" or fields is None:
+            return []
+        flags = self.quirks.fields_refuse_flags
+        return [f for f in fields if isinstance(f, str) and kebab(f) in flags]
 
     def _unknown_fields(self, table: str, fields: list[Any]) -> list[str]:
         """The names in a ``fields`` selection that the tenant's schema lacks, as sent."""

@@ -67,6 +67,10 @@ class Quirks:
     * ``graphql_ordering``: what a GraphQL collection does with ``order_by`` / ``dir`` in its
       ``query:`` (undocumented): ``honoured`` as in REST, ``ignored`` (ascending ids anyway)
       or ``refused`` (an error for that field, which voids the whole answer's data).
+    * ``fields_refuse_flags``: license flags (``intake-user``, …) that a ``fields=`` naming
+      them on ``/api/users`` is refused for (400 naming them, as a release whose ``fields=``
+      validation lags its records does), while unfiltered user records still carry them
+      (whatever ``hide_new_fields`` says).
     """
 
     list_put: Literal["replace", "merge"] = "replace"
@@ -86,6 +90,7 @@ class Quirks:
     token_scope_field: bool = False
     invalid_scope_status: int = 400
     graphql_ordering: Literal["honoured", "ignored", "refused"] = "honoured"
+    fields_refuse_flags: frozenset[str] = frozenset()
 
 
 @attrs.define(kw_only=True)

@@ -43,9 +43,11 @@ class Renderer:
         *,
         hide_new_fields: bool,
         lacks: Mapping[str, frozenset[str]] | None = None,
+        shown_flags: frozenset[str] = frozenset(),
     ) -> None:
         self.state = state
         self.hide_new_fields = hide_new_fields
+        self.shown_flags = shown_flags  # shown unfiltered even when newer ones are hidden
         # table -> keys the tenant's schema does not have (never rendered)
         self.lacks: Mapping[str, frozenset[str]] = lacks or {}
 
@@ -80,7 +82,7 @@ class Renderer:
                 if k not in ASSOCIATIONS and k != "manager" and k not in lacking
             }
             if self.hide_new_fields:
-                for flag in NEW_FLAGS:
+                for flag in NEW_FLAGS - self.shown_flags:
                     out.pop(flag, None)
             for key in ("manager", "created-by", "updated-by"):
                 out[key] = self.user_simple(user.get(key))

@@ -43,6 +43,8 @@ SWITCHES: dict[str, dict[str, Any]] = {
     # GraphQL's page size and its handling of order_by/dir are undocumented
     "graphql_ordering_ignored": {"graphql_ordering": "ignored", "graphql_page_cap": 3},
     "graphql_ordering_refused": {"graphql_ordering": "refused", "graphql_page_cap": 4},
+    # a release whose fields= validation lags its records
+    "flag_refused_in_fields": {"fields_refuse_flags": frozenset({"intake-user"})},
 }
 SWITCHES["all"] = {k: v for switch in SWITCHES.values() for k, v in switch.items()}
 SINCE = datetime(2026, 6, 1, tzinfo=UTC)

@@ -1,5 +1,5 @@
-"""An orchestrator's plain install: no click, rich or graphql-core. Each case runs a real
-interpreter in which those packages cannot be imported (as if never installed)."""
+"""An orchestrator's plain install: no click, rich, graphql-core or OpenTelemetry. Each case
+runs a real interpreter in which those packages cannot be imported (as if never installed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from coupa_plugin.testing.pytest_plugin import MISSING_SANDBOX
 
-EXTRAS = ("click", "rich", "graphql")
+EXTRAS = ("click", "rich", "graphql", "opentelemetry")
 BLOCK = textwrap.dedent(
     """
     import importlib.abc, sys

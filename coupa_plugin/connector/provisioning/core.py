@@ -4,19 +4,19 @@ itself, and a result that lists every write the call sent."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from coupa_plugin.connector.kinds import by_name
+from coupa_plugin.connector.locks import KeyedLocks
 from coupa_plugin.connector.mapping import (
     check_grantable,
     parse_entitlement_id,
     parse_id,
     user_grants,
 )
-from coupa_plugin.connector.kinds import by_name
 from coupa_plugin.connector.provisioning.accounts import Accounts
 from coupa_plugin.connector.provisioning.catalog import Catalog
 from coupa_plugin.connector.provisioning.facts import TenantFacts
@@ -127,8 +127,7 @@ class Provisioner:
         )
         self.per_item = PerItem(self.lists)
         self.accounts = Accounts(client, self.guards, grant_types, self._session, self._result)
-        self._guard = threading.Lock()
-        self._user_locks: dict[int, threading.Lock] = {}
+        self._user_locks: KeyedLocks[int] = KeyedLocks()
 
     def _session(self, user_id: int) -> UserSession:
         return UserSession(self.client, self.facts, user_id)
@@ -241,9 +240,7 @@ class Provisioner:
 
     @contextmanager
     def _locked(self, user_id: int) -> Iterator[None]:
-        with self._guard:
-            lock = self._user_locks.setdefault(user_id, threading.Lock())
-        with lock, self.config.store.user_lock(user_id):
+        with self._user_locks.hold(user_id), self.config.store.user_lock(user_id):
             yield
 
     def _result(self, status: str, s: UserSession, message: str) -> ProvisionResult:
