@@ -11,7 +11,8 @@ process through the plugin's ``provision`` hook. A kill is the sandbox sending S
 worker when the chosen request arrives (``before``: it is not applied) or after it was applied
 (``after``). A new worker (a new process over the same ``state_dir``) takes over; its first
 call, whoever it is about, recovers what the dead one left, and a kill is sometimes armed for
-that call too (a recovery killed in its turn).
+that call too (a recovery killed in its turn). Repairs run at hook calls (the self-repair thread
+is off here: its writes could not be told from those of the operation in flight).
 
 The model of intent: an administrator's change is one item added or removed, and means just
 that; what our rewrite removed is expected back unless that item was removed after our put-back
@@ -83,6 +84,8 @@ FLAGS = ["sourcing-user", "travel-user", "expense-user"]
 
 
 def _worker(conn: Connection, section: dict[str, Any]) -> None:
+    import threading
+
     import stamina
 
     from coupa_plugin.host.errors import PluginError
@@ -90,7 +93,14 @@ def _worker(conn: Connection, section: dict[str, Any]) -> None:
     from coupa_plugin.plugin import CoupaPlugin
 
     stamina.set_testing(True, attempts=3, cap=True)
-    plugin = CoupaPlugin()
+
+    def hook_calls_only(_stop: threading.Event, _seconds: float) -> bool:
+        # repairs run at hook calls only: a write the self-repair thread made while an
+        # operation was in flight would be counted as that operation's (the thread is tested
+        # on its own in tests/connector/test_finish_and_repair.py)
+        return True
+
+    plugin = CoupaPlugin(repair_wait=hook_calls_only)
     tenant = Tenant(id="chaos", plugins={"coupa": section})
     while True:
         try:

@@ -99,6 +99,7 @@ class FakeRedis:
         self.port: int = self._listener.getsockname()[1]
         self.commands: list[list[bytes]] = []
         self.sent = 0
+        self.sent_by_connection: dict[int, int] = {}  # what each connection was sent
         self.handshake_failures = 0
         self.echoed = 0  # replies that quoted the password
         self._stop = threading.Event()
@@ -141,6 +142,8 @@ class FakeRedis:
         conn.sendall(data)
         with self._lock:
             self.sent += len(data)
+            key = id(conn)
+            self.sent_by_connection[key] = self.sent_by_connection.get(key, 0) + len(data)
 
     def _serve(self, raw: socket.socket) -> None:
         conn = raw

@@ -153,11 +153,17 @@ def test_after_one_administrator_change_people_get_what_they_meant(
     revoke: tuple[set[int], set[int]], crash: int, change: int | None
 ) -> None:
     """With one change by someone else after the crash, recovery does what people meant,
-    whenever the lists themselves can tell (the rewrite kept at least three items)."""
+    whenever the lists themselves can tell: nothing unasked once the rewrite kept two items,
+    nothing lost once it kept three. (Keeping one item, "our put-back landed unseen, then an
+    administrator removed that item" leaves the same list as "an administrator edited another
+    field while the user was stripped"; the item is given back. Keeping two, "an
+    administrator re-added one of them to the stripped user" ties with "our put-back landed,
+    then the other was removed"; nothing is given back.)"""
     before, desired = revoke
     verdict, seen, meant = history(before, desired, crash, [change], None)
     result = applied(verdict, seen)
-    assert result - meant == set(), f"given back unasked: {verdict}"
+    if len(desired) >= 2:
+        assert result - meant == set(), f"given back unasked: {verdict}"
     if len(desired) >= 3:
         assert meant - result == set(), f"lost: {verdict}"
 
