@@ -220,7 +220,7 @@ class RedisRateLimiter(RateLimiter):
         after = self._local_clock()
         offset = float(seconds) + float(micros) / 1e6 - (before + after) / 2
         if not abs(offset) <= _MAX_OFFSET_S:  # nan included
-            raise InvalidPaceState("the Redis server's clock is more than a day off")
+            raise ValueError("the Redis server's clock is more than a day off")
         self._offset = offset
 
     # -- one atomic step in Redis, or the same rules locally while Redis is away -------------

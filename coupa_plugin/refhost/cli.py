@@ -1,10 +1,11 @@
 """``coupa-iga``: the reference host's command line.
 
 Exit codes: 0 success; 1 a run failed (sync incomplete, provisioning failed); 2 usage error
-(including an unknown resource type); 3 configuration error (tenants file, settings, snapshot
-file, no usable run); 4 authentication refused; 5 the request was refused (read-only tenant,
-unknown principal, user or entitlement, a refusal by policy); 130 interrupted by Ctrl-C and 143
-by SIGTERM (the run is recorded as ``interrupted``).
+(including an unknown resource type or provisioning attribute, a decisions file that does not
+match its campaign); 3 configuration error (tenants file, settings, snapshot file, an output
+that cannot be written, no usable run, the host extra missing); 4 authentication refused; 5 the
+request was refused (read-only tenant, unknown principal, user or entitlement, a refusal by
+policy); 130 interrupted by Ctrl-C and 143 by SIGTERM (the run is recorded as ``interrupted``).
 
 Data goes to standard output (``--format table|json|csv``), messages to standard error.
 """

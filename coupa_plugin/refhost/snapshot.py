@@ -109,6 +109,9 @@ _Args = tuple[Any, ...] | Mapping[str, Any]
 def _signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM wait (blocked, not lost) while a run's row changes state, so an
     interruption lands before or after it, never between the row and its rows."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: no signal masks to hold them with
+        yield
+        return
     held = {signal.SIGINT, signal.SIGTERM}
     before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:

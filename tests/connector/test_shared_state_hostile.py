@@ -109,7 +109,7 @@ def test_every_hook_ends_typed_or_warned_whatever_redis_answers(
     coupa = sandbox()
     plugin = plugin_for(coupa)
     with fake_redis(mode) as fake, caplog.at_level(logging.WARNING):
-        t = tenant(state_dir=str(tmp_path), shared_state=fake.url(PASSWORD), timeout_s=0.5)
+        t = tenant(state_dir=str(tmp_path), shared_state=fake.url(PASSWORD), timeout_s=1.0)
         writes = coupa.writes
         status = ends(lambda: plugin.configure(tenant=t))
         provisioned = ends(lambda: plugin.provision(tenant=t, request=revoke()))
