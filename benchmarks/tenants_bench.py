@@ -4,9 +4,11 @@
     python -m benchmarks.tenants_bench soak --cycles 400         # RSS and objects per cycle
 
 ``lifecycle`` syncs every tenant at once through a thread pool against a sandbox on loopback
-(a separate process, so only the plugin's sockets are counted here), then disables each one
-(a hook call with ``enabled = false``) and counts this process's threads and open sockets at
-each step against the baseline taken before the first tenant. ``soak`` runs one tenant's full
+(a separate process, so only the plugin's sockets are counted here), then changes every
+tenant's settings (``configure`` with the new ones), then disables half of them (a hook call
+with ``enabled = false``) and releases the others (``plugin.release``, as for a tenant the host
+dropped), counting this process's threads and open sockets at each step against the baseline
+taken before the first tenant. ``soak`` runs one tenant's full
 sync followed by a grant and its revoke, ``--cycles`` times, and reports the slope of RSS and
 of the live object count per cycle (least squares over the cycles after the first tenth).
 """
@@ -96,6 +98,15 @@ def full_sync(plugin: CoupaPlugin, t: Tenant) -> int:
     return count + sum(1 for _ in plugin.sync_grants(tenant=t, request=SyncRequest()) or [])
 
 
+def state(plugin: CoupaPlugin) -> dict[str, int]:
+    return {
+        "plugin_threads_still_alive": settle(),
+        "threads": threading.active_count(),
+        "sockets": open_sockets(),
+        "tenants_holding_a_connector": len(plugin.tenants()),
+    }
+
+
 def bench_lifecycle(tenants: int, users: int, workers: int) -> dict[str, Any]:
     with sandbox_process(users, latency=0.0, rate_limit=False) as url:
         plugin = CoupaPlugin()
@@ -105,21 +116,23 @@ def bench_lifecycle(tenants: int, users: int, workers: int) -> dict[str, Any]:
         with Peaks() as peaks, ThreadPoolExecutor(workers) as pool:
             items = list(pool.map(lambda t: full_sync(plugin, t), ts))
         synced_s = time.perf_counter() - started
-        after_sync = {
-            "threads": threading.active_count(),
-            "plugin_threads_still_alive": settle(),
-            "threads_once_idle": threading.active_count(),
-            "sockets": open_sockets(),
-            "tenants_holding_a_connector": len(plugin.tenants()),
-        }
-        for t in ts:
-            assert plugin.configure(tenant=disabled(t)) is None
-        after_disable = {
-            "plugin_threads_still_alive": settle(),
-            "threads": threading.active_count(),
-            "sockets": open_sockets(),
-            "tenants_holding_a_connector": len(plugin.tenants()),
-        }
+        after_sync = state(plugin)
+        # new settings for every tenant: each configure builds a new connector, and the old
+        # one, idle, closes at once
+        changed = [
+            attrs.evolve(t, plugins={"coupa": {**t.plugins["coupa"], "timeout_s": 31}}) for t in ts
+        ]
+        for t in changed:
+            plugin.configure(tenant=t)
+        after_reconfigure = state(plugin)
+        # half the tenants disabled (a hook call says enabled = false), half dropped by the
+        # host (plugin.release)
+        for i, t in enumerate(changed):
+            if i % 2:
+                assert plugin.configure(tenant=disabled(t)) is None
+            else:
+                assert plugin.release(t.id)
+        after_disable = state(plugin)
         plugin.close()
     return {
         "tenants": tenants,
@@ -133,7 +146,8 @@ def bench_lifecycle(tenants: int, users: int, workers: int) -> dict[str, Any]:
         "idle_sockets_per_tenant": round(
             (after_sync["sockets"] - baseline["sockets"]) / tenants, 2
         ),
-        "after_disable": after_disable,
+        "after_reconfigure": after_reconfigure,
+        "after_disable_or_release": after_disable,
         "back_to_baseline": after_disable["threads"] == baseline["threads"]
         and after_disable["sockets"] == baseline["sockets"],
     }

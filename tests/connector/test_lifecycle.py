@@ -325,3 +325,17 @@ def test_streams_of_one_tenant_read_at_once_are_each_complete() -> None:
         thread.join(30)
     assert [outcome for _, outcome in threads] == [[truth_grants(sandbox.state)]] * 3
     plugin.close()
+
+
+def test_a_stream_abandoned_mid_way_leaves_no_thread_behind() -> None:
+    _sandbox, _hold, plugin = held_plugin(600, lambda _r: False)
+    t = tenant("walked-away", max_in_flight=6)
+    stream = iter(plugin.discover_resources(tenant=t, request=SyncRequest()) or [])
+    for _ in range(120):  # pages ahead in flight, the catalogs reading in the background
+        next(stream)
+    assert tenant_threads("walked-away"), "the listing had threads going"
+    del stream  # dropped, not closed: the host walked away
+    assert ended(tenant_threads("walked-away"))
+    connector = plugin.connector(t)
+    assert connector is not None and connector.uses.count == 0, "its use was given back"
+    plugin.close()
