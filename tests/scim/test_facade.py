@@ -381,3 +381,17 @@ def test_interleaved_writes_compose(
     assert (role, x) in grants and (role, y) in grants
     record = sandbox.state.users[12]
     assert (record["email"], record["lastname"]) == ("b@x.io", "Interleaved")
+
+
+def test_locations_name_the_public_url_behind_a_proxy(
+    sandbox: CoupaSandbox, tmp_path: Path
+) -> None:
+    public = "https://scim.example.com/v2"
+    facade = ScimFacade(hooks_for(sandbox, tmp_path), TOKEN, public_url=f"{public}/")
+    with (
+        facade,
+        httpx.Client(base_url=str(facade.url), headers={"Authorization": f"Bearer {TOKEN}"}) as c,
+    ):
+        user = c.get("/Users/7").json()
+    assert user["meta"]["location"] == f"{public}/Users/7"
+    assert {g["$ref"].rsplit("/", 1)[0] for g in user["groups"]} == {f"{public}/Groups"}

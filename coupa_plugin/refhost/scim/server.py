@@ -41,9 +41,14 @@ class _BearerApplication(WSGIApplication):
 
     ``/ServiceProviderConfig`` stays open, as RFC 7643 §5 lets it (scim2-server's rule)."""
 
-    def __init__(self, storage: CoupaStorage, token: str) -> None:
+    def __init__(self, storage: CoupaStorage, token: str, public_url: str | None) -> None:
         super().__init__(storage, build_provider())
         self._expected = f"Bearer {token}".encode()
+        self._public_url = public_url.rstrip("/") if public_url else None
+
+    def get_base_url(self, environ: WSGIEnvironment) -> str:  # type: ignore[override]
+        """The URL clients reach (behind a proxy: ``public_url``), for locations and $ref."""
+        return self._public_url or super().get_base_url(environ)
 
     def check_auth(self, request: ScimRequest) -> None:
         given = (request.header("Authorization") or "").encode()
@@ -97,6 +102,7 @@ class ScimFacade:
         host: str = "127.0.0.1",
         port: int = 0,
         refresh_every_s: float = DEFAULT_REFRESH_S,
+        public_url: str | None = None,
         wait: Callable[[threading.Event, float], bool] | None = None,
     ) -> None:
         if not token:
@@ -106,7 +112,7 @@ class ScimFacade:
         self.hooks = hooks
         self.directory = Directory(hooks)
         self.storage = CoupaStorage(self.directory, hooks, self.model_for)
-        self.application = _BearerApplication(self.storage, token)
+        self.application = _BearerApplication(self.storage, token, public_url)
         self._address = (host, port)
         self._refresh_every_s = refresh_every_s
         self._wait = wait or (lambda event, timeout: event.wait(timeout))
