@@ -22,7 +22,7 @@ from coupa_plugin.refhost.manager import PluginHooks
 from coupa_plugin.refhost.scim import LOGGER, TOKEN_ENV
 from coupa_plugin.refhost.scim.directory import Directory
 from coupa_plugin.refhost.scim.schema import build_provider
-from coupa_plugin.refhost.scim.storage import CoupaStorage
+from coupa_plugin.refhost.scim.storage import CoupaStorage, member_patch
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -43,6 +43,7 @@ class _BearerApplication(WSGIApplication):
 
     def __init__(self, storage: CoupaStorage, token: str, public_url: str | None) -> None:
         super().__init__(storage, build_provider())
+        self.storage: CoupaStorage = storage
         self._expected = f"Bearer {token}".encode()
         self._public_url = public_url.rstrip("/") if public_url else None
 
@@ -59,6 +60,13 @@ class _BearerApplication(WSGIApplication):
         request = super().read_request(environ)
         if request.method == "POST" and request.path.rstrip("/") == "/Users":
             request.body = _active_by_default(request.body)
+        # a membership PATCH is served from the named members alone, unless the client
+        # checks the group's version or asks for the group back
+        whole = request.header("If-Match") is not None or any(
+            key in request.query for key in ("attributes", "excludedAttributes")
+        )
+        patch = member_patch(request.path, request.body) if request.method == "PATCH" else None
+        self.storage.expect(None if whole else patch)
         return request
 
 
