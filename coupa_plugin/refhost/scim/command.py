@@ -105,7 +105,13 @@ def _facade(
 @click.option("--tenant", "tenant_id", help="The tenant to serve (not with --sandbox).")
 @click.option("--plugin", "plugin_name", default="coupa", show_default=True, help="Plugin name.")
 @click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
 @click.option(
     "--refresh-every",
     "refresh_every_s",

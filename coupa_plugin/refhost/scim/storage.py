@@ -255,6 +255,7 @@ class CoupaStorage(ScimStorage):
         if response_parameters is None:
             # scim2-server reads the resource, applies a PUT or PATCH to it and calls update
             # in the same thread: what it read is the base the request changed
+            # (dumped now: scim2-server applies the request to the model it was given)
             self._base.read = (resource_type.id, resource_id, model.model_dump())
         return model
 
