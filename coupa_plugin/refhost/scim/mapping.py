@@ -5,7 +5,7 @@
 | ``id`` | the user id |
 | ``userName`` | ``login`` |
 | ``name.givenName`` / ``name.familyName`` | ``firstname`` / ``lastname`` |
-| ``emails`` (primary, else first) | ``email`` |
+| ``emails`` (the first) | ``email`` |
 | ``active`` | ``active`` (``enable_account`` / ``disable_account``) |
 | ``externalId`` | ``sso_identifier`` |
 | enterprise ``employeeNumber`` | ``employee_number`` |
@@ -138,11 +138,10 @@ def current_attributes(user: Resource) -> dict[str, Any]:
 
 
 def _email(emails: Any) -> str | None:
-    if not isinstance(emails, list) or not emails:
+    """The first address: Coupa holds one (``primary`` is not kept, so not sent along)."""
+    if not isinstance(emails, list) or not emails or not isinstance(emails[0], dict):
         return None
-    primary = [e for e in emails if isinstance(e, dict) and e.get("primary")]
-    chosen = (primary or emails)[0]
-    return _text(chosen.get("value")) if isinstance(chosen, dict) else None
+    return _text(emails[0].get("value"))
 
 
 def wanted_attributes(document: Mapping[str, Any], manager_login: str | None) -> dict[str, Any]:
