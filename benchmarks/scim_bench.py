@@ -7,7 +7,8 @@ The Coupa sandbox serves on loopback with Coupa's rate limit (25 requests/s, bur
 plugin is the installed one (entry point), driven by the facade like any host. Reported: the
 time to read the tenant before serving, reads/s and latency of ``userName eq`` lookups (what
 Entra ID and Okta send before every change) with the Coupa requests they cost (expected 0),
-then membership writes (PATCH add, PATCH remove) per second with their Coupa requests.
+then membership writes (PATCH add, PATCH remove) to the largest group per second with their
+Coupa requests.
 """
 
 from __future__ import annotations
@@ -66,8 +67,17 @@ def _reads(facade: ScimFacade, sandbox: CoupaSandbox, readers: int, seconds: flo
 
 
 def _writes(facade: ScimFacade, sandbox: CoupaSandbox, count: int) -> None:
-    users = [u.id for u in facade.directory.users() if u.profile.get("active")][10 : 10 + count]
-    group = "group:1:member"
+    directory = facade.directory
+    eligible = [
+        u.id for u in directory.users() if u.profile.get("active") and not u.profile.get("api_user")
+    ]
+    # the largest group that enough users do not hold yet (a common license, say)
+    by_size = sorted(directory.groups(), key=lambda g: -len(directory.members(g.entitlement.id)))
+    for entry in by_size:
+        group, holders = entry.entitlement.id, directory.members(entry.entitlement.id)
+        users = [u for u in eligible if u not in holders][:count]
+        if len(users) == count:
+            break
     coupa_before = sandbox.api_requests
     started = time.perf_counter()
     with httpx.Client(base_url=str(facade.url), headers=HEADERS, timeout=60) as client:
@@ -83,7 +93,8 @@ def _writes(facade: ScimFacade, sandbox: CoupaSandbox, count: int) -> None:
     elapsed = time.perf_counter() - started
     writes = 2 * len(users)
     print(
-        f"writes: {writes} membership PATCHes in {elapsed:.1f} s ({writes / elapsed:.1f}/s), "
+        f"writes: {writes} membership PATCHes of {group} ({len(holders):,} members) in "
+        f"{elapsed:.1f} s ({writes / elapsed:.1f}/s), "
         f"{(sandbox.api_requests - coupa_before) / writes:.1f} Coupa requests each"
     )
 

@@ -1,5 +1,6 @@
 """``coupa-iga scim``: refuses to start without a token (one error line), names a refused
-tenant, and serves the sandbox as a real process until SIGTERM."""
+tenant, serves the sandbox as a real process until SIGTERM (the token never in its debug
+log), and names the ``scim`` extra when it is missing."""
 
 # ruff: noqa: S603 - these tests start the project's own command on purpose
 
@@ -16,6 +17,7 @@ from click.testing import CliRunner
 
 from coupa_plugin.refhost.cli import main
 from coupa_plugin.sandbox import SANDBOX_CLIENT_ID, CoupaSandbox, SandboxServer, generate_tenant
+from tests.contract.test_extras import run
 from tests.scim.conftest import TOKEN
 
 CLI = str(Path(sys.executable).parent / "coupa-iga")
@@ -50,7 +52,7 @@ def test_a_tenant_is_required_and_a_refused_one_is_named(tmp_path: Path) -> None
 
 def test_serves_the_sandbox_until_sigterm() -> None:
     proc = subprocess.Popen(
-        [CLI, "scim", "--sandbox", "--users", "12", "--port", "0"],
+        [CLI, "-vv", "scim", "--sandbox", "--users", "12", "--port", "0"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -73,3 +75,19 @@ def test_serves_the_sandbox_until_sigterm() -> None:
     assert proc.wait(timeout=60) == 143
     assert "interrupted (SIGTERM)" in rest and "Traceback" not in rest
     assert TOKEN not in rest
+
+
+def test_without_the_scim_extra_the_command_names_it() -> None:
+    out = run(
+        """
+        import os
+        from click.testing import CliRunner
+        from coupa_plugin.refhost.cli import main
+        os.environ["COUPA_SCIM_TOKEN"] = "t"
+        result = CliRunner().invoke(main, ["scim", "--sandbox", "--users", "3", "--port", "0"])
+        print(result.exit_code, result.output.splitlines()[-1])
+        """,
+        blocked=("scim2_server", "scim2_models"),
+    )
+    assert out.startswith("rc=0\n2 Error: coupa-iga scim needs the scim extra: "), out
+    assert "pip install 'coupa-plugin[scim]'" in out

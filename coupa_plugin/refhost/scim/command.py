@@ -62,7 +62,14 @@ def _generated_sandbox(users: int, seed: int) -> CoupaSandbox:
 
 
 def _facade(
-    tenant: Tenant, plugin: str, token: str, *, bind: str, port: int, refresh_every_s: float
+    tenant: Tenant,
+    plugin: str,
+    token: str,
+    *,
+    bind: str,
+    port: int,
+    refresh_every_s: float,
+    public_url: str | None,
 ) -> ScimFacade:
     try:
         from coupa_plugin.refhost.scim.server import ScimFacade
@@ -75,7 +82,12 @@ def _facade(
     host = cli._host()
     cli._enabled(host, tenant, plugin)
     return ScimFacade(
-        host.hooks(tenant, plugin), token, host=bind, port=port, refresh_every_s=refresh_every_s
+        host.hooks(tenant, plugin),
+        token,
+        host=bind,
+        port=port,
+        refresh_every_s=refresh_every_s,
+        public_url=public_url,
     )
 
 
@@ -93,7 +105,13 @@ def _facade(
 @click.option("--tenant", "tenant_id", help="The tenant to serve (not with --sandbox).")
 @click.option("--plugin", "plugin_name", default="coupa", show_default=True, help="Plugin name.")
 @click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
 @click.option(
     "--refresh-every",
     "refresh_every_s",
@@ -101,6 +119,10 @@ def _facade(
     default=900.0,
     show_default=True,
     help="Seconds between background full refreshes of the served copy.",
+)
+@click.option(
+    "--public-url",
+    help="The SCIM base URL clients use, behind a TLS proxy (https://scim.example.com/v2).",
 )
 @click.option(
     "--sandbox",
@@ -126,6 +148,7 @@ def scim(
     bind: str,
     port: int,
     refresh_every_s: float,
+    public_url: str | None,
     sandbox: bool,
     sandbox_users: int,
     sandbox_seed: int,
@@ -151,7 +174,13 @@ def scim(
 
             [tenant] = cli._load(tenants_file, (str(tenant_id),))
         facade = _facade(
-            tenant, plugin_name, token, bind=bind, port=port, refresh_every_s=refresh_every_s
+            tenant,
+            plugin_name,
+            token,
+            bind=bind,
+            port=port,
+            refresh_every_s=refresh_every_s,
+            public_url=public_url,
         )
         click.echo(f"{tenant.id}: reading the tenant before serving", err=True)
         try:

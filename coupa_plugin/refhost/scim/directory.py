@@ -78,12 +78,15 @@ class _Copy:
         self.members.setdefault(grant.entitlement_id, set()).add(grant.principal_id)
         self.held.setdefault(grant.principal_id, set()).add(grant.entitlement_id)
 
+    def drop_holdings(self, user_id: str) -> None:
+        for entitlement_id in self.held.pop(user_id, set()):
+            self.members.get(entitlement_id, set()).discard(user_id)
+
     def drop_user(self, user_id: str) -> None:
         old = self.users.pop(user_id, None)
         if old is not None:
             self.by_login.pop(_login_key(old), None)
-        for entitlement_id in self.held.pop(user_id, set()):
-            self.members.get(entitlement_id, set()).discard(user_id)
+        self.drop_holdings(user_id)
 
     def put_user(self, user: Resource) -> None:
         self.users[user.id] = user
@@ -98,7 +101,6 @@ class Directory:
     """A tenant's users, entitlements and grants, as the plugin last reported them.
 
     Thread-safe: readers see either the copy before or after a refresh, never half of one.
-    ``generation`` grows with every change, for versions and ETags.
     """
 
     def __init__(self, hooks: PluginHooks) -> None:
@@ -106,8 +108,6 @@ class Directory:
         self._lock = threading.RLock()
         self._copy = _Copy()
         self._written_during_refresh: set[str] | None = None
-        self.generation = 0
-        self.refreshed = False
 
     # -- refreshing -----------------------------------------------------
 
@@ -127,8 +127,6 @@ class Directory:
                 written, self._written_during_refresh = self._written_during_refresh, None
         with self._lock:
             self._copy = fresh
-            self.generation += 1
-            self.refreshed = True
         for user_id in sorted(written or ()):
             self.refresh_user(user_id)
         log.info(
@@ -149,11 +147,9 @@ class Directory:
         self._note_write(user_id)
         held = [g for g in grants if g.principal_id == user_id]
         with self._lock:
-            for entitlement_id in self._copy.held.pop(user_id, set()):
-                self._copy.members.get(entitlement_id, set()).discard(user_id)
+            self._copy.drop_holdings(user_id)
             for grant in held:
                 self._copy.add_grant(grant)
-            self.generation += 1
 
     def refresh_user(self, user_id: str) -> None:
         """Read one user and their grants again (after a write)."""
@@ -172,7 +168,6 @@ class Directory:
                 self._copy.put_user(found[0])
                 for grant in held:
                     self._copy.add_grant(grant)
-            self.generation += 1
 
     def _read(self, request: SyncRequest) -> _Copy:
         resources = self._hooks.discover_resources(request)

@@ -5,7 +5,7 @@
 | ``id`` | the user id |
 | ``userName`` | ``login`` |
 | ``name.givenName`` / ``name.familyName`` | ``firstname`` / ``lastname`` |
-| ``emails`` (primary, else first) | ``email`` |
+| ``emails`` (the first) | ``email`` |
 | ``active`` | ``active`` (``enable_account`` / ``disable_account``) |
 | ``externalId`` | ``sso_identifier`` |
 | enterprise ``employeeNumber`` | ``employee_number`` |
@@ -110,9 +110,12 @@ def user_document(user: Resource, groups: Iterable[GroupEntry]) -> dict[str, Any
     )
 
 
-def group_document(entry: GroupEntry, members: Mapping[str, str] | None) -> dict[str, Any]:
+def group_document(
+    entry: GroupEntry, members: Mapping[str, str] | None, listed: frozenset[str] | None = None
+) -> dict[str, Any]:
     """The SCIM Group of a Coupa entitlement; ``members`` is ``{user id: login}`` (``None``
-    leaves the members out)."""
+    leaves the members out). ``listed`` keeps only those members in the document, whose
+    version stays the whole group's."""
     document: dict[str, Any] = {
         "schemas": [GROUP_SCHEMA],
         "id": entry.entitlement.id,
@@ -123,7 +126,10 @@ def group_document(entry: GroupEntry, members: Mapping[str, str] | None) -> dict
             {"value": uid, "$ref": f"Users/{uid}", "type": "User", "display": login}
             for uid, login in sorted(members.items(), key=lambda m: (len(m[0]), m[0]))
         ]
-    return _meta(document, "Group")
+    document = _meta(document, "Group")
+    if listed is not None and members is not None:
+        document["members"] = [m for m in document["members"] if m["value"] in listed]
+    return document
 
 
 def current_attributes(user: Resource) -> dict[str, Any]:
@@ -132,11 +138,10 @@ def current_attributes(user: Resource) -> dict[str, Any]:
 
 
 def _email(emails: Any) -> str | None:
-    if not isinstance(emails, list) or not emails:
+    """The first address: Coupa holds one (``primary`` is not kept, so not sent along)."""
+    if not isinstance(emails, list) or not emails or not isinstance(emails[0], dict):
         return None
-    primary = [e for e in emails if isinstance(e, dict) and e.get("primary")]
-    chosen = (primary or emails)[0]
-    return _text(chosen.get("value")) if isinstance(chosen, dict) else None
+    return _text(emails[0].get("value"))
 
 
 def wanted_attributes(document: Mapping[str, Any], manager_login: str | None) -> dict[str, Any]:

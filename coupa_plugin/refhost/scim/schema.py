@@ -62,7 +62,7 @@ _KEPT: Final[dict[str, dict[str, dict[str, Any]]]] = {
         "active": {**_REQUIRED, "description": "Coupa's active flag; false disables the user."},
         "emails": {
             **_REQUIRED,
-            "description": "Coupa holds one email: the primary one (or the first) is kept.",
+            "description": "Coupa holds one email: the first is kept.",
             "sub": {
                 "value": _REQUIRED,
                 "type": {"canonicalValues": ["work"]},

@@ -22,7 +22,7 @@ from coupa_plugin.refhost.manager import PluginHooks
 from coupa_plugin.refhost.scim import LOGGER, TOKEN_ENV
 from coupa_plugin.refhost.scim.directory import Directory
 from coupa_plugin.refhost.scim.schema import build_provider
-from coupa_plugin.refhost.scim.storage import CoupaStorage
+from coupa_plugin.refhost.scim.storage import CoupaStorage, member_patch
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -41,9 +41,15 @@ class _BearerApplication(WSGIApplication):
 
     ``/ServiceProviderConfig`` stays open, as RFC 7643 §5 lets it (scim2-server's rule)."""
 
-    def __init__(self, storage: CoupaStorage, token: str) -> None:
+    def __init__(self, storage: CoupaStorage, token: str, public_url: str | None) -> None:
         super().__init__(storage, build_provider())
+        self.storage: CoupaStorage = storage
         self._expected = f"Bearer {token}".encode()
+        self._public_url = public_url.rstrip("/") if public_url else None
+
+    def get_base_url(self, environ: WSGIEnvironment) -> str:  # type: ignore[override]
+        """The URL clients reach (behind a proxy: ``public_url``), for locations and $ref."""
+        return self._public_url or super().get_base_url(environ)
 
     def check_auth(self, request: ScimRequest) -> None:
         given = (request.header("Authorization") or "").encode()
@@ -54,6 +60,13 @@ class _BearerApplication(WSGIApplication):
         request = super().read_request(environ)
         if request.method == "POST" and request.path.rstrip("/") == "/Users":
             request.body = _active_by_default(request.body)
+        # a membership PATCH is served from the named members alone, unless the client
+        # checks the group's version or asks for the group back
+        whole = request.header("If-Match") is not None or any(
+            key in request.query for key in ("attributes", "excludedAttributes")
+        )
+        patch = member_patch(request.path, request.body) if request.method == "PATCH" else None
+        self.storage.expect(None if whole else patch)
         return request
 
 
@@ -97,6 +110,7 @@ class ScimFacade:
         host: str = "127.0.0.1",
         port: int = 0,
         refresh_every_s: float = DEFAULT_REFRESH_S,
+        public_url: str | None = None,
         wait: Callable[[threading.Event, float], bool] | None = None,
     ) -> None:
         if not token:
@@ -106,7 +120,7 @@ class ScimFacade:
         self.hooks = hooks
         self.directory = Directory(hooks)
         self.storage = CoupaStorage(self.directory, hooks, self.model_for)
-        self.application = _BearerApplication(self.storage, token)
+        self.application = _BearerApplication(self.storage, token, public_url)
         self._address = (host, port)
         self._refresh_every_s = refresh_every_s
         self._wait = wait or (lambda event, timeout: event.wait(timeout))

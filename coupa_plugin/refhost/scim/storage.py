@@ -7,7 +7,9 @@ only says what a SCIM resource is in Coupa and which provision requests a change
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Final, Union
@@ -116,6 +118,48 @@ def _member_ids(document: dict[str, Any]) -> set[str]:
     }
 
 
+_MEMBER_FILTER: Final = re.compile(r'members\[\s*value\s+eq\s+"([^"]*)"\s*\]', re.IGNORECASE)
+
+
+def member_patch(path: str, body: bytes) -> tuple[str, frozenset[str]] | None:
+    """``(group id, member ids)`` for a PATCH of a group that only adds or removes the named
+    members (how Entra ID and Okta send membership changes), else None.
+
+    Such a PATCH is applied to the group with just those members, so that it costs the same
+    on a group of ten holders as on one of two hundred thousand; every other PATCH (a
+    ``replace`` of the members, say) is applied to the whole group.
+    """
+    kind, _, group_id = path.strip("/").partition("/")
+    if kind != "Groups" or not group_id or "/" in group_id:
+        return None
+    try:
+        operations = json.loads(body).get("Operations")
+    except (ValueError, AttributeError):
+        return None
+    named: set[str] = set()
+    for op in operations if isinstance(operations, list) and operations else [None]:
+        ids = _named_members(op)
+        if ids is None:
+            return None
+        named |= ids
+    return group_id, frozenset(named)
+
+
+def _named_members(op: Any) -> set[str] | None:
+    if not isinstance(op, dict) or str(op.get("op", "")).lower() not in ("add", "remove"):
+        return None
+    target = str(op.get("path", ""))
+    if target.lower() == "members":
+        values = op.get("value")
+        if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+            return None
+        return {str(v.get("value")) for v in values}
+    found = _MEMBER_FILTER.fullmatch(target)
+    if found is None or str(op["op"]).lower() != "remove":
+        return None
+    return {found.group(1)}
+
+
 def _wants(params: ResponseParameters[Any] | None, attribute: str) -> bool:
     """Whether a response keeps ``attribute`` (a default-returned one)."""
     if params is None:
@@ -145,6 +189,7 @@ class CoupaStorage(ScimStorage):
         # users deleted over SCIM: disabled in Coupa and not served while they stay inactive
         self._deleted: set[str] = set()
         self._base = threading.local()
+        self._request = threading.local()
 
     # -- documents ------------------------------------------------------
 
@@ -161,14 +206,20 @@ class CoupaStorage(ScimStorage):
         document = user_document(user, self.directory.groups_held_by(user.id))
         return self._model_for("User").model_validate(document)
 
-    def _group_model(self, entry: GroupEntry, *, members: bool = True) -> Resource[Any]:
+    def expect(self, patch: tuple[str, frozenset[str]] | None) -> None:
+        """What :func:`member_patch` found in the request this thread serves (or None)."""
+        self._request.member_patch = patch
+
+    def _group_model(
+        self, entry: GroupEntry, *, members: bool = True, among: frozenset[str] | None = None
+    ) -> Resource[Any]:
         logins = None
         if members:
             # a copy: _visible forgets users re-enabled in Coupa, and other threads write too
             deleted = tuple(self._deleted)
             hidden = {u for u in deleted if self._visible(self.directory.user(u)) is None}
             logins = self.directory.logins(self.directory.members(entry.entitlement.id) - hidden)
-        return self._model_for("Group").model_validate(group_document(entry, logins))
+        return self._model_for("Group").model_validate(group_document(entry, logins, among))
 
     def _user(self, user_id: str) -> CoupaUser:
         user = self._visible(self.directory.user(user_id))
@@ -191,8 +242,12 @@ class CoupaStorage(ScimStorage):
         *,
         response_parameters: ResponseParameters[Any] | None = None,
     ) -> Resource[Any]:
+        expected = getattr(self._request, "member_patch", None)
         if resource_type.id == "User":
             model = self._user_model(self._user(resource_id))
+        elif response_parameters is None and expected and expected[0] == resource_id:
+            # the base of a PATCH that adds or removes these members: them alone
+            model = self._group_model(self._group(resource_id), among=expected[1])
         else:
             model = self._group_model(
                 self._group(resource_id), members=_wants(response_parameters, "members")
@@ -200,6 +255,7 @@ class CoupaStorage(ScimStorage):
         if response_parameters is None:
             # scim2-server reads the resource, applies a PUT or PATCH to it and calls update
             # in the same thread: what it read is the base the request changed
+            # (dumped now: scim2-server applies the request to the model it was given)
             self._base.read = (resource_type.id, resource_id, model.model_dump())
         return model
 
@@ -409,7 +465,9 @@ class CoupaStorage(ScimStorage):
                 )
                 return self._user_model(self._user(resource_id))
             self._write_members(self._group(resource_id), base, document)
-            return self._group_model(self._group(resource_id))
+            expected = getattr(self._request, "member_patch", None)
+            among = expected[1] if expected and expected[0] == resource_id else None
+            return self._group_model(self._group(resource_id), among=among)
 
     def _write_members(
         self, entry: GroupEntry, base: dict[str, Any], document: dict[str, Any]
