@@ -3,12 +3,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import stamina
 from hypothesis import HealthCheck, settings
 
 from coupa_plugin.refhost.logfmt import host_handlers
+from tests.kit import use_scratch
 
 # CI must be deterministic: the same examples on every run, bounded in number and time, and the
 # failing example printed so it can be replayed with @reproduce_failure. Local runs explore
@@ -26,6 +28,12 @@ settings.register_profile("dev", deadline=None, print_blob=True)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+
+@pytest.fixture(autouse=True)
+def _scratch_under_tmp_path(tmp_path: Path) -> None:
+    """Folders a test's helpers make (``tests.kit.scratch_dir``) live under its tmp_path."""
+    use_scratch(tmp_path)
 
 
 @pytest.fixture(autouse=True)

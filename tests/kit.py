@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +26,21 @@ from coupa_plugin.sandbox.server import SandboxTransport
 ALL_TYPES = frozenset(
     {"user", "group", "role", "license", "content_group", "account_group", "approval_group"}
 )
+
+
+_scratch: list[Path] = []
+
+
+def use_scratch(folder: Path) -> None:
+    """Where :func:`scratch_dir` makes folders for the running test (its ``tmp_path``; set by
+    an autouse fixture, so pytest cleans them up as it does every ``tmp_path``)."""
+    _scratch[:] = [folder]
+
+
+def scratch_dir() -> Path:
+    """A new empty folder under the running test's ``tmp_path``."""
+    base = _scratch[0] if _scratch else None
+    return Path(tempfile.mkdtemp(dir=base, prefix="scratch-"))
 
 
 def tenant(tenant_id: str = "acme", **settings: Any) -> Tenant:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,14 @@ from tests.connector.test_recovery import (
     unrelated,
     world,
 )
-from tests.kit import CrashingTransport, clearing, no_background_repair, plugin_for, tenant
+from tests.kit import (
+    CrashingTransport,
+    clearing,
+    no_background_repair,
+    plugin_for,
+    scratch_dir,
+    tenant,
+)
 
 
 def _holdings_stated(sandbox: CoupaSandbox, message: str) -> bool:
@@ -56,7 +62,7 @@ def test_merge_with_empty_roles_becoming_user_keeps_the_other_roles() -> None:
         operations=Operations(rate_limit=False),
     )
     sandbox.state.users[USER]["roles"] = [4, 5]
-    t = tenant(state_dir=tempfile.mkdtemp())
+    t = tenant(state_dir=str(scratch_dir()))
     with pytest.raises(ProvisioningError):
         revoke_4(plugin_for(sandbox), t)
     assert 5 in roles(sandbox), f"role 5 (never asked to go) was lost: roles {roles(sandbox)}"
@@ -193,7 +199,7 @@ def test_a_symlinked_facts_folder_is_refused_before_any_write() -> None:
     so the call writes (sourcing-user is set) and then fails with ConfigurationError, whose
     message does not say what was written or what the user holds."""
     sandbox, t, state_dir = world()
-    (state_dir / "facts").symlink_to(tempfile.mkdtemp())
+    (state_dir / "facts").symlink_to(scratch_dir())
     writes = sandbox.writes
     with pytest.raises(PluginError) as caught:
         unrelated(plugin_for(sandbox), t)
@@ -284,7 +290,7 @@ def test_a_membership_an_admin_adds_during_a_rewrite_is_kept() -> None:
         operations=Operations(rate_limit=False),
     )
     sandbox.state.set_user_groups(USER, [1, 2, 3])
-    t = tenant(state_dir=tempfile.mkdtemp())
+    t = tenant(state_dir=str(scratch_dir()))
     added: list[bool] = []
 
     class AdminAfterClear(httpx.BaseTransport):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from coupa_plugin.sandbox import (
     generate_tenant,
 )
 from coupa_plugin.sandbox.server import SandboxTransport, is_loopback
-from tests.kit import plugin_for, tenant
+from tests.kit import plugin_for, scratch_dir, tenant
 
 ARABIC_FIVE, FULLWIDTH_FIVE, ARABIC_ONE = "\u0665", "\uff15", "\u0661"
 
@@ -219,7 +218,7 @@ def test_an_odd_membership_answer_after_the_write_is_settled_by_the_read_back() 
     plugin = CoupaPlugin(transport_factory=lambda _: httpx.MockTransport(odd))
     uid = next(u for u in sandbox.state.users if 1 not in sandbox.state.groups_of.get(u, ()))
     result = plugin.provision(
-        tenant=tenant(state_dir=tempfile.mkdtemp()),
+        tenant=tenant(state_dir=str(scratch_dir())),
         request=ProvisionRequest(
             action="grant", entitlement_id="group:1:member", principal_id=str(uid)
         ),
@@ -244,7 +243,7 @@ def test_an_unforeseen_failure_in_provision_states_what_the_user_holds(
     uid = next(u for u in sandbox.state.users if 1 not in sandbox.state.groups_of.get(u, ()))
     with pytest.raises(ProvisioningError, match="now holds") as caught:
         plugin.provision(
-            tenant=tenant(state_dir=tempfile.mkdtemp()),
+            tenant=tenant(state_dir=str(scratch_dir())),
             request=ProvisionRequest(
                 action="grant", entitlement_id="group:1:member", principal_id=str(uid)
             ),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Any
 
 import pytest
@@ -30,7 +29,7 @@ from coupa_plugin.sandbox import (
     generate_tenant,
 )
 from coupa_plugin.sandbox.config import CRASH_POINTS, WRITE_FAILURES, SimulatedCrash
-from tests.kit import plugin_for, tenant
+from tests.kit import plugin_for, scratch_dir, tenant
 
 KINDS = ("role", "group", "content_group", "account_group", "approval_group")
 
@@ -51,7 +50,7 @@ def make(
         quirks=Quirks(list_put=mode),  # type: ignore[arg-type]
         operations=Operations(rate_limit=False, **ops),
     )
-    return sandbox, plugin_for(sandbox), tenant(state_dir=tempfile.mkdtemp())
+    return sandbox, plugin_for(sandbox), tenant(state_dir=str(scratch_dir()))
 
 
 def provision(plugin: CoupaPlugin, t: Any, **request: Any) -> ProvisionResult:
@@ -170,7 +169,7 @@ def test_read_only_tenants_get_read_only_error_before_any_request() -> None:
 
 def test_protected_accounts_and_the_last_admin_are_refused() -> None:
     sandbox, plugin, _ = make()
-    t = tenant(state_dir=tempfile.mkdtemp(), protected_logins=[sandbox.state.users[9]["login"]])
+    t = tenant(state_dir=str(scratch_dir()), protected_logins=[sandbox.state.users[9]["login"]])
     with pytest.raises(RefusedError, match="protected_logins"):
         provision(plugin, t, action="revoke", entitlement_id="role:3:member", principal_id="9")
     # the integration's own API user (user 2), learnt from the first write
@@ -305,7 +304,7 @@ def test_silently_ignored_writes_are_reported() -> None:
         quirks=Quirks(sticky_licenses=frozenset({"contracts-user"})),
         operations=Operations(rate_limit=False),
     )
-    plugin, t = plugin_for(sandbox), tenant(state_dir=tempfile.mkdtemp())
+    plugin, t = plugin_for(sandbox), tenant(state_dir=str(scratch_dir()))
     provision(
         plugin,
         t,
@@ -338,7 +337,7 @@ def test_membership_and_content_routes_missing_fall_back_safely(mode: str) -> No
         quirks=Quirks(list_put=mode, membership_delete=False, business_group_routes=False),  # type: ignore[arg-type]
         operations=Operations(rate_limit=False),
     )
-    plugin, t = plugin_for(sandbox), tenant(state_dir=tempfile.mkdtemp())
+    plugin, t = plugin_for(sandbox), tenant(state_dir=str(scratch_dir()))
     for ent in (
         "group:2:member",
         "group:3:member",

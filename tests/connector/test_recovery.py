@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from coupa_plugin.sandbox import (
 )
 from coupa_plugin.sandbox.config import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
-from tests.kit import CrashingTransport, clearing, plugin_for, tenant
+from tests.kit import CrashingTransport, clearing, plugin_for, scratch_dir, tenant
 
 USER = 7
 ROLES = [3, 4, 5, 8]
@@ -47,7 +46,7 @@ def world(quirks: Quirks | None = None, **ops: Any) -> tuple[CoupaSandbox, Tenan
         operations=Operations(rate_limit=False, **ops),
     )
     sandbox.state.users[USER]["roles"] = list(ROLES)
-    state_dir = Path(tempfile.mkdtemp())
+    state_dir = scratch_dir()
     return sandbox, tenant(state_dir=str(state_dir)), state_dir
 
 
@@ -399,7 +398,7 @@ def test_state_files_are_private_and_symlinks_refused() -> None:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
     # a symlinked journal folder is refused before anything is written
     sandbox2, t2, state_dir2 = world()
-    target = Path(tempfile.mkdtemp())
+    target = scratch_dir()
     (state_dir2 / "journal").symlink_to(target)
     writes = sandbox2.writes
     with pytest.raises(ConfigurationError, match="is a symlink; refused"):

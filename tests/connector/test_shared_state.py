@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +44,7 @@ from coupa_plugin.sandbox import (
 from coupa_plugin.sandbox.config import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 from coupa_plugin.testing.redis_server import RedisServer, redis_server, redis_server_binary
-from tests.kit import CrashingTransport, clearing, plugin_for, tenant
+from tests.kit import CrashingTransport, clearing, plugin_for, scratch_dir, tenant
 
 redis = pytest.importorskip("redis", reason="the redis client is part of the test extra")
 
@@ -89,7 +88,7 @@ def merging_sandbox() -> CoupaSandbox:
 
 def worker_tenant(url: str, **settings: Any) -> tuple[Tenant, Path]:
     """The tenant as one worker sees it: its own state_dir, the shared Redis."""
-    state_dir = Path(tempfile.mkdtemp())
+    state_dir = scratch_dir()
     return tenant(state_dir=str(state_dir), shared_state=url, **settings), state_dir
 
 
