@@ -225,11 +225,19 @@ class Killer:
 
 class Chaos:
     def __init__(
-        self, semantics: str, seed: int, ops: int, *, default_role: bool, kills: float = 0.12
+        self,
+        semantics: str,
+        seed: int,
+        ops: int,
+        *,
+        default_role: bool,
+        kills: float = 0.12,
+        admin: float = 0.08,
     ) -> None:
         self.rng = random.Random(seed)
         self.ops = ops
         self.kills = kills
+        self.admin = admin
         self.default_role = default_role
         state = generate_tenant(users=10, seed=seed)
         for gid in (1, 2):
@@ -379,7 +387,7 @@ class Chaos:
         self.counts["admin changes"] += 1
 
     def step(self) -> None:  # noqa: C901 - one branch per kind of random operation
-        if self.rng.random() < 0.08:
+        if self.rng.random() < self.admin:
             self.admin_change()
         op, uid, field, item = self.random_op()
         ops = self.sandbox.ops
@@ -502,9 +510,15 @@ class Chaos:
 
 
 def run(
-    semantics: str, seed: int, ops: int, *, default_role: bool = False, kills: float = 0.12
+    semantics: str,
+    seed: int,
+    ops: int,
+    *,
+    default_role: bool = False,
+    kills: float = 0.12,
+    admin: float = 0.08,
 ) -> dict[str, Any]:
-    chaos = Chaos(semantics, seed, ops, default_role=default_role, kills=kills)
+    chaos = Chaos(semantics, seed, ops, default_role=default_role, kills=kills, admin=admin)
     started = time.monotonic()
     try:
         for n in range(ops):
@@ -558,10 +572,23 @@ def main() -> int:
         default=0.12,
         help="share of operations armed to kill the worker (at a random request of the call)",
     )
+    parser.add_argument(
+        "--admin",
+        type=float,
+        default=0.08,
+        help="share of operations an administrator's change (one item) comes before",
+    )
     args = parser.parse_args()
     modes = ["replace", "merge"] if args.semantics == "both" else [args.semantics]
     results = [
-        run(mode, args.seed, args.ops, default_role=args.default_role, kills=args.kills)
+        run(
+            mode,
+            args.seed,
+            args.ops,
+            default_role=args.default_role,
+            kills=args.kills,
+            admin=args.admin,
+        )
         for mode in modes
     ]
     print(json.dumps(results, indent=2))
