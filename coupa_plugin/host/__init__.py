@@ -3,6 +3,5 @@
 :mod:`~coupa_plugin.host.errors`. It imports nothing else of the package.
 
 The reference host that loads plugins and runs them per tenant lives in
-:mod:`coupa_plugin.refhost`; its modules' old paths here (``runner``, ``cli``, ``snapshot``, …)
-are deprecated aliases for one release.
+:mod:`coupa_plugin.refhost`.
 """

@@ -1,7 +1,6 @@
 """The dependency rules of the layout, one row per folder or top-level module of the package.
 
-* ``host/`` is the contract: it imports nothing of the package (the deprecated aliases of the
-  reference host's old paths find their new modules by name, see ``host/_deprecated.py``).
+* ``host/`` is the contract: it imports nothing of the package.
 * ``coupa/`` is a Coupa client and knows nothing of the host, the connector, the reference
   host or the sandbox.
 * ``sandbox/`` is a Coupa: it imports neither the client, the connector nor the contract.

@@ -1,47 +1,23 @@
-"""The reference host's modules moved from ``coupa_plugin.host`` to ``coupa_plugin.refhost``:
-the old paths still import, for one release, with a DeprecationWarning."""
+"""The reference host lives in ``coupa_plugin.refhost``; ``coupa_plugin.host`` is the contract
+alone."""
 
 from __future__ import annotations
 
 import importlib
 import logging
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
-from coupa_plugin.host._deprecated import MOVED
-from coupa_plugin.host.spec import ENTRY_POINT_GROUP
 from coupa_plugin.refhost import manager
 from coupa_plugin.refhost.logfmt import HOST_LOGGER, configure_logging
 
 
-@pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
-def test_old_path_warns_and_is_the_new_module(
-    old: str, new: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delitem(sys.modules, old, raising=False)
-    with pytest.warns(DeprecationWarning, match=rf"{old} moved to {new}"):
-        module = importlib.import_module(old)
-    assert module is importlib.import_module(new)
-
-
-def test_every_old_module_file_is_a_listed_alias() -> None:
+def test_the_host_package_holds_the_contract_alone() -> None:
     folder = importlib.import_module("coupa_plugin.host").__path__[0]
-    modules = {f"coupa_plugin.host.{p.stem}" for p in Path(folder).glob("*.py")}
-    contract = {
-        f"coupa_plugin.host.{m}" for m in ("__init__", "_deprecated", "spec", "model", "errors")
-    }
-    assert modules - contract == set(MOVED)
-
-
-def test_old_import_of_a_name_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "coupa_plugin.host.runner", raising=False)
-    with pytest.warns(DeprecationWarning, match="refhost.manager"):
-        from coupa_plugin.host.runner import Host  # type: ignore[attr-defined]
-    assert Host is manager.Host
-    assert manager.ENTRY_POINT_GROUP == ENTRY_POINT_GROUP
+    modules = {p.stem for p in Path(folder).glob("*.py")}
+    assert modules == {"__init__", "spec", "model", "errors"}
 
 
 def test_the_command_line_entry_point_is_the_refhost_cli() -> None:
