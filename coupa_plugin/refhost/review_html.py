@@ -1,6 +1,7 @@
 """The access review as one self-contained HTML file.
 
-Styles, the script and the charts (SVG drawn here) are inline; a Content-Security-Policy in
+Styles and the script (package data: ``refhost/assets/report.css`` and ``report.js``) and the
+charts (SVG drawn here) are inline; a Content-Security-Policy in
 the page forbids loading anything, so the file opens, and prints, with no network. Exceptions,
 changes, charts and the entitlement list are plain HTML (readable without script, printable);
 the holders of each entitlement are embedded once as compact JSON (users listed once, holders
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from html import escape
+from importlib.resources import files
 from itertools import count
 
 from coupa_plugin.refhost.reports import safe_text
@@ -37,156 +39,14 @@ PALETTE = {
     "removed": "#dc2626",
 }
 
-_STYLE = """
-:root{--fg:#1f2937;--muted:#6b7280;--line:#e5e7eb;--bg:#f9fafb;--warn:#b45309;--bad:#b91c1c}
-*{box-sizing:border-box}
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
-margin:0;background:#fff}
-header,main,footer{max-width:1100px;margin:0 auto;padding:0 20px}
-header{padding-top:20px}
-h1{font-size:22px;margin:0 0 8px}h2{font-size:18px;margin:28px 0 8px;
-border-bottom:2px solid var(--line);padding-bottom:4px}h3{font-size:15px;margin:20px 0 6px}
-.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:4px 16px;
-margin:0 0 10px}.facts div{padding:2px 0}.facts dt{color:var(--muted);font-size:12px}
-.facts dd{margin:0;font-weight:600;overflow-wrap:anywhere}
-.cards{display:flex;flex-wrap:wrap;gap:8px;margin:10px 0}
-.card{border:1px solid var(--line);border-radius:6px;padding:8px 12px;min-width:130px;
-background:var(--bg)}.card b{display:block;font-size:20px}.card span{color:var(--muted);
-font-size:12px}.card.bad{border-color:#fca5a5;background:#fef2f2}.card.bad b{color:var(--bad)}
-.note{color:var(--muted)}.warn{color:var(--warn);font-weight:600}
-nav ul{display:flex;flex-wrap:wrap;gap:4px 14px;padding:0;list-style:none;margin:6px 0}
-table{border-collapse:collapse;width:100%;margin:6px 0 12px;font-size:13px}
-caption{text-align:left;font-weight:600;padding:4px 0;color:var(--muted)}
-th,td{border-bottom:1px solid var(--line);padding:3px 6px;text-align:left;vertical-align:top}
-th{background:var(--bg);position:sticky;top:0}td.n,th.n{text-align:right;
-font-variant-numeric:tabular-nums}
-th button{all:unset;cursor:pointer}th button:focus-visible{outline:2px solid #2563eb}
-th[aria-sort=ascending] button::after{content:" \\25B2"}
-th[aria-sort=descending] button::after{content:" \\25BC"}
-.tag{display:inline-block;border-radius:3px;padding:0 5px;font-size:11px;background:#e0e7ff}
-.tag.priv{background:#fee2e2;color:var(--bad);font-weight:600}
-.tag.disabled{background:#fef3c7}.tag.unknown{background:#e5e7eb}
-input[type=search]{padding:4px 8px;border:1px solid #9ca3af;border-radius:4px;width:280px}
-.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(500px,1fr));gap:12px}
-figure{margin:0;border:1px solid var(--line);border-radius:6px;padding:8px}
-figcaption{font-weight:600;margin-bottom:4px}svg{max-width:100%;height:auto}
-svg text{font:11px system-ui,sans-serif;fill:#374151}
-details.more summary{cursor:pointer;color:#1d4ed8}
-button.holders{font:inherit;font-size:12px;cursor:pointer}
-tr.detail>td{background:#f8fafc;padding:6px 10px 10px}
-.scroll{max-height:360px;overflow:auto;border:1px solid var(--line);margin:6px 0 12px}
-.scroll table{margin:0}
-footer{color:var(--muted);font-size:12px;padding:20px}
-@media print{.scroll{max-height:none;overflow:visible;border:0}
-nav,input,button,.noprint{display:none!important}th{position:static}
-h2{break-after:avoid}tr,figure{break-inside:avoid}thead{display:table-header-group}
-body{font-size:11px}.charts{display:block}figure{margin-bottom:8px}
-a{color:inherit;text-decoration:none}}
-"""
+def _asset(name: str) -> str:
+    """A file of the report's presentation, shipped as package data (``refhost/assets``)."""
+    return files("coupa_plugin.refhost").joinpath("assets", name).read_text("utf-8")
 
-_SCRIPT = r"""
-(function(){
-"use strict";
-var data=JSON.parse(document.getElementById("review-data").textContent);
-var KIND={p:"person",a:"API account",s:"support account"};
-var STATUS={e:"enabled",d:"disabled",u:"unknown"};
-var LIMIT=500;
-function key(cell,numeric){var t=cell.getAttribute("data-sort")||cell.textContent;
- return numeric?parseFloat(t.replace(/[^0-9.\-]/g,""))||0:t.toLowerCase();}
-function sortable(table){
- var heads=table.tHead?table.tHead.rows[0].cells:[];
- Array.prototype.forEach.call(heads,function(th,col){
-  var b=document.createElement("button");b.type="button";
-  while(th.firstChild){b.appendChild(th.firstChild);}th.appendChild(b);
-  b.addEventListener("click",function(){
-   var dir=th.getAttribute("aria-sort")==="ascending"?"descending":"ascending";
-   Array.prototype.forEach.call(heads,function(h){h.removeAttribute("aria-sort");});
-   th.setAttribute("aria-sort",dir);
-   var numeric=th.classList.contains("n");var body=table.tBodies[0];
-   var rows=Array.prototype.filter.call(body.rows,function(r){
-    return !r.classList.contains("detail");});
-   rows.sort(function(a,b){var x=key(a.cells[col],numeric),y=key(b.cells[col],numeric);
-    var c=x<y?-1:x>y?1:0;return dir==="ascending"?c:-c;});
-   rows.forEach(function(r){body.appendChild(r);if(r._detail){body.appendChild(r._detail);}});
-  });
- });
-}
-function filterable(input,table){
- input.addEventListener("input",function(){
-  var q=input.value.trim().toLowerCase();
-  Array.prototype.forEach.call(table.tBodies[0].rows,function(r){
-   if(r.classList.contains("detail")){return;}
-   var hide=q&&r.textContent.toLowerCase().indexOf(q)<0;
-   r.hidden=!!hide;if(r._detail){r._detail.hidden=!!hide;}
-  });
- });
-}
-function cell(tr,text,cls){
- var td=tr.insertCell();td.textContent=text;if(cls){td.className=cls;}return td;}
-function holdersTable(ent,name){
- var ids=[],at=-1,gaps=data.holders[ent]||[];
- for(var i=0;i<gaps.length;i++){at+=gaps[i];ids.push(at);}
- var wrap=document.createElement("div");
- var input=document.createElement("input");input.type="search";
- input.placeholder="Filter holders";input.setAttribute("aria-label","Filter holders of "+name);
- var table=document.createElement("table");table.id="holders-"+ent;
- table.createCaption().textContent="Holders of "+name+" ("+ids.length+")";
- var head=table.createTHead().insertRow();
- [["User id","n"],["Login",""],["Name",""],["Status",""],["Account",""]].forEach(function(h){
-  var th=document.createElement("th");th.scope="col";th.textContent=h[0];
-  if(h[1]){th.className=h[1];}head.appendChild(th);});
- var body=table.createTBody();var note=document.createElement("p");note.className="note";
- function draw(){
-  var q=input.value.trim().toLowerCase(),shown=0,total=0;body.textContent="";
-  ids.forEach(function(ix){var u=data.users[ix];
-   var line=(u[0]+" "+u[1]+" "+u[2]+" "+STATUS[u[3]]+" "+KIND[u[4]]).toLowerCase();
-   if(q&&line.indexOf(q)<0){return;}total++;if(shown>=LIMIT){return;}shown++;
-   var tr=body.insertRow();cell(tr,u[0],"n");cell(tr,u[1]);cell(tr,u[2]);
-   cell(tr,STATUS[u[3]]);cell(tr,KIND[u[4]]);});
-  note.textContent=total>shown?("Showing "+shown+" of "+total+"; filter to narrow."):"";
- }
- var order={col:-1,dir:1};
- function field(u,col){return col===0?Number(u[0]):col===3?STATUS[u[3]]:col===4?KIND[u[4]]:
-  String(u[col]).toLowerCase();}
- Array.prototype.forEach.call(head.cells,function(th,col){
-  var b=document.createElement("button");b.type="button";b.textContent=th.textContent;
-  th.textContent="";th.appendChild(b);
-  b.addEventListener("click",function(){  // sorts every holder, not only those drawn
-   order.dir=order.col===col?-order.dir:1;order.col=col;
-   Array.prototype.forEach.call(head.cells,function(h){h.removeAttribute("aria-sort");});
-   th.setAttribute("aria-sort",order.dir>0?"ascending":"descending");
-   ids.sort(function(a,b){var x=field(data.users[a],col),y=field(data.users[b],col);
-    return (x<y?-1:x>y?1:0)*order.dir;});
-   draw();});
- });
- input.addEventListener("input",draw);draw();
- wrap.appendChild(input);wrap.appendChild(table);wrap.appendChild(note);return wrap;
-}
-Array.prototype.forEach.call(document.querySelectorAll("table.sortable"),sortable);
-Array.prototype.forEach.call(document.querySelectorAll("input[data-filter]"),function(input){
- filterable(input,document.getElementById(input.getAttribute("data-filter")));});
-Array.prototype.forEach.call(document.querySelectorAll("button.holders"),function(b){
- b.addEventListener("click",function(){
-  var row=b.closest("tr");
-  if(row._detail){var hide=!row._detail.hidden;row._detail.hidden=hide;
-   b.setAttribute("aria-expanded",String(!hide));return;}
-  var detail=document.createElement("tr");detail.className="detail";
-  var td=detail.insertCell();td.colSpan=row.cells.length;
-  td.appendChild(holdersTable(b.getAttribute("data-entitlement"),b.getAttribute("data-name")));
-  row.parentNode.insertBefore(detail,row.nextSibling);row._detail=detail;
-  b.setAttribute("aria-expanded","true");
- });
-});
-var wanted="";
-try{wanted=decodeURIComponent(location.hash.replace(/^#holders=/,""));}catch(e){wanted="";}
-if(wanted&&location.hash.indexOf("#holders=")===0){
- Array.prototype.forEach.call(document.querySelectorAll("button.holders"),function(b){
-  if(b.getAttribute("data-entitlement")===wanted){b.click();b.scrollIntoView();}});
-}
-document.querySelectorAll(".noscript").forEach(function(e){e.hidden=true;});
-document.body.setAttribute("data-ready","1");
-})();
-"""
+
+_STYLE = _asset("report.css")
+_SCRIPT = _asset("report.js")
+
 
 
 def _row_order(field: str, row: dict[str, object]) -> tuple[int, int, str]:
