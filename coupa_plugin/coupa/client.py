@@ -14,11 +14,10 @@ from functools import partial
 from itertools import pairwise
 from typing import Any, Final, Literal, TypeVar
 
-import attrs
 import httpx
 
-from coupa_plugin.coupa._secret import Secret
 from coupa_plugin.coupa.auth import AccessToken, CoupaAuth, TokenSource
+from coupa_plugin.coupa.config import ClientConfig
 from coupa_plugin.coupa.errors import (
     CoupaHTTPError,
     CoupaResponseError,
@@ -44,12 +43,11 @@ from coupa_plugin.coupa.models import (
 )
 from coupa_plugin.coupa.negotiation import Mode, ScopeGrant, negotiate, read_scopes
 from coupa_plugin.coupa.paging import MAX_PAGE, PageSize, read_all, read_keyset
-from coupa_plugin.coupa.ratelimit import COUPA_BURST, RateLimiter, SharedRateLimiter
+from coupa_plugin.coupa.ratelimit import RateLimiter, SharedRateLimiter
 from coupa_plugin.coupa.scopes import OPTIONAL_SCOPES, PROVISIONING_SCOPES
 from coupa_plugin.coupa.telemetry import Telemetry
 from coupa_plugin.coupa.transport import (
     ACCEPT_ENCODING,
-    DEFAULT_MAX_BODY_BYTES,
     DeadlineTransport,
     PacedTransport,
     inherit_deadline,
@@ -117,27 +115,6 @@ _BUSINESS_GROUP_FIELDS: Final = FieldSpec(
 _ACCOUNT_GROUP_FIELDS: Final = FieldSpec(
     "account_groups", ("id", "name", "description", "active"), _CATALOG_REQUIRED
 )
-@attrs.frozen(kw_only=True)
-class ClientConfig:
-    """How to reach and pace one Coupa instance."""
-
-    base_url: str
-    client_id: str
-    client_secret: Secret
-    mode: Mode = "auto"
-    requests_per_second: float = 24.0
-    burst: int = COUPA_BURST - 4  # the rest of Coupa's burst is margin for jitter
-    max_in_flight: int = 8
-    timeout_s: float = 30.0
-    retry_attempts: int = 8
-    retry_timeout_s: float = 120.0
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # the most rows one listing may have: far above any real tenant, far below "for ever"
-    max_listing_rows: int = 2_000_000
-    tenant: str = ""
-    shared_rate_limit_file: str | None = None
-
-
 Answer = tuple[int, httpx.Headers, bytes]
 
 

@@ -11,13 +11,14 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
 import stamina
 
+from coupa_plugin.coupa.config import ClientConfig
 from coupa_plugin.coupa.errors import (
     CoupaHTTPError,
     CoupaResponseError,
@@ -35,9 +36,6 @@ from coupa_plugin.coupa.transport import (
     retry_after_seconds,
     seconds_left,
 )
-
-if TYPE_CHECKING:
-    from coupa_plugin.coupa.client import ClientConfig
 
 __all__ = ["GRAPHQL_PATH", "RequestLoop"]
 
