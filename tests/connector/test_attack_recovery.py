@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from coupa_plugin.connector.provisioning.journal import state_key
+from coupa_plugin.connector.provisioning.store import LocalStore
 from coupa_plugin.host.errors import PluginError, ProvisioningError
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
@@ -410,8 +411,9 @@ def test_a_folder_planted_at_a_tombstones_name_is_set_aside() -> None:
 def test_a_planted_lock_fails_that_users_recovery_not_configure(tmp_path: Path) -> None:
     sandbox, t, state_dir = world()
     crash_during_revoke(sandbox, t)
-    (lock,) = (state_dir / "locks").rglob(f"{USER}.lock")
-    lock.unlink()
+    [folder] = (state_dir / "locks").iterdir()
+    lock = folder / f"{USER}.lock"
+    lock.unlink(missing_ok=True)
     lock.symlink_to(tmp_path / "elsewhere")
     status = plugin_for(sandbox).configure(tenant=t)
     assert status is not None
@@ -419,10 +421,62 @@ def test_a_planted_lock_fails_that_users_recovery_not_configure(tmp_path: Path) 
     assert not (tmp_path / "elsewhere").exists(), "nothing written through the link"
 
 
-def test_a_looser_lock_file_is_tightened() -> None:
+def test_a_looser_lock_file_is_tightened_and_no_lock_file_is_kept() -> None:
     sandbox, t, state_dir = world()
     unrelated(plugin_for(sandbox), t)
-    (lock,) = (state_dir / "locks").rglob(f"{USER}.lock")
-    lock.chmod(0o666)
-    unrelated(plugin_for(sandbox), t)
-    assert lock.stat().st_mode & 0o777 == 0o600
+    [folder] = (state_dir / "locks").iterdir()
+    assert list(folder.iterdir()) == [], "the lock file goes when the call ends"
+    lock = folder / f"{USER}.lock"
+    lock.touch()
+    lock.chmod(0o666)  # planted looser
+    modes: list[int] = []
+
+    class Watching(httpx.BaseTransport):
+        inner = SandboxTransport(sandbox)
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "PUT":  # the write: made under the user's lock
+                modes.append(lock.stat().st_mode & 0o777)
+            return self.inner.handle_request(request)
+
+    call(
+        CoupaPlugin(transport_factory=lambda _s: Watching()),
+        t,
+        action="revoke",
+        entitlement_id="license:sourcing-user:assigned",  # granted by the first call
+        principal_id=str(USER),
+    )
+    assert modes and set(modes) == {0o600}, modes
+    assert not lock.exists()
+
+
+def test_lock_files_removed_by_their_holders_still_serialise_every_process(
+    tmp_path: Path,
+) -> None:
+    """Stores over one state_dir (as processes are: each its own open file) take one user's
+    lock in turn, while every holder removes the file it locked."""
+    inside: list[int] = []
+    overlaps: list[int] = []
+    guard = threading.Lock()
+
+    def worker(n: int) -> None:
+        store = LocalStore(tmp_path, "k", sleep=lambda _s: None)  # polls without waiting
+        for _ in range(40):
+            with store.user_lock(USER):
+                with guard:
+                    inside.append(n)
+                    if len(inside) > 1:
+                        overlaps.append(len(inside))
+                for _ in range(50):  # system calls: other threads run meanwhile
+                    os.stat(tmp_path)
+                with guard:
+                    inside.remove(n)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not overlaps
+    assert not any(thread.is_alive() for thread in threads)
+    assert list((tmp_path / "locks" / "k").iterdir()) == []

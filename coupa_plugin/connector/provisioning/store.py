@@ -151,17 +151,42 @@ class LocalStore:
     @contextlib.contextmanager
     def user_lock(self, user_id: int) -> Iterator[None]:
         """An advisory lock file per user (``flock``): processes sharing ``state_dir`` change
-        one user at a time, and the kernel frees the lock of a process that dies."""
+        one user at a time, and the kernel frees the lock of a process that dies. The file is
+        removed by its holder when the call ends, so none is kept per user ever provisioned: a
+        waiter that then gets the lock of a removed file takes the one now at its path."""
         folder = private_dir(self.state_dir, "locks", self._key)
-        fd = os.open(folder / f"{user_id}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        path = folder / f"{user_id}.lock"
+        deadline = self._clock() + self._lock_wait_s
+        while True:
+            fd = self._locked_fd(path, user_id, deadline)
+            try:
+                on_disk = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                on_disk = None
+            held = os.fstat(fd)
+            if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (
+                held.st_dev,
+                held.st_ino,
+            ):
+                break
+            os.close(fd)  # the holder before us removed it: lock the file at the path now
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # still ours: nobody else holds a lock on it
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def _locked_fd(self, path: Path, user_id: int, deadline: float) -> int:
+        """A descriptor of ``path`` (created 0600, never through a symlink) holding its lock."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
                 os.fchmod(fd, 0o600)  # found looser: tightened, as every state file is
-            deadline = self._clock() + self._lock_wait_s
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
+                    return fd
                 except BlockingIOError:
                     if self._clock() >= deadline:
                         raise ProvisioningError(
@@ -169,9 +194,9 @@ class LocalStore:
                             f"{self._lock_wait_s:g} s; nothing was written"
                         ) from None
                     self._sleep(0.02)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+        except BaseException:
+            os.close(fd)
+            raise
 
     def close(self) -> None:
         """Nothing to release."""
