@@ -94,6 +94,7 @@ class CoupaPlugin:
         its next attempt (True: stop); by default it waits on ``stop`` for real, and a test
         passes one it controls."""
         self._instruments = Instruments(meter_provider, tracer_provider)
+        self._instruments.observe_journal(self._journal_pending)
         self._lock = threading.Lock()
         self._connectors: dict[str, CoupaConnector] = {}
         self._transport_factory = transport_factory
@@ -197,6 +198,12 @@ class CoupaPlugin:
         """The ids of the tenants holding a connector."""
         with self._lock:
             return frozenset(self._connectors)
+
+    def _journal_pending(self) -> list[tuple[int, str]]:
+        """(journal entries pending, tenant id) per tenant, for the metrics (no I/O)."""
+        with self._lock:
+            connectors = list(self._connectors.items())
+        return [(c.provisioner.journal.known_pending, tid) for tid, c in connectors]
 
     def close(self) -> None:
         """Release every tenant (see :meth:`release`): for a host shutting down, or one that

@@ -15,7 +15,7 @@ attempt (``http.request.resend_count`` on a resend).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -89,6 +89,26 @@ class Instruments:
         )
         self.provision_calls = meter.create_counter(
             "coupa.provision.calls", unit="{call}", description="Provisioning calls."
+        )
+        self._meter = meter
+
+    def observe_journal(self, pending: Callable[[], Iterable[tuple[int, str]]]) -> None:
+        """The ``coupa.journal.pending`` gauge: ``pending()`` gives (entries, tenant id) per
+        tenant, read from memory when the host's reader collects (no I/O in the callback)."""
+        if not self.on:
+            return
+
+        def observe(_options: Any) -> Iterable[Any]:
+            return [
+                _metrics.Observation(count, {TENANT: tenant}) for count, tenant in pending()
+            ]
+
+        self._meter.create_observable_gauge(
+            "coupa.journal.pending",
+            callbacks=[observe],
+            unit="{entry}",
+            description="Interrupted list rewrites waiting for recovery, as this process knows "
+            "them (refreshed at every recovery pass).",
         )
 
 

@@ -18,11 +18,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from coupa_plugin.coupa.telemetry import route_template
+from coupa_plugin.host.errors import ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from coupa_plugin.sandbox.server import SandboxTransport
-from tests.kit import VirtualTime, tenant
+from tests.kit import VirtualTime, scratch_dir, tenant
 
 # every attribute a measurement may carry: none can hold a login, an e-mail or a user id
 ALLOWED = {
@@ -266,3 +267,28 @@ def test_the_readme_recipe_wires_the_sdk_for_a_plugin_loaded_before_it() -> None
     assert '"name": "http.client.request.duration"' in out
     assert '"coupa.tenant": "recipe"' in out
     assert '"name": "GET /api/users"' in out, "a request span"
+
+
+def test_journal_entries_pending_are_a_gauge_per_tenant(recorded: Recorded) -> None:
+    sandbox = CoupaSandbox(
+        generate_tenant(users=12, seed=3), operations=Operations(rate_limit=False)
+    )
+    sandbox.quirks.list_put = "merge"
+    sandbox.state.users[7]["roles"] = [3, 4, 5, 8]
+    plugin = plugin_with(sandbox, recorded)
+    t = tenant("acme", state_dir=str(scratch_dir()))
+    sandbox.ops.fail_writes = dict.fromkeys(range(3, 40), "error")  # Coupa fails after the clear
+    with pytest.raises(ProvisioningError):
+        plugin.provision(
+            tenant=t,
+            request=ProvisionRequest(
+                action="revoke", entitlement_id="role:4:member", principal_id="7"
+            ),
+        )
+    [point] = recorded.points("coupa.journal.pending")
+    assert (point.value, dict(point.attributes)) == (1, {"coupa.tenant": "acme"})
+    sandbox.ops.fail_writes = {}
+    plugin.configure(tenant=t)  # recovers every pending entry
+    [point] = recorded.points("coupa.journal.pending")
+    assert point.value == 0
+    assert sorted(sandbox.state.users[7]["roles"]) == [3, 5, 8]

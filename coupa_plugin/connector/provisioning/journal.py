@@ -261,6 +261,14 @@ class Journal:
         self.instance = instance
         self._max_age_s = max_age_s
         self._wall = wall_clock
+        # entries this process knows are pending: saved and not done, or found by a listing
+        self._known: set[str] = set()
+
+    @property
+    def known_pending(self) -> int:
+        """How many entries this process knows are pending (no I/O: refreshed by every full
+        listing, every save and every finish)."""
+        return len(self._known)
 
     def ensure(self) -> None:
         """Check the journal can be written: ConfigurationError when ``state_dir`` is unusable
@@ -279,6 +287,7 @@ class Journal:
     def save(self, entry: JournalEntry) -> None:
         """Durably record ``entry`` (first before anything is written, then at every step)."""
         self.store.put_entry(self._name(entry), self._seal.seal(entry.to_dict()))
+        self._known.add(entry.entry_id)
 
     def done(self, entry: JournalEntry) -> None:
         """Forget ``entry``, leaving a sealed tombstone for as long as the entry could still
@@ -297,6 +306,7 @@ class Journal:
             self.store.set_aside(name)
             self.store.put_entry(name, sealed)
         self.store.remove_entry(self._name(entry))
+        self._known.discard(entry.entry_id)
 
     def pending(
         self, user_id: int | None = None, rejected: list[Rejected] | None = None
@@ -325,6 +335,8 @@ class Journal:
                 self.store.set_aside(name)
                 continue
             found.append((entry.created_at, entry))
+        if user_id is None:
+            self._known = {entry.entry_id for _, entry in found}
         for _, entry in sorted(found, key=lambda pair: pair[0]):
             yield entry
 
