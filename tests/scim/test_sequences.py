@@ -76,7 +76,7 @@ def test_entra_id_sequence(client: httpx.Client, sandbox: CoupaSandbox) -> None:
     )
     assert updated.status_code in (200, 204), updated.text
     buyer = _group_id(client, "Role: Buyer")
-    procurement = _group_id(client, "User group: Procurement Team 1")
+    procurement = _group_id(client, "Procurement Team 1")
     member = {"value": user_id}
     for group in (buyer, procurement):
         added = client.patch(
