@@ -47,6 +47,13 @@ def test_post_creates_a_user_group_and_grants_its_members(
         == (body["id"])
     )
     assert body["id"] in {g["value"] for g in client.get("/Users/7").json()["groups"]}
+    # a member the tenant does not have: nothing is created
+    stranger = client.post(
+        "/Groups",
+        json={"schemas": [GROUP], "displayName": "Strangers", "members": [{"value": "424242"}]},
+    )
+    assert stranger.status_code == 400 and "no user 424242" in stranger.json()["detail"]
+    assert [g for g in sandbox.state.user_groups.values() if g["name"] == "Strangers"] == []
     # the same name again is taken
     again = client.post("/Groups", json={"schemas": [GROUP], "displayName": "Auditors"})
     assert again.status_code == 409 and again.json()["scimType"] == "uniqueness"

@@ -443,6 +443,9 @@ class CoupaStorage(ScimStorage):
     def _create_group(self, document: dict[str, Any]) -> Resource[Any]:
         """A new Coupa user group (``create_group``), then a grant per member given."""
         name = user_group_name(document.get("displayName"))
+        unknown = sorted(u for u in _member_ids(document) if self.directory.user(u) is None)
+        if unknown:  # said before the group is created
+            raise InvalidValueException(detail=f"members: no user {', '.join(unknown)}")
         with self._write_lock:
             for entry in self.directory.groups():
                 if entry.entitlement.resource_type == "group" and _named(entry, name):
