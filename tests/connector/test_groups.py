@@ -216,6 +216,10 @@ def test_group_writes_need_the_group_type_and_provisioning_mode(tmp_path: Path) 
     )
     plugin = plugin_for(sandbox)
     no_groups = tenant("nogroups", state_dir=str(tmp_path / "a"), resource_types=["role"])
+    status = plugin.configure(tenant=no_groups)
+    assert status is not None and status.mode == "provisioning"
+    assert "provision:grant" in status.capabilities
+    assert not {c for c in status.capabilities if c.endswith("_group")}
     with pytest.raises(NotFoundError, match="'group' is not enabled for this tenant"):
         provision(plugin, no_groups, action="create_group", attributes={"name": "N"})
     read_only = tenant("ro", state_dir=str(tmp_path / "b"), mode="read-only")
