@@ -8,7 +8,7 @@ request sent, never in an ``AttributeError`` from deep inside.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final
 
@@ -114,9 +114,11 @@ def check_provision_request(request: object) -> None:  # noqa: C901 - one check 
             f"unknown principal {principal[:40]!r}: Coupa user ids are numbers (ASCII "
             "digits, no leading zero, at most 18); nothing was written"
         )
+    if action in {"create_group", "update_group"}:
+        _check_group_attributes(attributes, refuse)
     entitlement = request.entitlement_id
     if (
-        action in {"grant", "revoke"}
+        action in {"grant", "revoke", "update_group", "deactivate_group"}
         and entitlement is not None
         and parse_entitlement_id(entitlement) is None
     ):
@@ -134,3 +136,22 @@ def check_provision_request(request: object) -> None:  # noqa: C901 - one check 
         for item in granted:
             if parse_entitlement_id(item) is None:
                 raise NotFoundError(f"unknown entitlement {item[:80]!r}; nothing was written")
+
+
+# Coupa's limit on a user group's name
+MAX_GROUP_NAME_CHARS: Final = 255
+
+
+def _check_group_attributes(
+    attributes: Mapping[str, object], refuse: Callable[[str], ProvisioningError]
+) -> None:
+    """``name`` (non-empty text, at most 255 characters) and ``description`` (text or None)
+    of ``create_group`` and ``update_group``."""
+    name = attributes.get("name")
+    if "name" in attributes and (not isinstance(name, str) or not name.strip()):
+        raise refuse("attributes.name: a user group's name must be non-empty text")
+    if isinstance(name, str) and len(name) > MAX_GROUP_NAME_CHARS:
+        raise refuse(f"attributes.name: longer than {MAX_GROUP_NAME_CHARS} characters")
+    description = attributes.get("description")
+    if description is not None and not isinstance(description, str):
+        raise refuse(f"attributes.description: expected text, got {_kind(description)}")

@@ -24,6 +24,7 @@ from coupa_plugin.connector.provisioning import (
     Recovery,
     default_state_dir,
 )
+from coupa_plugin.connector.provisioning.groups import GROUP_ACTIONS
 from coupa_plugin.connector.provisioning.repair import Wait
 from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.settings import CoupaSettings
@@ -255,6 +256,8 @@ class CoupaConnector:
         capabilities = {"discover_resources", "sync_grants", "incremental_sync", "targeted_sync"}
         if grant.mode == "provisioning":
             capabilities |= {f"provision:{action}" for action in PROVISION_ACTIONS}
+            if "group" not in types:  # group actions write user groups only
+                capabilities -= {f"provision:{action}" for action in GROUP_ACTIONS}
         status = ConnectorStatus(
             plugin=PLUGIN_NAME,
             tenant_id=self.tenant_id,

@@ -707,6 +707,25 @@ class CoupaClient:
         ):
             yield _record(row, UserGroup, "GET /api/user_groups")
 
+    def user_group(self, group_id: int) -> UserGroup | None:
+        """One user group, or None when Coupa has no group ``group_id`` (404)."""
+        path = f"/api/user_groups/{group_id}"
+        try:
+            row = self.get_fields(path, _USER_GROUP_FIELDS)
+        except CoupaHTTPError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _record(row, UserGroup, f"GET {path}")
+
+    def user_groups_named(self, name: str) -> list[UserGroup]:
+        """The user groups whose name is exactly ``name`` (Coupa keeps names unique)."""
+        rows = self.get_fields("/api/user_groups", _USER_GROUP_FIELDS, {"name": name})
+        if not isinstance(rows, list):
+            raise CoupaResponseError("GET /api/user_groups: expected a JSON array of records")
+        found = [_record(row, UserGroup, "GET /api/user_groups") for row in rows]
+        return [group for group in found if group.name == name]
+
     def business_groups(self, *, in_flight: int | None = None) -> Iterator[BusinessGroup]:
         for row in self._list(
             "/api/business_groups",
@@ -834,6 +853,22 @@ class CoupaClient:
         if not isinstance(result, dict):
             raise CoupaResponseError("POST /api/users: expected a JSON object")
         return result
+
+    def create_user_group(self, *, name: str, description: str | None = None) -> UserGroup:
+        """``POST /api/user_groups``: a new, active user group."""
+        body: dict[str, Any] = {"name": name, "active": True}
+        if description is not None:
+            body["description"] = description
+        result = self.request("POST", "/api/user_groups", body=body, idempotent=False)
+        return _record(result, UserGroup, "POST /api/user_groups")
+
+    def update_user_group(self, group_id: int, changes: Mapping[str, str | bool | None]) -> None:
+        """``PUT /api/user_groups/:id`` with ``changes`` among ``name``, ``description`` and
+        ``active`` (the caller reads the group back)."""
+        unknown = sorted(set(changes) - {"name", "description", "active"})
+        if unknown:
+            raise ValueError(f"user group fields {unknown} are not written by this client")
+        self.request("PUT", f"/api/user_groups/{group_id}", body=dict(changes), idempotent=True)
 
     def add_membership(self, user_id: int, group_id: int) -> Membership:
         result = self.request(

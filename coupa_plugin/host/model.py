@@ -27,10 +27,20 @@ __all__ = [
 ]
 
 PROVISION_ACTIONS: Final = frozenset(
-    {"grant", "revoke", "create_account", "update_account", "enable_account", "disable_account"}
+    {
+        "grant",
+        "revoke",
+        "create_account",
+        "update_account",
+        "enable_account",
+        "disable_account",
+        "create_group",
+        "update_group",
+        "deactivate_group",
+    }
 )
 PROVISION_STATUSES: Final = frozenset({"applied", "unchanged", "planned"})
-_NEEDS_ENTITLEMENT: Final = frozenset({"grant", "revoke"})
+_NEEDS_ENTITLEMENT: Final = frozenset({"grant", "revoke", "update_group", "deactivate_group"})
 _NEEDS_PRINCIPAL: Final = frozenset(
     {"grant", "revoke", "update_account", "enable_account", "disable_account"}
 )
@@ -105,7 +115,23 @@ class Grant:
 
 @attrs.frozen(kw_only=True)
 class ProvisionRequest:
-    """One change of access asked of a plugin."""
+    """One change of access asked of a plugin.
+
+    ``action`` is one of :data:`PROVISION_ACTIONS`:
+
+    * ``grant`` / ``revoke``: ``entitlement_id`` to or from the user ``principal_id``;
+    * ``create_account`` (``attributes``), ``update_account``, ``enable_account``,
+      ``disable_account`` (``principal_id``): a user account;
+    * ``create_group``: a new group, ``attributes`` ``name`` and optional ``description``; the
+      result's ``entitlement_id`` is the new group's membership entitlement
+      (``group:17:member``);
+    * ``update_group``: ``entitlement_id`` of a group, ``attributes`` ``name`` and/or
+      ``description``;
+    * ``deactivate_group``: ``entitlement_id`` of a group. Where the application deletes
+      nothing (Coupa), the group is deactivated and stays listed as disabled. Kinds the
+      application does not let be created or deleted (roles, licenses, ...) are refused with
+      ``RefusedError``.
+    """
 
     action: str
     entitlement_id: str | None = None
@@ -129,13 +155,19 @@ class ProvisionRequest:
 
 @attrs.frozen(kw_only=True)
 class ProvisionResult:
-    """What a provision call did: ``applied``, ``unchanged`` or ``planned`` (dry run)."""
+    """What a provision call did: ``applied``, ``unchanged`` or ``planned`` (dry run).
+
+    ``principal_id`` is the user acted on; ``entitlement_id`` the group acted on by
+    ``create_group`` (the new group's entitlement), ``update_group`` and ``deactivate_group``
+    (``None`` for the other actions and for a planned ``create_group``).
+    """
 
     status: str
     grants: tuple[Grant, ...] = ()
     changes: tuple[str, ...] = ()
     message: str = ""
     principal_id: str | None = None
+    entitlement_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)

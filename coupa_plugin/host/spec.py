@@ -114,8 +114,10 @@ class HostSpec:
 
     @hookspec(firstresult=True)
     def provision(self, tenant: Tenant, request: ProvisionRequest) -> ProvisionResult | None:
-        """Change access: grant or revoke an entitlement, or create/update/enable/disable an
-        account. The first plugin that returns a result ends the call (``firstresult``).
+        """Change access: grant or revoke an entitlement, create/update/enable/disable an
+        account, or create/update/deactivate a group (``create_group``, ``update_group``,
+        ``deactivate_group``; the result's ``entitlement_id`` names the group). The first
+        plugin that returns a result ends the call (``firstresult``).
 
         :param tenant: the tenant.
         :param request: the change; ``dry_run=True`` plans it without writing.
@@ -127,7 +129,8 @@ class HostSpec:
         :raises NotFoundError: the principal or entitlement does not exist.
         :raises RefusedError: a rule refused the change (a protected login, the integration's
             own API user, the last active holder of an omnipotent role, a flag Coupa marks
-            read-only); nothing was written. A subclass of ``ProvisioningError``.
+            read-only, a group kind the application does not let be created, changed or
+            deleted); nothing was written. A subclass of ``ProvisioningError``.
         :raises ProvisioningError: a write failed; the message says what the user holds now.
 
         Example::
@@ -136,6 +139,10 @@ class HostSpec:
                 action="revoke", entitlement_id="role:4:member", principal_id="17"))
             result.status    # "applied"
             result.changes   # ("removed role 4 (Buyer) from user 17",)
+
+            result = pm.hook.provision(tenant=tenant, request=ProvisionRequest(
+                action="create_group", attributes={"name": "Auditors"}))
+            result.entitlement_id   # "group:31:member"
         """
 
 

@@ -606,7 +606,8 @@ def _write_mapping(data: dict[str, Any], fmt: str) -> None:
 @click.option(
     "--action",
     required=True,
-    help="grant, revoke, create_account, update_account, enable_account or disable_account.",
+    help="grant, revoke, create_account, update_account, enable_account, disable_account, "
+    "create_group, update_group or deactivate_group.",
 )
 @click.option("--entitlement", "entitlement_id", help="Entitlement id, e.g. role:4:member.")
 @click.option(
@@ -658,16 +659,16 @@ def provision(
     result = provision_one(host, tenant, plugin_name, request)
     if result is None:
         raise ConfigurationError(f"plugin {plugin_name!r} did not handle the request")
-    _write_mapping(
-        {
-            "status": result.status,
-            "principal_id": result.principal_id,
-            "changes": list(result.changes),
-            "message": result.message,
-            "grants": [[g.entitlement_id, g.principal_id] for g in result.grants],
-        },
-        fmt,
-    )
+    shown: dict[str, Any] = {
+        "status": result.status,
+        "principal_id": result.principal_id,
+        "changes": list(result.changes),
+        "message": result.message,
+        "grants": [[g.entitlement_id, g.principal_id] for g in result.grants],
+    }
+    if result.entitlement_id is not None:  # the group a group action acted on
+        shown["entitlement_id"] = result.entitlement_id
+    _write_mapping(shown, fmt)
 
 
 def _open_store(snapshot: Path) -> SnapshotStore:

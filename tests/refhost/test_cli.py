@@ -101,3 +101,24 @@ def test_provision_command(tmp_path: Path, server: SandboxServer) -> None:
     assert state.users[uid]["firstname"] == "Zed"
     unknown = runner.invoke(main, [*base, "--action", "grant", "--entitlement", "role:9999:member"])
     assert unknown.exit_code == 5 and "no role 9999" in unknown.output
+
+
+def test_provision_command_creates_and_deactivates_a_user_group(
+    tmp_path: Path, server: SandboxServer
+) -> None:
+    path = _tenants_file(tmp_path, server.url, secret=SANDBOX_CLIENT_SECRET)
+    base = ["provision", "--tenants", str(path), "--tenant", "acme"]
+    runner = CliRunner()
+    created = runner.invoke(main, [*base, "--action", "create_group", "--attr", "name=Auditors"])
+    assert created.exit_code == 0, created.output
+    entitlement = json.loads(created.stdout)["entitlement_id"]
+    [gid] = [g for g, r in server.sandbox.state.user_groups.items() if r["name"] == "Auditors"]
+    assert entitlement == f"group:{gid}:member"
+    deactivate = ["--action", "deactivate_group", "--entitlement", entitlement]
+    gone = runner.invoke(main, [*base, *deactivate])
+    assert gone.exit_code == 0, gone.output
+    assert server.sandbox.state.user_groups[gid]["active"] is False
+    refused = runner.invoke(
+        main, [*base, "--action", "deactivate_group", "--entitlement", "role:4:member"]
+    )
+    assert refused.exit_code == 5 and "Coupa does not let a role be created" in refused.output

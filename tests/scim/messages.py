@@ -7,6 +7,7 @@ from typing import Any, Final
 PATCH_OP: Final = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 USER: Final = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE: Final = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+GROUP: Final = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 
 def patch(*operations: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from coupa_plugin.refhost.scim.storage import member_patch
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from tests.kit import truth_grants
 from tests.scim.conftest import TOKEN, hooks_for
-from tests.scim.messages import ENTERPRISE, PATCH_OP, USER, only, patch
+from tests.scim.messages import ENTERPRISE, GROUP, PATCH_OP, USER, only, patch
 
 
 def _all(client: httpx.Client, endpoint: str, **params: Any) -> list[dict[str, Any]]:
@@ -68,14 +68,12 @@ def test_groups_are_entitlements_and_members_their_holders(
         assert {m["value"] for m in served[entitlement]["members"]} == users, entitlement
     buyer = served["role:4:member"]
     assert buyer["displayName"] == "Role: Buyer"
-    assert {g["displayName"].split(": ")[0] for g in served.values()} == {
-        "Role",
-        "User group",
-        "License",
-        "Content group",
-        "Account group",
-        "Approval group",
-    }
+    # a user group is served by its Coupa name, every other kind with its label first
+    user_groups = {f"group:{gid}:member": g["name"] for gid, g in sandbox.state.user_groups.items()}
+    assert {served[e]["displayName"] for e in user_groups} == set(user_groups.values())
+    assert {
+        g["displayName"].split(": ")[0] for e, g in served.items() if e not in user_groups
+    } == {"Role", "License", "Content group", "Account group", "Approval group"}
 
 
 def test_filters_identity_platforms_send(client: httpx.Client, sandbox: CoupaSandbox) -> None:
@@ -145,7 +143,8 @@ def test_discovery_says_exactly_what_is_supported(client: httpx.Client) -> None:
     group = {
         a["name"]: a for a in schemas["urn:ietf:params:scim:schemas:core:2.0:Group"]["attributes"]
     }
-    assert group["displayName"]["mutability"] == "immutable"
+    assert group["displayName"]["mutability"] == "readWrite"
+    assert group["displayName"]["required"] is True
     types = {t["id"]: t for t in client.get("/ResourceTypes").json()["Resources"]}
     assert set(types) == {"User", "Group"}
     assert types["User"]["schemaExtensions"] == [{"schema": ENTERPRISE, "required": False}]
@@ -174,13 +173,15 @@ def test_errors_are_scim_errors(client: httpx.Client, sandbox: CoupaSandbox) -> 
     missing = client.get("/Users/999999")
     assert missing.status_code == 404
     assert missing.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
-    create_group = client.post(
+    create_role = client.post(
         "/Groups",
-        json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "X"},
+        json={"schemas": [GROUP], "displayName": "Role: X"},
     )
-    assert create_group.status_code == 501
-    assert "not created, renamed or deleted over SCIM" in create_group.json()["detail"]
-    assert client.delete("/Groups/role:4:member").status_code == 501
+    assert create_role.status_code == 400
+    assert "Coupa does not let roles, licenses" in create_role.json()["detail"]
+    delete_role = client.delete("/Groups/role:4:member")
+    assert delete_role.status_code == 400
+    assert "Coupa does not let a role be created" in delete_role.json()["detail"]
     taken = client.post(
         "/Users",
         json={
@@ -342,7 +343,9 @@ def test_a_read_only_tenant_serves_reads_and_refuses_writes(
             "/Groups/role:4:member",
             json=patch({"op": "replace", "path": "displayName", "value": "Role: Boss"}),
         )
-        assert renamed.status_code == 400 and renamed.json()["scimType"] == "mutability"
+        assert renamed.status_code == 403 and "read-only" in renamed.json()["detail"]
+        created = c.post("/Groups", json={"schemas": [GROUP], "displayName": "Auditors"})
+        assert created.status_code == 403 and "read-only" in created.json()["detail"]
     assert truth_grants(sandbox.state) == before
 
 

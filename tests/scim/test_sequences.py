@@ -76,7 +76,7 @@ def test_entra_id_sequence(client: httpx.Client, sandbox: CoupaSandbox) -> None:
     )
     assert updated.status_code in (200, 204), updated.text
     buyer = _group_id(client, "Role: Buyer")
-    procurement = _group_id(client, "User group: Procurement Team 1")
+    procurement = _group_id(client, "Procurement Team 1")
     member = {"value": user_id}
     for group in (buyer, procurement):
         added = client.patch(
@@ -206,3 +206,45 @@ def test_okta_sequence(client: httpx.Client, sandbox: CoupaSandbox) -> None:
     assert grants_after - grants_before == {("role:3:member", user_id)}
     assert grants_before <= grants_after
     _others_untouched(users_before, users_after, {int(user_id)})
+
+
+def test_entra_id_group_sequence(client: httpx.Client, sandbox: CoupaSandbox) -> None:
+    """Microsoft's SCIM guide, group operations: create, get by displayName, rename, add and
+    remove a member, delete."""
+    users_before, grants_before = _coupa(sandbox)
+    created = client.post(
+        "/Groups",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+            "displayName": "displayName",
+            "meta": {"resourceType": "Group"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert created.json().get("members", []) == []
+    group_id = _group_id(client, "displayName")
+    assert group_id == created.json()["id"]
+    coupa_id = int(group_id.split(":")[1])
+    renamed = client.patch(
+        f"/Groups/{group_id}",
+        json=patch({"op": "Replace", "path": "displayName", "value": "updatedDisplayName"}),
+    )
+    assert renamed.status_code in (200, 204), renamed.text
+    assert sandbox.state.user_groups[coupa_id]["name"] == "updatedDisplayName"
+    member = {"$ref": None, "value": "7"}
+    added = client.patch(
+        f"/Groups/{group_id}", json=patch({"op": "Add", "path": "members", "value": [member]})
+    )
+    assert added.status_code in (200, 204), added.text
+    assert truth_grants(sandbox.state) == grants_before | {(group_id, "7")}
+    removed = client.patch(
+        f"/Groups/{group_id}", json=patch({"op": "Remove", "path": "members", "value": [member]})
+    )
+    assert removed.status_code in (200, 204), removed.text
+    assert client.delete(f"/Groups/{group_id}").status_code == 204
+    assert sandbox.state.user_groups[coupa_id]["active"] is False
+    assert client.get(f"/Groups/{group_id}").status_code == 404
+    users_after, grants_after = _coupa(sandbox)
+    assert grants_after == grants_before
+    _others_untouched(users_before, users_after, set())

@@ -20,6 +20,7 @@ from coupa_plugin.connector.mapping import (
 from coupa_plugin.connector.provisioning.accounts import Accounts
 from coupa_plugin.connector.provisioning.catalog import Catalog
 from coupa_plugin.connector.provisioning.facts import TenantFacts
+from coupa_plugin.connector.provisioning.groups import GROUP_ACTIONS, Groups
 from coupa_plugin.connector.provisioning.guards import Guards
 from coupa_plugin.connector.provisioning.journal import Journal, Rejected, state_key
 from coupa_plugin.connector.provisioning.lists import ListWriter, Recovery
@@ -127,6 +128,7 @@ class Provisioner:
         )
         self.per_item = PerItem(self.lists)
         self.accounts = Accounts(client, self.guards, grant_types, self._session, self._result)
+        self.groups = Groups(client, grant_types)
         self._user_locks: KeyedLocks[int] = KeyedLocks()
 
     def _session(self, user_id: int) -> UserSession:
@@ -145,6 +147,8 @@ class Provisioner:
         self.facts.refresh()
         if request.action == "create_account":
             return self.accounts.create(request, self.provision)
+        if request.action in GROUP_ACTIONS:  # a group's, not a user's: no user lock
+            return self.groups.handle(request)
         user_id = parse_user_id(request.principal_id)
         try:
             notes, result = self._for_user(user_id, request)

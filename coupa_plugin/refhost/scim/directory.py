@@ -35,17 +35,29 @@ TYPE_LABELS: Final = {
 }
 
 
+# what a refresh notes when user groups were written while it ran (never a user id)
+_USER_GROUPS: Final = "user groups"
+
+
 @attrs.frozen
 class GroupEntry:
-    """One entitlement served as a SCIM group."""
+    """One entitlement served as a SCIM group (``active``: the Coupa group is active)."""
 
     entitlement: Entitlement
     display_name: str
+    active: bool = True
 
 
-def _group_entry(entitlement: Entitlement, catalog_name: str | None) -> GroupEntry:
+def _group_entry(
+    entitlement: Entitlement, catalog_name: str | None, *, active: bool = True
+) -> GroupEntry:
+    """A user group is served by its Coupa name (what a SCIM client creates it with and reads
+    back); every other kind with its label first ("Role: Buyer")."""
+    name = catalog_name or entitlement.display_name
+    if entitlement.resource_type == "group":
+        return GroupEntry(entitlement, name, active)
     label = TYPE_LABELS.get(entitlement.resource_type, entitlement.resource_type)
-    return GroupEntry(entitlement, f"{label}: {catalog_name or entitlement.display_name}")
+    return GroupEntry(entitlement, f"{label}: {name}", active)
 
 
 def _unlisted_entry(entitlement_id: str) -> GroupEntry:
@@ -88,6 +100,13 @@ class _Copy:
             self.by_login.pop(_login_key(old), None)
         self.drop_holdings(user_id)
 
+    def put_catalog(self, resource: Resource) -> None:
+        active = resource.status != "disabled"
+        for entitlement in resource.entitlements:
+            self.groups[entitlement.id] = _group_entry(
+                entitlement, resource.display_name, active=active
+            )
+
     def put_user(self, user: Resource) -> None:
         self.users[user.id] = user
         self.by_login[_login_key(user)] = user.id
@@ -127,7 +146,9 @@ class Directory:
                 written, self._written_during_refresh = self._written_during_refresh, None
         with self._lock:
             self._copy = fresh
-        for user_id in sorted(written or ()):
+        if _USER_GROUPS in (written or ()):
+            self.refresh_user_groups()
+        for user_id in sorted((written or set()) - {_USER_GROUPS}):
             self.refresh_user(user_id)
         log.info(
             "directory refreshed: %d users, %d groups",
@@ -169,6 +190,18 @@ class Directory:
                 for grant in held:
                     self._copy.add_grant(grant)
 
+    def refresh_user_groups(self) -> None:
+        """Read the user groups again (after one was created, changed or deactivated); their
+        members stay as they are."""
+        self._note_write(_USER_GROUPS)
+        resources = self._hooks.discover_resources(SyncRequest(resource_types=frozenset({"group"})))
+        if resources is None:
+            raise SyncError(f"the plugin is not enabled for tenant {self._hooks.tenant.id}")
+        listed = [r for r in resources if r.type == "group"]
+        with self._lock:
+            for resource in listed:
+                self._copy.put_catalog(resource)
+
     def _read(self, request: SyncRequest) -> _Copy:
         resources = self._hooks.discover_resources(request)
         if resources is None:
@@ -178,8 +211,7 @@ class Directory:
             if resource.type == "user":
                 fresh.put_user(resource)
                 continue
-            for entitlement in resource.entitlements:
-                fresh.groups[entitlement.id] = _group_entry(entitlement, resource.display_name)
+            fresh.put_catalog(resource)
         for grant in self._hooks.sync_grants(request) or ():
             fresh.add_grant(grant)
         return fresh

@@ -11,7 +11,9 @@
 | enterprise ``employeeNumber`` | ``employee_number`` |
 | enterprise ``manager.value`` | the manager's user id (written as the manager's ``login``) |
 | Group ``id`` | the entitlement id (``role:2:member``) |
+| Group ``displayName`` | a user group's name (``create_group`` / ``update_group``); "Kind: name" |
 | Group ``members`` | the users holding it (``grant`` / ``revoke``) |
+| Group ``externalId`` | kept by the facade in memory (Coupa has no field for it) |
 """
 
 from __future__ import annotations
@@ -111,20 +113,25 @@ def user_document(user: Resource, groups: Iterable[GroupEntry]) -> dict[str, Any
 
 
 def group_document(
-    entry: GroupEntry, members: Mapping[str, str] | None, listed: frozenset[str] | None = None
+    entry: GroupEntry,
+    members: Iterable[str] | None,
+    listed: frozenset[str] | None = None,
+    external_id: str | None = None,
 ) -> dict[str, Any]:
-    """The SCIM Group of a Coupa entitlement; ``members`` is ``{user id: login}`` (``None``
+    """The SCIM Group of a Coupa entitlement; ``members`` are the holders' user ids (``None``
     leaves the members out). ``listed`` keeps only those members in the document, whose
-    version stays the whole group's."""
+    version stays the whole group's. ``external_id`` is the client's id for the group."""
     document: dict[str, Any] = {
         "schemas": [GROUP_SCHEMA],
         "id": entry.entitlement.id,
         "displayName": entry.display_name,
     }
+    if external_id:
+        document["externalId"] = external_id
     if members is not None:
         document["members"] = [
-            {"value": uid, "$ref": f"Users/{uid}", "type": "User", "display": login}
-            for uid, login in sorted(members.items(), key=lambda m: (len(m[0]), m[0]))
+            {"value": uid, "$ref": f"Users/{uid}", "type": "User"}
+            for uid in sorted(members, key=lambda m: (len(m), m))
         ]
     document = _meta(document, "Group")
     if listed is not None and members is not None:

@@ -79,15 +79,16 @@ _KEPT: Final[dict[str, dict[str, dict[str, Any]]]] = {
     },
     GROUP_SCHEMA: {
         "displayName": {
-            "mutability": "immutable",
-            "description": 'What the Coupa entitlement is, e.g. "Role: Buyer". Never changes.',
+            "description": (
+                "A user group's Coupa name; any other entitlement's kind and name, e.g. "
+                '"Role: Buyer", which Coupa does not let be renamed over its API. REQUIRED.'
+            ),
         },
         "members": {
             "description": "The Coupa users holding the entitlement.",
             "sub": {
                 "value": {},
                 "$ref": {"referenceTypes": ["User"]},
-                "display": {"description": "The login (set by the facade)."},
                 "type": {"canonicalValues": ["User"]},
             },
         },

@@ -65,6 +65,8 @@ class _BearerApplication(WSGIApplication):
         whole = request.header("If-Match") is not None or any(
             key in request.query for key in ("attributes", "excludedAttributes")
         )
+        if request.method == "PATCH" and request.path.strip("/").startswith("Groups/"):
+            request.body = _without_null_members(request.body)
         patch = member_patch(request.path, request.body) if request.method == "PATCH" else None
         self.storage.expect(None if whole else patch)
         return request
@@ -80,6 +82,28 @@ def _active_by_default(body: bytes) -> bytes:
     if not isinstance(document, dict) or "active" in document:
         return body
     return json.dumps({**document, "active": True}).encode()
+
+
+def _without_null_members(body: bytes) -> bytes:
+    """A group PATCH with the null sub-attributes of its members dropped: Entra ID names a
+    member to remove as ``{"$ref": null, "value": "7"}``, and a null is unassigned (RFC 7643
+    §2.5), not a ``$ref`` the member must match."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body  # scim2-server answers the syntax error
+    operations = document.get("Operations") if isinstance(document, dict) else None
+    if not isinstance(operations, list):
+        return body
+    changed = False
+    for op in operations:
+        values = op.get("value") if isinstance(op, dict) else None
+        for member in values if isinstance(values, list) else ():
+            if isinstance(member, dict) and None in member.values():
+                for key in [k for k, v in member.items() if v is None]:
+                    del member[key]
+                changed = True
+    return json.dumps(document).encode() if changed else body
 
 
 class _Handler(WSGIRequestHandler):

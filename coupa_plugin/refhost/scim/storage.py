@@ -41,7 +41,7 @@ from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
 from coupa_plugin.host.model import Resource as CoupaUser
 from coupa_plugin.refhost.manager import PluginHooks
 from coupa_plugin.refhost.scim import LOGGER
-from coupa_plugin.refhost.scim.directory import Directory, GroupEntry
+from coupa_plugin.refhost.scim.directory import TYPE_LABELS, Directory, GroupEntry
 from coupa_plugin.refhost.scim.mapping import (
     current_attributes,
     group_document,
@@ -55,9 +55,16 @@ __all__ = ["CoupaStorage", "scim_error_of"]
 log = logging.getLogger(LOGGER)
 
 NO_GROUP_WRITES: Final = (
-    "Coupa entitlements are not created, renamed or deleted over SCIM: roles, licenses and "
-    "the other kinds are defined in Coupa itself. Manage who holds one by changing the "
-    "members of its group (PATCH add/remove members)."
+    "Coupa does not let roles, licenses, content, account or approval groups be created, "
+    "renamed or deleted through its API: they exist in Coupa and are defined there. Only user "
+    "groups are created (POST with a plain displayName), renamed and deleted (deactivated) "
+    "over SCIM. Manage who holds any group by changing its members (PATCH add/remove members)."
+)
+# displayName prefixes naming a user group on POST ("User group: X" is how earlier clients
+# matched one); any other kind's label is refused
+_USER_GROUP_PREFIXES: Final = tuple(f"{label}: " for label in ("User group", "Group"))
+_OTHER_KINDS: Final = tuple(
+    f"{label}: " for kind, label in TYPE_LABELS.items() if kind != "group"
 )
 
 
@@ -110,6 +117,16 @@ def _indexed(node: Any, kind: str) -> bool:
     return any(_eq_value(node, name) is not None for name in _INDEXED.get(kind, ()))
 
 
+def _named(entry: GroupEntry, display_name: str) -> bool:
+    """Whether ``display_name`` names ``entry`` (a user group also as "User group: X")."""
+    wanted = display_name.casefold()
+    if entry.display_name.casefold() == wanted:
+        return True
+    return entry.entitlement.resource_type == "group" and any(
+        f"{prefix}{entry.display_name}".casefold() == wanted for prefix in _USER_GROUP_PREFIXES
+    )
+
+
 def _member_ids(document: dict[str, Any]) -> set[str]:
     return {
         str(m["value"])
@@ -160,6 +177,22 @@ def _named_members(op: Any) -> set[str] | None:
     return {found.group(1)}
 
 
+def user_group_name(display_name: object) -> str:
+    """The Coupa name a SCIM displayName gives a user group: ``X``, ``User group: X`` or
+    ``Group: X`` name ``X``; another kind's label ("Role: Buyer") is refused, as Coupa does
+    not let those be created or renamed."""
+    text = display_name.strip() if isinstance(display_name, str) else ""
+    if text.startswith(_OTHER_KINDS):
+        raise InvalidValueException(detail=f"displayName {text[:80]!r}: {NO_GROUP_WRITES}")
+    for prefix in _USER_GROUP_PREFIXES:
+        if text.startswith(prefix):
+            text = text[len(prefix) :].strip()
+            break
+    if not text:
+        raise InvalidValueException(detail="displayName: a user group needs a name")
+    return text
+
+
 def _wants(params: ResponseParameters[Any] | None, attribute: str) -> bool:
     """Whether a response keeps ``attribute`` (a default-returned one)."""
     if params is None:
@@ -188,6 +221,10 @@ class CoupaStorage(ScimStorage):
         self._write_lock = threading.Lock()
         # users deleted over SCIM: disabled in Coupa and not served while they stay inactive
         self._deleted: set[str] = set()
+        # user groups deleted over SCIM (entitlement ids): likewise deactivated, and hidden
+        self._deleted_groups: set[str] = set()
+        # a group's externalId, as its client set it (Coupa has no field to keep it in)
+        self._group_external: dict[str, str] = {}
         self._base = threading.local()
         self._request = threading.local()
 
@@ -202,8 +239,18 @@ class CoupaStorage(ScimStorage):
             self._deleted.discard(user.id)
         return user
 
+    def _group_visible(self, entry: GroupEntry | None) -> GroupEntry | None:
+        if entry is None:
+            return None
+        if entry.entitlement.id in self._deleted_groups:
+            if not entry.active:
+                return None
+            self._deleted_groups.discard(entry.entitlement.id)
+        return entry
+
     def _user_model(self, user: CoupaUser) -> Resource[Any]:
-        document = user_document(user, self.directory.groups_held_by(user.id))
+        held = [g for g in self.directory.groups_held_by(user.id) if self._group_visible(g)]
+        document = user_document(user, held)
         return self._model_for("User").model_validate(document)
 
     def expect(self, patch: tuple[str, frozenset[str]] | None) -> None:
@@ -213,13 +260,16 @@ class CoupaStorage(ScimStorage):
     def _group_model(
         self, entry: GroupEntry, *, members: bool = True, among: frozenset[str] | None = None
     ) -> Resource[Any]:
-        logins = None
+        holders = None
         if members:
             # a copy: _visible forgets users re-enabled in Coupa, and other threads write too
             deleted = tuple(self._deleted)
             hidden = {u for u in deleted if self._visible(self.directory.user(u)) is None}
-            logins = self.directory.logins(self.directory.members(entry.entitlement.id) - hidden)
-        return self._model_for("Group").model_validate(group_document(entry, logins, among))
+            # the holders the copy knows as users
+            holders = self.directory.logins(self.directory.members(entry.entitlement.id) - hidden)
+        external = self._group_external.get(entry.entitlement.id)
+        document = group_document(entry, holders, among, external)
+        return self._model_for("Group").model_validate(document)
 
     def _user(self, user_id: str) -> CoupaUser:
         user = self._visible(self.directory.user(user_id))
@@ -228,7 +278,7 @@ class CoupaStorage(ScimStorage):
         return user
 
     def _group(self, group_id: str) -> GroupEntry:
-        entry = self.directory.group(group_id)
+        entry = self._group_visible(self.directory.group(group_id))
         if entry is None:
             raise NotFoundException(detail=f"no group {group_id}")
         return entry
@@ -319,16 +369,17 @@ class CoupaStorage(ScimStorage):
         ):
             member = _eq_value(node.val_filter, "value")
             if member is not None:
-                yield from self.directory.groups_held_by(member)
+                yield from filter(self._group_visible, self.directory.groups_held_by(member))
                 return
         name = _eq_value(node, "displayname")
         wanted_id = _eq_value(node, "id")
         for entry in self.directory.groups():
-            if name is not None and entry.display_name.casefold() != name.casefold():
+            if name is not None and not _named(entry, name):
                 continue
             if wanted_id is not None and entry.entitlement.id != wanted_id:
                 continue
-            yield entry
+            if self._group_visible(entry) is not None:
+                yield entry
 
     # -- writes ---------------------------------------------------------
 
@@ -364,7 +415,7 @@ class CoupaStorage(ScimStorage):
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         if resource_type.id != "User":
-            raise NotImplementedException(detail=NO_GROUP_WRITES)
+            return self._create_group(resource.model_dump())
         document = resource.model_dump()
         wanted = wanted_attributes(document, self._manager_login(document))
         login = wanted["login"] or ""
@@ -388,6 +439,58 @@ class CoupaStorage(ScimStorage):
             finally:  # the user exists now: a retry must find it by its userName
                 self._refresh(user_id)
         return self._user_model(self._user(user_id))
+
+    def _create_group(self, document: dict[str, Any]) -> Resource[Any]:
+        """A new Coupa user group (``create_group``), then a grant per member given."""
+        name = user_group_name(document.get("displayName"))
+        unknown = sorted(u for u in _member_ids(document) if self.directory.user(u) is None)
+        if unknown:  # said before the group is created
+            raise InvalidValueException(detail=f"members: no user {', '.join(unknown)}")
+        with self._write_lock:
+            for entry in self.directory.groups():
+                if entry.entitlement.resource_type == "group" and _named(entry, name):
+                    raise UniquenessException(
+                        detail=f"displayName {name!r} is taken by {entry.entitlement.id}"
+                        + (" (inactive in Coupa, which keeps its name)" if not entry.active else "")
+                    )
+            result = self._provision(
+                ProvisionRequest(action="create_group", attributes={"name": name})
+            )
+            group_id = result.entitlement_id
+            if group_id is None:
+                raise _Unavailable(detail="the plugin did not name the created group")
+            self._refresh_groups()
+            entry = self._group(group_id)
+            self._keep_external(group_id, document)
+            if _member_ids(document):
+                self._write_members(entry, {"members": []}, document)
+        return self._group_model(self._group(group_id))
+
+    def _keep_external(self, group_id: str, document: dict[str, Any]) -> None:
+        external = document.get("externalId")
+        if isinstance(external, str) and external:
+            self._group_external[group_id] = external
+        else:
+            self._group_external.pop(group_id, None)
+
+    def _refresh_groups(self) -> None:
+        try:
+            self.directory.refresh_user_groups()
+        except PluginError as exc:
+            raise scim_error_of(exc) from None
+
+    def _rename(self, entry: GroupEntry, base: dict[str, Any], document: dict[str, Any]) -> None:
+        """``update_group`` when ``document`` changes the displayName of ``base``."""
+        wanted = document.get("displayName")
+        if wanted == base.get("displayName") or (isinstance(wanted, str) and _named(entry, wanted)):
+            return
+        # another kind's rename is refused by the plugin, before anything is written
+        name = user_group_name(wanted) if entry.entitlement.resource_type == "group" else wanted
+        request = ProvisionRequest(
+            action="update_group", entitlement_id=entry.entitlement.id, attributes={"name": name}
+        )
+        self._provision(request)
+        self._refresh_groups()
 
     def _revive(
         self, user: CoupaUser, wanted: dict[str, Any], document: dict[str, Any]
@@ -464,6 +567,9 @@ class CoupaStorage(ScimStorage):
                     user, changed, active=active if active != base.get("active") else None
                 )
                 return self._user_model(self._user(resource_id))
+            self._rename(self._group(resource_id), base, document)
+            if document.get("externalId") != base.get("externalId"):
+                self._keep_external(resource_id, document)
             self._write_members(self._group(resource_id), base, document)
             expected = getattr(self._request, "member_patch", None)
             among = expected[1] if expected and expected[0] == resource_id else None
@@ -501,8 +607,18 @@ class CoupaStorage(ScimStorage):
         *,
         expected_version: str | None = None,
     ) -> None:
-        if resource_type.id != "User":
-            raise NotImplementedException(detail=NO_GROUP_WRITES)
         with self._write_lock:
+            if resource_type.id != "User":
+                self._delete_group(self._group(resource_id))
+                return
             self._write_user(self._user(resource_id), {}, active=False)
             self._deleted.add(resource_id)
+
+    def _delete_group(self, entry: GroupEntry) -> None:
+        """``deactivate_group`` (Coupa deletes no group; the plugin refuses every kind but
+        user groups); the group is then not served while it stays inactive."""
+        group_id = entry.entitlement.id
+        self._provision(ProvisionRequest(action="deactivate_group", entitlement_id=group_id))
+        self._deleted_groups.add(group_id)
+        self._group_external.pop(group_id, None)
+        self._refresh_groups()
