@@ -212,23 +212,34 @@ class CoupaConnector:
 
     def configure(self, *, refresh: bool = False) -> ConnectorStatus:
         """Authenticate, detect scopes and decide the mode. Kept for the other hooks;
-        ``refresh`` (what the ``configure`` hook asks for) checks again."""
-        with self._lock:
-            if self._status is None or refresh:
-                # configure's budget: every request it makes, retries included, ends by then
-                with deadline(self.client.config.retry_timeout_s):
+        ``refresh`` (what the ``configure`` hook asks for) checks again, then recovers the
+        journal's pending entries. That recovery takes users' locks, so it runs outside the
+        connector's lock: a provision call holding a user's lock may ask for the status."""
+        status = self._status
+        if status is not None and not refresh:
+            return status
+        # configure's budget: every request it makes, retries included, ends by then
+        with deadline(self.client.config.retry_timeout_s):
+            with self._lock:
+                if self._status is None or refresh:
                     self._status = self._configure(refresh=refresh)
-                    if refresh and self._status.mode == "provisioning":
-                        self._status = self._recover_pending(self._status)
-                if self._sync is None:
-                    self._sync = TenantSync(
-                        self.client, self.tenant_id, self._status.resource_types, self._clock
-                    )
+                    recover = refresh and self._status.mode == "provisioning"
+                    if self._sync is None:
+                        self._sync = TenantSync(
+                            self.client, self.tenant_id, self._status.resource_types, self._clock
+                        )
+                    else:
+                        self._sync.enabled_types = self._status.resource_types
+                    self._sync.carry_on(self._begun, self._flags)
+                    self._begun, self._flags = {}, None
                 else:
-                    self._sync.enabled_types = self._status.resource_types
-                self._sync.carry_on(self._begun, self._flags)
-                self._begun, self._flags = {}, None
-            return self._status
+                    recover = False
+                status = self._status
+            if recover:
+                status = self._recover_pending(status)
+                with self._lock:
+                    self._status = status
+        return status
 
     def _configure(self, *, refresh: bool) -> ConnectorStatus:
         try:
@@ -536,7 +547,8 @@ class CoupaConnector:
         try:
             result = self.provisioner.provision(request)
         except PluginError:
-            self._repair_if_due()
+            if not request.dry_run:
+                self._repair_if_due()
             raise
         except Exception as exc:
             # the last guard: a failure nobody foresaw, possibly after a write; say what the
@@ -547,5 +559,6 @@ class CoupaConnector:
                 f"tenant {self.tenant_id}: {request.action} could not complete: "
                 f"{describe(exc)}.{state}"
             ) from exc
-        self._repair_if_due()
+        if not request.dry_run:  # a dry run writes nothing, repairs included
+            self._repair_if_due()
         return result

@@ -40,7 +40,7 @@ from coupa_plugin.connector.provisioning.session import (
     stamp_of,
 )
 from coupa_plugin.coupa.models import User
-from coupa_plugin.host.errors import ProvisioningError
+from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
 
 __all__ = ["ListWriter", "Recovery"]
 
@@ -157,8 +157,11 @@ class ListWriter:
             log.info("Coupa merges list writes; using the two-step rewrite", extra={"key": key})
         user = s.last_seen if s.last_seen is not None else s.user()
         if why := self.guards.protected(user):
-            # the probe's echo may just have shown that this user is our own API user
-            raise s.failure(f"refused: {why}; the two-step rewrite was not begun")
+            # the probe's echo may just have shown that this user is our own API user; the
+            # probe itself left the list as it was (Coupa merged it)
+            raise RefusedError(
+                str(s.failure(f"refused: {why}; the two-step rewrite was not begun"))
+            )
         if ids_of(user, attribute) != before:
             raise _Replan
         entry = JournalEntry(
@@ -309,7 +312,24 @@ class ListWriter:
         Raises ProvisioningError, stating the user's holdings, when a repair write or read
         fails; the entry then stays for the next attempt."""
         uid, key = entry.user_id, entry.association
-        user = s.user()
+        age = self._wall() - entry.created_at
+        if age > self._max_age_s:  # decided before anything is read: never applied
+            self.journal.done(entry)
+            verdict = decide(
+                entry,
+                Observed(frozenset(), entry.last.stamp),
+                own=None,
+                age_s=age,
+                max_age_s=self._max_age_s,
+            )
+            return Recovery(uid, "expired", verdict.why)
+        try:
+            user = s.user()
+        except NotFoundError:
+            self.journal.done(entry)
+            return Recovery(
+                uid, "superseded", f"Coupa has no user {uid} any more; the rewrite was dropped"
+            )
         now = ids_of(user, ATTRIBUTE_OF[key])
         if why := self.guards.protected(user):
             self.journal.done(entry)
@@ -355,7 +375,14 @@ class ListWriter:
                 self.journal.done(entry)
                 return now
             if not failed:
-                break
+                # Coupa took the write and left them out (an item deleted since): asking
+                # again would not change that
+                self.journal.done(entry)
+                raise s.failure(
+                    f"Coupa did not put back {key} {describe(owed - now)} for user {uid} "
+                    "(it accepted the write: they may no longer exist); the rewrite was "
+                    "dropped"
+                )
         self.on_pending()
         raise s.failure(
             f"Coupa did not put back {key} {describe(owed - now)} for user {uid}; the journal "

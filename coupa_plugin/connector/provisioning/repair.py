@@ -39,15 +39,24 @@ class RepairSchedule:
         # a new process does not know what an earlier one left: its first call looks
         self._due_at: float | None = clock()
         self._delay = first_s
+        self._kicks = 0  # how many times something was left pending: a pass clears only
+        # what it saw
 
     def pending(self) -> None:
         """Something was left pending: an attempt is due after the first delay (unless one
         is due sooner)."""
         with self._lock:
+            self._kicks += 1
             at = self._clock() + self._first_s
             if self._due_at is None or at < self._due_at:
                 self._due_at = at
             self._delay = self._first_s
+
+    def started(self) -> int:
+        """A pass starts: the mark :meth:`ran` compares with, so that something left pending
+        while the pass ran is not forgotten."""
+        with self._lock:
+            return self._kicks
 
     def due(self) -> bool:
         with self._lock:
@@ -60,14 +69,18 @@ class RepairSchedule:
                 return None
             return max(0.0, self._due_at - self._clock())
 
-    def ran(self, *, left: bool) -> None:
-        """An attempt ran; ``left``: something is still pending (try again, later each time)."""
+    def ran(self, *, left: bool, mark: int | None = None) -> None:
+        """An attempt ran; ``left``: something is still pending (try again, later each time).
+        ``mark`` is what :meth:`started` gave: what was left pending while the pass ran is
+        not forgotten when the pass itself found nothing left."""
         with self._lock:
-            if not left:
+            if left:
+                self._due_at = self._clock() + self._delay
+                self._delay = min(self._delay * 2, self._max_s)
+            elif mark is not None and self._kicks != mark:
+                self._due_at = self._clock() + self._first_s
+            else:
                 self._due_at, self._delay = None, self._first_s
-                return
-            self._due_at = self._clock() + self._delay
-            self._delay = min(self._delay * 2, self._max_s)
 
 
 Wait = Callable[[threading.Event, float], bool]
@@ -116,6 +129,7 @@ class Repairer:
     def _pass(self, *, block: bool) -> None:
         if not self._running.acquire(blocking=block):
             return
+        mark = self.schedule.started()
         try:
             left = self._repair()
         except Exception as exc:  # noqa: BLE001 - a repair pass never takes its caller down
@@ -123,7 +137,7 @@ class Repairer:
             left = True
         finally:
             self._running.release()
-        self.schedule.ran(left=left)
+        self.schedule.ran(left=left, mark=mark)
 
     def _loop(self) -> None:
         while True:
@@ -138,9 +152,7 @@ class Repairer:
                 self._pass(block=True)
 
     def close(self) -> None:
-        """Stop the thread (a pass under way ends first)."""
+        """Stop the thread: it starts no pass after this (one under way ends on its own,
+        within its calls' time budgets; close does not wait for it)."""
         with self._lock:
             self._stop.set()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=60)

@@ -11,16 +11,19 @@ The rule:
 * Whether our clear took an item away, or our put-back had given it back, is read from Coupa's
   own ``updated-at``/``updated-by`` of the user against what the entry recorded of our steps:
 
-  - nothing changed since our last read-back: the list is as that read-back left it;
-  - the last change is our own API user's, the list is what our pending write leaves and it
-    was made within :data:`WINDOW_S` of sending that write (by Coupa's clock): that write
-    landed; any other change of ours means the entry was finished since (a copy put back, a
-    restored backup) and it is settled without writing;
+  - Coupa's stamp is the one our last read-back saw: the list is as that read-back left it
+    (give or take changes Coupa does not stamp, such as a membership added through its own
+    API);
+  - the last change is our own API user's: with the list as our last read-back showed, the
+    list is as that read-back left it; with all that our pending write leaves, within
+    :data:`WINDOW_S` of sending it (by Coupa's clock), that write landed; any other change of
+    ours means the entry was finished since (a copy put back, a restored backup) and it is
+    settled without writing;
   - someone else changed the user since: of the accounts of events the entry allows (our
     last read-back, our pending write landed, the rewrite finished), the one that needs the
-    fewest items changed by others is taken; on a tie, the account that owes nothing wins
-    (a copied entry never re-grants what was revoked since, and an item an administrator
-    removed is not forced back).
+    fewest items changed by others is taken; on a tie, the account in which our clear took
+    the items wins (an administrator who adds an item to a stripped user means that item),
+    then a finished rewrite.
 
 * An entry is settled when the list holds everything it should (nothing owed), when the
   account taken says nothing is owed, and when the user is protected; it is reported, never
@@ -75,8 +78,12 @@ class _Story:
 
     name: str
     state: frozenset[int]
-    owes: bool
+    taken: frozenset[int]  # items the list lacks because our clear took them
     rank: int  # on a tie: the lowest wins
+
+    @property
+    def owes(self) -> bool:
+        return bool(self.taken)
 
 
 def _epoch(stamp: Stamp) -> float | None:
@@ -89,9 +96,10 @@ def _epoch(stamp: Stamp) -> float | None:
     return moment.timestamp() if moment.tzinfo is not None else None
 
 
-def _matches(state: frozenset[int], now: frozenset[int], free: frozenset[int]) -> bool:
-    """``now`` is ``state``, give or take one item Coupa adds on its own (``free``)."""
-    return now == state or (len(now - state) == 1 and (now - state) <= free)
+def _covers(state: frozenset[int], now: frozenset[int]) -> bool:
+    """``now`` holds all that ``state`` leaves (more may have come: a role Coupa gives an
+    emptied user, an item added through a route that leaves the user's stamp alone)."""
+    return state <= now
 
 
 def _distance(story: _Story, now: frozenset[int], default: frozenset[int]) -> int:
@@ -103,20 +111,18 @@ def _distance(story: _Story, now: frozenset[int], default: frozenset[int]) -> in
 
 
 def _stories(entry: JournalEntry, before: frozenset[int]) -> list[_Story]:
-    """The accounts the entry allows, in the order a tie is decided: a finished rewrite and a
-    landed put-back first (nothing owed), then a list our clear never touched, then a
-    stripped one."""
+    """The accounts the entry allows, in the order a tie is decided: a list our clear stripped
+    first (what it took is owed: an administrator who adds an item to a stripped user means
+    that item), then a finished rewrite or a landed put-back, then a list our clear never
+    touched."""
     desired = frozenset(entry.desired)
     foreign = frozenset(entry.last.items) - before
-    stories = [_Story("the rewrite finished", desired | foreign, owes=False, rank=0)]
+    none: frozenset[int] = frozenset()
+    stories = [_Story("the rewrite finished", desired | foreign, none, rank=1)]
     last = frozenset(entry.last.items)
+    taken = desired - last if entry.cleared else none
     stories.append(
-        _Story(
-            "the list is as our last read-back showed",
-            last,
-            owes=entry.cleared,
-            rank=2 if entry.cleared else 1,
-        )
+        _Story("the list is as our last read-back showed", last, taken, rank=0 if taken else 2)
     )
     if entry.pending is not None:
         clearing = entry.pending_step == "clear"
@@ -124,8 +130,8 @@ def _stories(entry: JournalEntry, before: frozenset[int]) -> list[_Story]:
             _Story(
                 "our pending clear landed" if clearing else "our pending put-back landed",
                 frozenset(entry.pending),
-                owes=clearing,
-                rank=2 if clearing else 0,
+                desired if clearing else none,
+                rank=0 if clearing else 1,
             )
         )
     return stories
@@ -183,14 +189,24 @@ def decide(
         free = now.items if key == "roles" else frozenset()
     stories = _stories(entry, before)
     last = frozenset(entry.last.items)
-    if now.stamp == entry.last.stamp and now.items == last:
+    pending = stories[2] if len(stories) > 2 else None
+    ours = own is not None and now.stamp.updated_by == own
+    if now.stamp == entry.last.stamp and (not ours or now.items == last):
+        # nothing Coupa stamps changed since our last read-back (a membership change through
+        # its own API may not move the user's stamp): the list is as that read-back left it,
+        # give or take those. (Our own write in the same second as that read-back keeps the
+        # stamp: the next branch tells it.)
         chosen = stories[1]
-        how = "nothing changed since our last read-back"
-    elif own is not None and now.stamp.updated_by == own:
-        pending = stories[2] if len(stories) > 2 else None
-        if (
+        how = "nothing stamped changed since our last read-back"
+    elif ours:
+        if now.items == last:
+            # the list is as our last read-back showed: whatever moved the stamp did not
+            # touch it
+            chosen = stories[1]
+            how = "the list is as our last read-back showed"
+        elif (
             pending is not None
-            and _matches(pending.state, now.items, free if pending.owes else frozenset())
+            and _covers(pending.state, now.items)
             and _sent_recently(entry, now.stamp)
         ):
             chosen = pending
@@ -204,10 +220,10 @@ def decide(
                 f"not applied (the user lacks {_show(missing)})",
             )
     else:
-        known = frozenset(default_items or ())
-        chosen = min(stories, key=lambda story: (_distance(story, now.items, known), story.rank))
+        chosen = min(stories, key=lambda story: (_distance(story, now.items, free), story.rank))
         how = f"changed by user {now.stamp.updated_by} since; taken: {chosen.name}"
-    if not chosen.owes:
+    owed = missing & chosen.taken
+    if not owed:
         return Verdict(
             "settled",
             frozenset(),
@@ -215,7 +231,7 @@ def decide(
             f"but they were removed by someone else, not by the rewrite ({how}); left as they "
             "are",
         )
-    return Verdict("give_back", missing, how)
+    return Verdict("give_back", owed, how)
 
 
 def _show(items: Iterable[int]) -> str:
