@@ -151,6 +151,7 @@ class CoupaConnector:
             ),
             self._grant_types,
         )
+        self.provisioner.writes_allowed = self._writes_allowed
 
     @staticmethod
     def _shared_state(
@@ -180,6 +181,14 @@ class CoupaConnector:
             call_timeout_s=min(config.timeout_s, 1.0),
         )
         return client, store, limiter
+
+    def _writes_allowed(self) -> bool:
+        status = self._status
+        return (
+            self.settings.mode != "read-only"
+            and status is not None
+            and status.mode == "provisioning"
+        )
 
     def _grant_types(self) -> frozenset[str]:
         return self.configure().resource_types - {"user"}

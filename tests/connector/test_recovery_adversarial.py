@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from coupa_plugin.connector.provisioning.repair import Repairer, RepairSchedule
@@ -329,3 +330,17 @@ def test_configure_recovers_outside_the_connectors_lock(tmp_path: Path) -> None:
     connector.provisioner.recover_pending = recover_pending  # type: ignore[method-assign]
     plugin.configure(tenant=t)
     assert held == [False]
+
+
+def test_a_tenant_turned_read_only_repairs_nothing_on_its_own(tmp_path: Path) -> None:
+    """The OAuth client lost its write scopes since the entry was left: the self-repair pass
+    writes nothing (a call in provisioning mode, or configure, repairs once they are back)."""
+    sandbox, t, state_dir = world(tmp_path)
+    die(sandbox, t, roles_put(2), "after")
+    connector = plugin_for(sandbox).connector(t)
+    assert connector is not None
+    status = connector.configure()
+    connector._status = attrs.evolve(status, mode="read-only")
+    writes = sandbox.writes
+    assert connector.provisioner._repair_pass() is False
+    assert sandbox.writes == writes and entries(state_dir)

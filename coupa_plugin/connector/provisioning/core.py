@@ -130,6 +130,8 @@ class Provisioner:
         self.accounts = Accounts(client, self.guards, grant_types, self._session, self._result)
         self.groups = Groups(client, grant_types)
         self._user_locks: KeyedLocks[int] = KeyedLocks()
+        # whether the tenant may be written now (the connector says: provisioning mode)
+        self.writes_allowed: Callable[[], bool] = lambda: True
 
     def _session(self, user_id: int) -> UserSession:
         return UserSession(self.client, self.facts, user_id)
@@ -209,7 +211,10 @@ class Provisioner:
         self.repairer.run_if_due()
 
     def _repair_pass(self) -> bool:
-        """One pass over every pending entry; True while something is left to repair."""
+        """One pass over every pending entry; True while something is left to repair. None
+        while writes are not allowed (the tenant turned read-only since)."""
+        if not self.writes_allowed():
+            return False
         outcomes = self.recover_pending()
         return any(o.outcome == "failed" for o in outcomes)
 
