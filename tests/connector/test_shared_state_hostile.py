@@ -516,7 +516,7 @@ def test_another_tenants_password_never_reaches_a_redis_named_without_one(
 def test_the_documented_acl_is_all_the_plugin_needs(
     server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text("utf-8")
     assert f"ACL SETUSER coupa-acme on >… {ACL_RULES}`" in readme
     admin = redis.Redis(port=server.port, password=server.password)
     admin.flushall()

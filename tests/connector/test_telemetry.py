@@ -254,8 +254,8 @@ def test_the_plugin_imports_and_syncs_without_opentelemetry() -> None:
     assert int(out.strip()) > 0
 
 
-def test_the_readme_recipe_wires_the_sdk_for_a_plugin_loaded_before_it() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_documented_recipe_wires_the_sdk_for_a_plugin_loaded_before_it() -> None:
+    readme = (ROOT / "docs" / "operations.md").read_text()
     recipe = readme.split("<!-- otel-recipe -->\n```python\n", 1)[1].split("```", 1)[0]
     out = python(
         SANDBOXED
