@@ -46,6 +46,7 @@ from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.refhost.jobs import SyncOutcome, error_kind, provision_one, sync_tenant
 from coupa_plugin.refhost.logfmt import configure_logging, parse_level
 from coupa_plugin.refhost.manager import Host
+from coupa_plugin.refhost.options import sandbox_options
 from coupa_plugin.refhost.progress import SyncProgress
 from coupa_plugin.refhost.reports import (
     ACCESS_COLUMNS,
@@ -452,22 +453,7 @@ class _Timestamp(click.ParamType):  # type: ignore[type-arg]
     multiple=True,
     help="Targeted: just this user id (repeatable); the run is partial.",
 )
-@click.option(
-    "--sandbox",
-    is_flag=True,
-    help="Ignore --tenants: start the embedded Coupa sandbox on loopback and sync it.",
-)
-@click.option(
-    "--users",
-    "sandbox_users",
-    default=2_000,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="With --sandbox: how many users to generate.",
-)
-@click.option(
-    "--seed", "sandbox_seed", default=1, show_default=True, help="With --sandbox: generator seed."
-)
+@sandbox_options(2_000, "sync")
 @format_option("table", "json", "csv")
 @VERBOSE_OPTION
 def sync(

@@ -17,6 +17,7 @@ import click
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Tenant
+from coupa_plugin.refhost.options import sandbox_options
 from coupa_plugin.refhost.scim import TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -124,22 +125,7 @@ def _facade(
     "--public-url",
     help="The SCIM base URL clients use, behind a TLS proxy (https://scim.example.com/v2).",
 )
-@click.option(
-    "--sandbox",
-    is_flag=True,
-    help="Ignore --tenants: start the embedded Coupa sandbox on loopback and serve it.",
-)
-@click.option(
-    "--users",
-    "sandbox_users",
-    default=200,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="With --sandbox: how many users to generate.",
-)
-@click.option(
-    "--seed", "sandbox_seed", default=1, show_default=True, help="With --sandbox: generator seed."
-)
+@sandbox_options(200, "serve")
 def scim(
     *,
     tenants_file: Path,
