@@ -748,6 +748,46 @@ class CoupaClient:
         ):
             yield _record(row, AccountGroup, "GET /api/account_groups")
 
+    def other_active_holders(self, role_id: int, user_id: int) -> list[int]:
+        """Ids of active users other than ``user_id`` who hold role ``role_id`` (one page:
+        one is enough to know the role keeps a holder). Coupa's filters are checked on every
+        row too: a server that ignored them must not make an arbitrary user look like one."""
+        rows = self.get(
+            "/api/users",
+            {
+                "roles[id]": role_id,
+                "active": "true",
+                "id[not_eq]": user_id,
+                "limit": 50,
+                "fields": '["id","active",{"roles":["id"]}]',
+            },
+        )
+        found = []
+        for row in rows if isinstance(rows, list) else []:
+            if not isinstance(row, dict) or row.get("active") is not True:
+                continue
+            ident = row.get("id")
+            held = row.get("roles") or []
+            if (
+                isinstance(ident, int)
+                and not isinstance(ident, bool)
+                and ident != user_id
+                and isinstance(held, list)
+                and any(isinstance(r, dict) and r.get("id") == role_id for r in held)
+            ):
+                found.append(ident)
+        return found
+
+    def user_id_by_login(self, login: str) -> int | None:
+        """The id of the user whose login is exactly ``login``, or None."""
+        rows = self.get("/api/users", {"login": login, "fields": '["id","login"]'})
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and row.get("login") == login:
+                ident = row.get("id")
+                if isinstance(ident, int) and not isinstance(ident, bool):
+                    return ident
+        return None
+
     def memberships(
         self, *, user_id: int | None = None, group_id: int | None = None
     ) -> Iterator[Membership]:

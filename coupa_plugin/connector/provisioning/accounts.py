@@ -240,12 +240,6 @@ class Accounts:
 
     def _find_login(self, login: str) -> int | None:
         try:
-            rows = self.client.get("/api/users", {"login": login, "fields": '["id","login"]'})
+            return self.client.user_id_by_login(login)
         except CoupaError as exc:
             raise ProvisioningError(f"looking up login {login} failed: {exc}") from None
-        for row in rows if isinstance(rows, list) else []:
-            if isinstance(row, dict) and row.get("login") == login:
-                ident = row.get("id")
-                if isinstance(ident, int) and not isinstance(ident, bool):
-                    return ident
-        return None

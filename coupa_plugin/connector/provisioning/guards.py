@@ -58,32 +58,13 @@ class Guards:
         among them), or None. A holder Coupa cannot confirm counts as missing."""
         for role_id in sorted(losing & self.catalog.omnipotent_roles()):
             try:
-                others = self.client.get(
-                    "/api/users",
-                    {
-                        "roles[id]": role_id,
-                        "active": "true",
-                        "id[not_eq]": user.id,
-                        "limit": 50,
-                        "fields": '["id","active",{"roles":["id"]}]',
-                    },
-                )
+                others = self.client.other_active_holders(role_id, user.id)
             except CoupaError as exc:
                 return (
                     f"cannot confirm that another active user holds omnipotent role {role_id} "
                     f"({str(exc)[:160]})"
                 )
-            # the filters are checked here too: a server that ignored them must not make an
-            # arbitrary user look like another admin
-            if not isinstance(others, list) or not any(
-                isinstance(o, dict)
-                and o.get("id") != user.id
-                and o.get("active") is True
-                and any(
-                    isinstance(r, dict) and r.get("id") == role_id for r in o.get("roles") or []
-                )
-                for o in others
-            ):
+            if not others:
                 return (
                     f"user {user.id} ({user.login}) is the last active holder of "
                     f"omnipotent role {role_id}"
