@@ -12,6 +12,8 @@ Data goes to standard output (``--format table|json|csv``), messages to standard
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -223,6 +225,22 @@ def _signals() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
+def _exit_interrupted(ctx: click.Context, code: int) -> NoReturn:
+    """End an interrupted command: the run is recorded and the outputs flushed by now. A
+    signal lands wherever the main thread is, possibly inside a lock a pool thread then waits
+    for; the interpreter's shutdown joins those threads and could wait for ever, so a real
+    process ends here at once. (Under a test runner, standard output is no file: it exits as
+    usual.)"""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    try:
+        sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        ctx.exit(code)
+    os._exit(code)
+
+
 def _output_failed(exc: OSError) -> str:
     """One line for an output that could not be written (a full disk, a read-only file)."""
     where = f" {exc.filename}" if exc.filename else " standard output"
@@ -242,7 +260,7 @@ class _Group(click.Group):
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
             click.echo(f"interrupted ({signal.Signals(signum).name})", err=True)
-            ctx.exit(128 + signum)
+            _exit_interrupted(ctx, 128 + signum)
         except PluginError as exc:
             _fail(exc)
         except OSError as exc:  # an output or a snapshot path the system refused

@@ -78,8 +78,13 @@ def test_a_signal_marks_the_run_interrupted(
             break
     for sig in (signum, *more):
         proc.send_signal(sig)
-    rest = proc.stderr.read()
-    code = proc.wait(timeout=60)
+    try:
+        rest = proc.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("the interrupted sync did not end within 60 s")
+    code = proc.returncode
     assert code in codes
     assert f"interrupted ({signal.Signals(code - 128).name})" in rest
     assert "Traceback" not in rest and "Exception ignored" not in rest
