@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 import threading
 import time
@@ -77,6 +78,17 @@ class VirtualTime:
             step = max(seconds, 0.0)
             self._offset += step
             self.slept += step
+
+
+def ended(proc: subprocess.Popen[str], timeout_s: float = 60.0) -> str:
+    """The rest of a process's standard error once it has ended; the test fails (and the
+    process is killed) when it has not ended within ``timeout_s``."""
+    try:
+        return proc.communicate(timeout=timeout_s)[1] or ""
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the process did not end within {timeout_s:g} s") from None
 
 
 def no_background_repair(_stop: threading.Event, _seconds: float) -> bool:

@@ -36,6 +36,7 @@ from coupa_plugin.sandbox import (
     CoupaSandbox,
     SandboxServer,
 )
+from tests.kit import ended
 
 CLI = str(Path(sys.executable).parent / "coupa-iga")
 
@@ -151,8 +152,8 @@ def test_a_campaign_from_start_to_evidence(
         if line.startswith("[1/"):
             break
     proc.send_signal(signal.SIGTERM)
-    rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 143, rest
+    rest = ended(proc)
+    assert proc.returncode == 143, rest
     assert "interrupted (SIGTERM)" in rest and "Traceback" not in rest
     assert "run the same command again" in rest
     with SnapshotStore(snapshot) as store:

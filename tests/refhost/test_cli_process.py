@@ -28,6 +28,7 @@ from coupa_plugin.sandbox import (
     SandboxServer,
 )
 from coupa_plugin.sandbox.__main__ import main as sandbox_main
+from tests.kit import ended
 
 CLI = str(Path(sys.executable).parent / "coupa-iga")
 
@@ -78,12 +79,7 @@ def test_a_signal_marks_the_run_interrupted(
             break
     for sig in (signum, *more):
         proc.send_signal(sig)
-    try:
-        rest = proc.communicate(timeout=60)[1]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        pytest.fail("the interrupted sync did not end within 60 s")
+    rest = ended(proc)
     code = proc.returncode
     assert code in codes
     assert f"interrupted ({signal.Signals(code - 128).name})" in rest

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from coupa_plugin.refhost.cli import main
 from coupa_plugin.sandbox import SANDBOX_CLIENT_ID, CoupaSandbox, SandboxServer, generate_tenant
 from tests.contract.test_extras import run
+from tests.kit import ended
 from tests.scim.conftest import TOKEN
 
 CLI = str(Path(sys.executable).parent / "coupa-iga")
@@ -71,8 +72,8 @@ def test_serves_the_sandbox_until_sigterm() -> None:
         assert users.status_code == 200 and users.json()["totalResults"] == 14
     finally:
         proc.send_signal(signal.SIGTERM)
-        rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 143
+        rest = ended(proc)
+    assert proc.returncode == 143
     assert "interrupted (SIGTERM)" in rest and "Traceback" not in rest
     assert TOKEN not in rest
 
