@@ -170,7 +170,7 @@ def test_close_stops_the_repair_thread(tmp_path: Path) -> None:
 
     def wait(stop: threading.Event, _seconds: float) -> bool:
         started.set()
-        return stop.wait()
+        return stop.wait(60)
 
     plugin = plugin_for(sandbox, repair_wait=wait)
     sandbox.ops.fail_writes = dict.fromkeys(range(3, 40), "error")
