@@ -7,7 +7,8 @@ The rule:
 * What our interrupted rewrite took away is given back, and nothing else is written: recovery
   only ever adds the items the rewrite meant to keep (``desired``) that the user lacks now. It
   never removes anything, so what others changed meanwhile is kept (their additions stay), and
-  it never gives back an item someone removed after our put-back had restored it.
+  it does not give back an item someone removed after our put-back had restored it, wherever
+  Coupa's stamps and the lists can tell (``docs/provisioning.md`` lists where they cannot).
 * Whether our clear took an item away, or our put-back had given it back, is read from Coupa's
   own ``updated-at``/``updated-by`` of the user against what the entry recorded of our steps:
 
