@@ -71,7 +71,7 @@ _PASSWORD_ENV_RE: Final = re.compile(PASSWORD_ENV + r"(?:_[A-Z0-9_]{1,64})?")
 PREFIX: Final = "coupa-plugin:v1"
 # What a Redis ACL user of one tenant needs: its keys and the commands the plugin sends (those
 # its Lua scripts call included; CLIENT SETINFO is redis-py's, refused harmlessly by a Redis
-# older than 7.2); the README quotes it, a test runs the plugin through it.
+# older than 7.2); docs/operations.md quotes it, a test runs the plugin through it.
 ACL_RULES: Final = (
     f"resetkeys ~{PREFIX}:* -@all +ping +select +get +set +del +hget +hset +hdel +hgetall "
     "+hmget +pttl +pexpire +blpop +rpush +evalsha +eval +script|load +time +multi +exec "

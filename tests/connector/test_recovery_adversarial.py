@@ -1,6 +1,6 @@
 """Recovery and self-repair attacked: the cases an adversarial review of rule version 2 found,
 each pinned with what people expect. The ones no rule can tell apart from Coupa's stamps are
-known limits (strict xfail, as README's provisioning section lists them)."""
+known limits (strict xfail, as docs/provisioning.md lists them)."""
 
 from __future__ import annotations
 

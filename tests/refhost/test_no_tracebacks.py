@@ -1,6 +1,6 @@
 """The reference host never shows a traceback: locked snapshots, outputs the system refuses,
 signals in quick succession, a missing extra, server text in ``doctor``, files another user
-owns, symbolic links; exit codes per the README's table."""
+owns, symbolic links; exit codes per the table in docs/reference-host.md."""
 
 # ruff: noqa: S603 - these tests start the project's own command on purpose
 
