@@ -13,9 +13,9 @@ each kind learns the tenant's list semantics and catalog facts, as a running ten
 The bound is the fewest requests those calls need (the "Fewest requests" table in
 docs/provisioning.md: read, write, read-back for most; five for a revoke of a whole list under
 merge) at 25 per second; the share is that bound divided by the time taken. The naive plan,
-against a fresh sandbox with the same calls and threads, reads the user and writes the list (two requests, no
-read-back, no journal, no recovery): what a connector that loses people's access costs. Both
-are paced at the same rate. Figures are medians of ``--runs`` runs; p50/p95 are per call.
+against a fresh sandbox with the same calls and threads, reads the user and writes the list
+(two requests, no read-back, no journal, no recovery): what a connector that loses people's
+access costs. Both are paced at the same rate. Figures are medians of ``--runs`` runs; p50/p95 are per call.
 """
 
 from __future__ import annotations
