@@ -15,7 +15,8 @@ docs/provisioning.md: read, write, read-back for most; five for a revoke of a wh
 merge) at 25 per second; the share is that bound divided by the time taken. The naive plan,
 against a fresh sandbox with the same calls and threads, reads the user and writes the list
 (two requests, no read-back, no journal, no recovery): what a connector that loses people's
-access costs. Both are paced at the same rate. Figures are medians of ``--runs`` runs; p50/p95 are per call.
+access costs. Both are paced at the same rate. Figures are medians of ``--runs`` runs;
+p50/p95 are per call.
 """
 
 from __future__ import annotations
