@@ -392,7 +392,9 @@ class Chaos:
         item = self.rng.choice(CHOICES[kind])
         wanted = current ^ {item}
         self.sandbox.admin_update(uid, {LIST_KEYS[kind]: [{"id": i} for i in sorted(wanted)]})
-        if item in wanted:
+        # what the change did, as Coupa took it (a user left without roles gets the User role
+        # back under --default-role: that removal did not take)
+        if item in self.truth(uid)[kind]:
             self.model[uid][kind].add(item)
         else:
             self.model[uid][kind].discard(item)
