@@ -316,11 +316,7 @@ class CoupaConnector:
 
     def recover(self) -> list[Recovery]:
         """Apply the journal's recovery rule to every pending entry of this tenant."""
-        outcomes = self.provisioner.recover_pending()
-        self.provisioner.repairer.schedule.ran(
-            left=any(o.outcome == "failed" for o in outcomes)
-        )
-        return outcomes
+        return self.provisioner.recover_now()
 
     def _repair_if_due(self) -> None:
         """At the start of every hook call of a provisioning tenant: recover what earlier calls

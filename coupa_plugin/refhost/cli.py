@@ -48,7 +48,7 @@ from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.refhost.jobs import SyncOutcome, error_kind, provision_one, sync_tenant
 from coupa_plugin.refhost.logfmt import configure_logging, parse_level
 from coupa_plugin.refhost.manager import Host
-from coupa_plugin.refhost.options import sandbox_options
+from coupa_plugin.refhost.options import sandbox_options, sandbox_section
 from coupa_plugin.refhost.progress import SyncProgress
 from coupa_plugin.refhost.reports import (
     ACCESS_COLUMNS,
@@ -501,13 +501,7 @@ def sync(
 
 def _sync_sandbox(snapshot: Path, request: SyncRequest, users: int, seed: int, fmt: str) -> int:
     try:
-        from coupa_plugin.sandbox import (
-            SANDBOX_CLIENT_ID,
-            SANDBOX_CLIENT_SECRET,
-            CoupaSandbox,
-            SandboxServer,
-            generate_tenant,
-        )
+        from coupa_plugin.sandbox import CoupaSandbox, SandboxServer, generate_tenant
         from coupa_plugin.sandbox.graphql_api import GraphQLApi  # noqa: F401  the extra's user
     except ModuleNotFoundError as exc:
         raise click.UsageError(
@@ -520,17 +514,7 @@ def _sync_sandbox(snapshot: Path, request: SyncRequest, users: int, seed: int, f
         err=True,
     )
     with SandboxServer(CoupaSandbox(generate_tenant(users=users, seed=seed))) as server:
-        tenant = Tenant(
-            id="sandbox",
-            plugins={
-                "coupa": {
-                    "base_url": server.url,
-                    "allow_insecure_base_url": True,
-                    "client_id": SANDBOX_CLIENT_ID,
-                    "client_secret": SANDBOX_CLIENT_SECRET,
-                }
-            },
-        )
+        tenant = Tenant(id="sandbox", plugins={"coupa": sandbox_section(server.url)})
         click.echo(f"sandbox listening on {server.url}", err=True)
         return run_sync(_host(), [tenant], snapshot, request, fmt)
 

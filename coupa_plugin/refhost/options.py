@@ -1,4 +1,5 @@
-"""Command-line options more than one ``coupa-iga`` command takes."""
+"""What more than one ``coupa-iga`` command takes: options, and the embedded sandbox's
+tenant."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["sandbox_options"]
+__all__ = ["sandbox_options", "sandbox_section"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,3 +47,17 @@ def sandbox_options(users: int, what: str) -> Callable[[F], F]:
         return func
 
     return apply
+
+
+def sandbox_section(url: str, **settings: Any) -> dict[str, Any]:
+    """The plugin's settings for the embedded sandbox served at ``url`` (its fixed
+    credentials; the sandbox package is imported here, when a command serves it)."""
+    from coupa_plugin.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET
+
+    return {
+        "base_url": url,
+        "allow_insecure_base_url": True,
+        "client_id": SANDBOX_CLIENT_ID,
+        "client_secret": SANDBOX_CLIENT_SECRET,
+        **settings,
+    }

@@ -210,6 +210,13 @@ class Provisioner:
         stripped (backing off while Coupa keeps failing)."""
         self.repairer.run_if_due()
 
+    def recover_now(self) -> list[Recovery]:
+        """:meth:`recover_pending` on demand (``configure``): its outcome sets when the next
+        self-repair attempt is due."""
+        outcomes = self.recover_pending()
+        self.repairer.schedule.ran(left=any(o.outcome == "failed" for o in outcomes))
+        return outcomes
+
     def _repair_pass(self) -> bool:
         """One pass over every pending entry; True while something is left to repair. None
         while writes are not allowed (the tenant turned read-only since)."""

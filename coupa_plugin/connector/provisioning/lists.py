@@ -16,7 +16,7 @@ is repaired by the recovery rule (:mod:`.rule`) as soon as Coupa answers again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, Literal
 
 import attrs
@@ -26,11 +26,10 @@ from coupa_plugin.connector.provisioning.guards import Guards
 from coupa_plugin.connector.provisioning.journal import (
     Journal,
     JournalEntry,
-    Rejected,
     Snapshot,
     Step,
 )
-from coupa_plugin.connector.provisioning.rule import Observed, decide
+from coupa_plugin.connector.provisioning.rule import Observed, decide, expired
 from coupa_plugin.connector.provisioning.session import (
     ATTRIBUTE_OF,
     SENDS,
@@ -304,9 +303,6 @@ class ListWriter:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def entries(self, user_id: int | None, rejected: list[Rejected]) -> Iterator[JournalEntry]:
-        return self.journal.pending(user_id, rejected)
-
     def recover(self, s: UserSession, entry: JournalEntry) -> Recovery:
         """Apply the recovery rule (:func:`.rule.decide`) to ``entry``, under the user's lock.
         Raises ProvisioningError, stating the user's holdings, when a repair write or read
@@ -315,14 +311,7 @@ class ListWriter:
         age = self._wall() - entry.created_at
         if age > self._max_age_s:  # decided before anything is read: never applied
             self.journal.done(entry)
-            verdict = decide(
-                entry,
-                Observed(frozenset(), entry.last.stamp),
-                own=None,
-                age_s=age,
-                max_age_s=self._max_age_s,
-            )
-            return Recovery(uid, "expired", verdict.why)
+            return Recovery(uid, "expired", expired(entry, age).why)
         try:
             user = s.user()
         except NotFoundError:

@@ -41,7 +41,7 @@ import attrs
 
 from coupa_plugin.connector.provisioning.journal import JournalEntry, Stamp
 
-__all__ = ["WINDOW_S", "Observed", "Verdict", "decide"]
+__all__ = ["WINDOW_S", "Observed", "Verdict", "decide", "expired"]
 
 # how long after it was sent a write of ours may carry Coupa's stamp (its time budget, retries
 # included, and the resolution of Coupa's clock)
@@ -147,6 +147,18 @@ def _sent_recently(entry: JournalEntry, stamp: Stamp) -> bool:
     return entry.pending_at - slack - 1.0 <= at <= entry.pending_at + WINDOW_S + slack
 
 
+def expired(entry: JournalEntry, age_s: float) -> Verdict:
+    """The verdict on an entry older than ``journal_max_age_s``: reported, never applied
+    (decided before anything of the user is read)."""
+    return Verdict(
+        "expired",
+        frozenset(),
+        f"a journaled rewrite of {entry.association} for user {entry.user_id} from "
+        f"{age_s / 3600:.1f} h ago is older than journal_max_age_s and was not applied (it "
+        f"meant to keep {_show(entry.desired)})",
+    )
+
+
 def decide(
     entry: JournalEntry,
     now: Observed,
@@ -164,13 +176,7 @@ def decide(
     before, desired = frozenset(entry.before), frozenset(entry.desired)
     missing = desired - now.items
     if age_s > max_age_s:
-        return Verdict(
-            "expired",
-            frozenset(),
-            f"a journaled rewrite of {key} for user {uid} from {age_s / 3600:.1f} h ago is "
-            f"older than journal_max_age_s and was not applied (it meant to keep "
-            f"{_show(desired)}; the user lacks {_show(missing)} of them)",
-        )
+        return expired(entry, age_s)
     if not missing:
         done = (
             "had not changed anything"

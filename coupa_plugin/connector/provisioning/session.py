@@ -125,13 +125,6 @@ class UserSession:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def put(self, body: Mapping[str, Any], line: str) -> None:
-        """``PUT /api/users/:id`` with ``body``; ``line`` is how ``changes`` will name it.
-        Raises, stating the user's holdings, when Coupa answers with an error."""
-        error = self.send_put(body, line)
-        if error is not None:
-            raise self.failure(f"{line} failed: {error}") from None
-
     def send_put(self, body: Mapping[str, Any], line: str) -> CoupaError | None:
         """``PUT /api/users/:id`` with ``body``: the error Coupa answered with (the write may
         still have landed: a read tells), or None."""

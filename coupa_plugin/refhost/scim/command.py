@@ -17,7 +17,7 @@ import click
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Tenant
-from coupa_plugin.refhost.options import sandbox_options
+from coupa_plugin.refhost.options import sandbox_options, sandbox_section
 from coupa_plugin.refhost.scim import TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -30,25 +30,14 @@ __all__ = ["sandbox_tenant", "scim"]
 @contextmanager
 def sandbox_tenant(sandbox: CoupaSandbox) -> Iterator[Tenant]:
     """``sandbox`` served on loopback, as a tenant in provisioning mode (a scratch state_dir)."""
-    from coupa_plugin.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SandboxServer
+    from coupa_plugin.sandbox import SandboxServer
 
     with (
         tempfile.TemporaryDirectory(prefix="coupa-scim-") as state_dir,
         SandboxServer(sandbox) as server,
     ):
-        yield Tenant(
-            id="sandbox",
-            plugins={
-                "coupa": {
-                    "base_url": server.url,
-                    "allow_insecure_base_url": True,
-                    "client_id": SANDBOX_CLIENT_ID,
-                    "client_secret": SANDBOX_CLIENT_SECRET,
-                    "mode": "provisioning",
-                    "state_dir": state_dir,
-                }
-            },
-        )
+        section = sandbox_section(server.url, mode="provisioning", state_dir=state_dir)
+        yield Tenant(id="sandbox", plugins={"coupa": section})
 
 
 def _generated_sandbox(users: int, seed: int) -> CoupaSandbox:
