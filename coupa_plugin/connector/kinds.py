@@ -12,6 +12,8 @@ from typing import Final, Literal
 
 import attrs
 
+from coupa_plugin.coupa.models import USER_LIST_KEYS, LookupCollection, UserList
+
 __all__ = ["KINDS", "LIST_KINDS", "EntitlementKind", "by_name", "by_put_key"]
 
 Writes = Literal["per_item", "list", "flag"]
@@ -24,10 +26,15 @@ class EntitlementKind:
     name: str  # the resource type, e.g. "role"
     slug: str  # the entitlement id's last part: "member" or "assigned"
     label: str  # how messages name one item, e.g. "user group"
-    attribute: str | None  # the User model's list holding the items (None: a license flag)
-    put_key: str | None  # the list's key on PUT /api/users/:id (None: a license flag)
-    item_path: str | None  # GET /api/<item_path>/:id shows one item (None: not by REST)
+    attribute: UserList | None  # the User model's list holding the items (None: a flag)
+    item_path: LookupCollection | None  # GET /api/<item_path>/:id shows one item
     writes: Writes  # per-item endpoints first, the whole list, or a flag on the user
+
+    @property
+    def put_key(self) -> str | None:
+        """The list's key on ``PUT /api/users/:id`` (the client's fact), which also names
+        the list in journal entries and messages; None for a license flag."""
+        return None if self.attribute is None else USER_LIST_KEYS[self.attribute]
 
 
 KINDS: Final = (
@@ -36,7 +43,6 @@ KINDS: Final = (
         slug="member",
         label="role",
         attribute="roles",
-        put_key="roles",
         item_path=None,  # roles are listed by GraphQL only
         writes="list",
     ),
@@ -45,7 +51,6 @@ KINDS: Final = (
         slug="member",
         label="user group",
         attribute="user_groups",
-        put_key="user-groups",
         item_path="user_groups",
         writes="per_item",
     ),
@@ -54,7 +59,6 @@ KINDS: Final = (
         slug="member",
         label="content group",
         attribute="content_groups",
-        put_key="content-groups",
         item_path="business_groups",
         writes="per_item",
     ),
@@ -63,7 +67,6 @@ KINDS: Final = (
         slug="member",
         label="account group",
         attribute="account_groups",
-        put_key="account-groups",
         item_path="account_groups",
         writes="list",
     ),
@@ -72,7 +75,6 @@ KINDS: Final = (
         slug="member",
         label="approval group",
         attribute="approval_groups",
-        put_key="approval-groups",
         item_path="user_groups",  # approval groups are user groups that can approve
         writes="list",
     ),
@@ -81,7 +83,6 @@ KINDS: Final = (
         slug="assigned",
         label="license",
         attribute=None,
-        put_key=None,
         item_path=None,
         writes="flag",
     ),

@@ -15,15 +15,17 @@ import attrs
 import httpx
 
 from coupa_plugin.connector.boundary import describe
-from coupa_plugin.connector.inputs import check_provision_request, check_sync_request
+from coupa_plugin.connector.inputs import check_sync_request
 from coupa_plugin.connector.lifecycle import Leased, Uses
-from coupa_plugin.connector.mapping import parse_id
 from coupa_plugin.connector.provisioning import (
+    Permits,
     Provisioner,
     ProvisionerConfig,
     Recovery,
     default_state_dir,
+    parse_command,
 )
+from coupa_plugin.connector.provisioning.command import UserCommand
 from coupa_plugin.connector.provisioning.groups import GROUP_ACTIONS
 from coupa_plugin.connector.provisioning.repair import Wait
 from coupa_plugin.connector.provisioning.store import StateStore
@@ -149,9 +151,7 @@ class CoupaConnector:
                 store=store,
                 repair_wait=repair_wait,
             ),
-            self._grant_types,
         )
-        self.provisioner.writes_allowed = self._writes_allowed
 
     @staticmethod
     def _shared_state(
@@ -182,16 +182,16 @@ class CoupaConnector:
         )
         return client, store, limiter
 
-    def _writes_allowed(self) -> bool:
-        status = self._status
-        return (
-            self.settings.mode != "read-only"
-            and status is not None
-            and status.mode == "provisioning"
+    def _decided(self, status: ConnectorStatus) -> ConnectorStatus:
+        """Keep ``status`` and tell the provisioner what it allows."""
+        self._status = status
+        self.provisioner.permit(
+            Permits(
+                kinds=status.resource_types - {"user"},
+                writes=self.settings.mode != "read-only" and status.mode == "provisioning",
+            )
         )
-
-    def _grant_types(self) -> frozenset[str]:
-        return self.configure().resource_types - {"user"}
+        return status
 
     def close(self) -> None:
         """Retire the connector: its threads and sockets are released now when no call or
@@ -231,7 +231,8 @@ class CoupaConnector:
         with deadline(self.client.config.retry_timeout_s):
             with self._lock:
                 if self._status is None or refresh:
-                    self._status = self._configure(refresh=refresh)
+                    self._decided(self._configure(refresh=refresh))
+                    assert self._status is not None
                     recover = refresh and self._status.mode == "provisioning"
                     if self._sync is None:
                         self._sync = TenantSync(
@@ -247,7 +248,7 @@ class CoupaConnector:
             if recover:
                 status = self._recover_pending(status)
                 with self._lock:
-                    self._status = status
+                    self._decided(status)
         return status
 
     def _configure(self, *, refresh: bool) -> ConnectorStatus:
@@ -480,7 +481,7 @@ class CoupaConnector:
         throttled_before = self.client.limiter.throttled
         for _ in range(probes):
             started = time.monotonic()
-            self.client.get("/api/users", {"limit": 1, "fields": '["id"]'})
+            self.client.ping()
             timings.append((time.monotonic() - started) * 1000)
         report["round_trip_ms"] = {
             "median": round(statistics.median(timings), 1),
@@ -535,7 +536,7 @@ class CoupaConnector:
         return result
 
     def _provision(self, request: ProvisionRequest) -> ProvisionResult:
-        check_provision_request(request)  # before anything is sent
+        command = parse_command(request)  # every check of the request, before anything is sent
         if self.settings.mode == "read-only":
             raise ReadOnlyError(
                 f"tenant {self.tenant_id} is configured read-only; nothing was sent"
@@ -550,20 +551,23 @@ class CoupaConnector:
         # the call's own user is recovered inside the call (its result says so); the tenant's
         # other pending users right after it, whatever the call's outcome
         try:
-            result = self.provisioner.provision(request)
+            result = self.provisioner.provision(command)
         except PluginError:
-            if not request.dry_run:
+            if not command.dry_run:
                 self._repair_if_due()
             raise
         except Exception as exc:
             # the last guard: a failure nobody foresaw, possibly after a write; say what the
             # user holds now
-            user_id = parse_id(request.principal_id)
-            state = "" if user_id is None else " " + self.provisioner.statement(user_id)
+            state = (
+                " " + self.provisioner.statement(command.user_id)
+                if isinstance(command, UserCommand)
+                else ""
+            )
             raise ProvisioningError(
                 f"tenant {self.tenant_id}: {request.action} could not complete: "
                 f"{describe(exc)}.{state}"
             ) from exc
-        if not request.dry_run:  # a dry run writes nothing, repairs included
+        if not command.dry_run:  # a dry run writes nothing, repairs included
             self._repair_if_due()
         return result

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -30,15 +30,25 @@ from coupa_plugin.coupa.http import GRAPHQL_PATH, RequestLoop
 from coupa_plugin.coupa.logs import route_retries
 from coupa_plugin.coupa.models import (
     KNOWN_LICENSE_FLAGS,
+    MAX_ID,
+    PROFILE_FIELDS,
+    USER_LIST_KEYS,
     AccountGroup,
     BusinessGroup,
+    LookupCollection,
     Membership,
+    ProfileChanges,
     RecordError,
     Role,
     User,
     UserGroup,
+    UserList,
+    UserRecord,
+    WriteEcho,
     is_license_flag,
+    profile_body,
     structure,
+    structure_profile,
     structure_user,
 )
 from coupa_plugin.coupa.negotiation import Mode, ScopeGrant, negotiate, read_scopes
@@ -116,6 +126,12 @@ _ACCOUNT_GROUP_FIELDS: Final = FieldSpec(
     "account_groups", ("id", "name", "description", "active"), _CATALOG_REQUIRED
 )
 Answer = tuple[int, httpx.Headers, bytes]
+# What a provisioning read asks beyond the sync's fields: the profile a caller may set (the
+# manager is among the sync's fields) and the stamp of the last change, who made it and when.
+_RECORD_EXTRA: Final = tuple(name for name in PROFILE_FIELDS if name != "manager")
+_RECORD_NESTED: Final = {"updated_by": ("id", "login")}
+# What the answer to a write of a user is asked to carry: who made it.
+_ECHO_FIELDS: Final = '["id","updated-at",{"updated_by":["id","login"]}]'
 
 
 def _record(row: Any, cls: type[T], what: str) -> T:
@@ -192,9 +208,7 @@ class CoupaClient:
         )
         self._clock = clock
         inner = transport or DeadlineTransport()
-        self._transport = PacedTransport(
-            inner, self.limiter, config.max_body_bytes, self.telemetry
-        )
+        self._transport = PacedTransport(inner, self.limiter, config.max_body_bytes, self.telemetry)
         timeout = httpx.Timeout(config.timeout_s)
         limits = httpx.Limits(
             max_connections=config.max_in_flight + 2,
@@ -665,36 +679,29 @@ class CoupaClient:
             except RecordError as exc:
                 raise CoupaResponseError(f"GET /api/users: {exc}") from None
 
-    def user_raw(
-        self,
-        user_id: int,
-        extra: Iterable[str] = (),
-        nested: Mapping[str, tuple[str, ...]] = {},
-    ) -> dict[str, Any]:
-        """One user's payload, read with the sync's fields (:meth:`user_fields`) plus ``extra``
-        top-level names and ``nested`` associations: never unfiltered alone, so newer flags are
-        there too; the flags the tenant refuses in ``fields=`` come from its unfiltered
-        record."""
+    def user_record(self, user_id: int) -> UserRecord:
+        """One user read fresh, as provisioning needs it: the sync's fields (so newer license
+        flags are there too), the profile (:data:`~.models.PROFILE_FIELDS`) and who changed it
+        last; the flags the tenant refuses in ``fields=`` come from its unfiltered record.
+
+        :raises CoupaResponseError: the answer is not a well-formed user record.
+        """
         if not self._flags_discovered:  # flags this plugin does not know are named too
             self.discover_license_flags()
         path = f"/api/users/{user_id}"
-        payload = self.get_fields(path, self.user_fields().plus(extra, nested))
+        payload = self.get_fields(path, self.user_fields().plus(_RECORD_EXTRA, _RECORD_NESTED))
         if not isinstance(payload, dict):
-            raise CoupaResponseError(f"GET {path}: expected a JSON object")
+            raise CoupaResponseError(f"GET {path}: the answer was not a user record")
         unread = self.refused_flags()
         if unread:  # flags the tenant refuses in fields=: from the unfiltered record
             whole = self.get(path)
             if not isinstance(whole, dict):
-                raise CoupaResponseError(f"GET {path}: expected a JSON object")
+                raise CoupaResponseError(f"GET {path}: the answer was not a user record")
             payload.update({flag: whole[flag] for flag in unread if flag in whole})
-        return payload
-
-    def user(self, user_id: int, extra: Iterable[str] = ()) -> User:
-        payload = self.user_raw(user_id, extra)
         try:
-            return structure_user(payload)
+            return UserRecord(structure_user(payload), structure_profile(payload))
         except RecordError as exc:
-            raise CoupaResponseError(f"GET /api/users/{user_id}: {exc}") from None
+            raise CoupaResponseError(f"GET {path}: {exc}") from None
 
     def user_groups(self, *, in_flight: int | None = None) -> Iterator[UserGroup]:
         for row in self._list(
@@ -869,30 +876,76 @@ class CoupaClient:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def update_user(
-        self,
-        user_id: int,
-        body: Mapping[str, Any],
-        *,
-        fields: str | None = None,
-        idempotent: bool = True,
-    ) -> dict[str, Any]:
-        result = self.request(
-            "PUT",
-            f"/api/users/{user_id}",
-            body=dict(body),
-            params={"fields": fields} if fields else None,
-            idempotent=idempotent,
+    def _put_user(self, user_id: int, body: dict[str, Any]) -> WriteEcho:
+        """``PUT /api/users/:id`` (idempotent: the same body twice leaves the same user)."""
+        path = f"/api/users/{user_id}"
+        answer = self.request(
+            "PUT", path, body=body, params={"fields": _ECHO_FIELDS}, idempotent=True
         )
-        if not isinstance(result, dict):
-            raise CoupaResponseError(f"PUT /api/users/{user_id}: expected a JSON object")
-        return result
+        if not isinstance(answer, dict):
+            raise CoupaResponseError(f"PUT {path}: the answer was not a user record")
+        writer = answer.get("updated-by")
+        ident = writer.get("id") if isinstance(writer, dict) else None
+        return WriteEcho(ident if ident.__class__ is int and 0 < ident < MAX_ID else None)
 
-    def create_user(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        result = self.request("POST", "/api/users", body=dict(body), idempotent=False)
-        if not isinstance(result, dict):
-            raise CoupaResponseError("POST /api/users: expected a JSON object")
-        return result
+    def put_user_list(
+        self, user_id: int, attribute: UserList, ids: Collection[int] | None
+    ) -> WriteEcho:
+        """Write one of the user's lists whole: ``ids`` in ascending order, or ``None`` (a
+        ``null``, the other form of clearing a list that some tenants need)."""
+        items = None if ids is None else [{"id": ident} for ident in sorted(ids)]
+        return self._put_user(user_id, {USER_LIST_KEYS[attribute]: items})
+
+    def set_license(self, user_id: int, flag: str, *, held: bool) -> WriteEcho:
+        """Set the user's license flag ``flag`` (e.g. ``expense-user``)."""
+        if not is_license_flag(flag, value=held):
+            raise ValueError(f"{flag[:60]!r} is not a license flag")
+        return self._put_user(user_id, {flag: held})
+
+    def set_active(self, user_id: int, *, active: bool) -> WriteEcho:
+        return self._put_user(user_id, {"active": active})
+
+    def update_profile(self, user_id: int, changes: ProfileChanges) -> WriteEcho:
+        """Set the profile attributes in ``changes`` (``None`` clears one)."""
+        return self._put_user(user_id, profile_body(changes))
+
+    def create_user(
+        self,
+        profile: ProfileChanges,
+        *,
+        roles: Collection[int] = (),
+        licenses: Collection[str] = (),
+    ) -> int:
+        """``POST /api/users`` (not idempotent: sent once); the new user's id.
+
+        :raises CoupaResponseError: the answer carries no user id (the user may exist).
+        """
+        body = profile_body(profile)
+        if roles:
+            body["roles"] = [{"id": ident} for ident in sorted(roles)]
+        for flag in sorted(licenses):
+            if not is_license_flag(flag, value=True):
+                raise ValueError(f"{flag[:60]!r} is not a license flag")
+            body[flag] = True
+        answer = self.request("POST", "/api/users", body=body, idempotent=False)
+        ident = answer.get("id") if isinstance(answer, dict) else None
+        if ident.__class__ is not int or not 0 < ident < MAX_ID:
+            raise CoupaResponseError("POST /api/users: the answer carried no user id")
+        return int(ident)
+
+    def exists(self, collection: LookupCollection, record_id: int) -> bool:
+        """Whether Coupa has record ``record_id`` in ``collection`` (a 404 says no)."""
+        try:
+            found = self.get(f"/api/{collection}/{record_id}", {"fields": '["id"]'})
+        except CoupaHTTPError as exc:
+            if exc.status != 404:
+                raise
+            return False
+        return isinstance(found, dict)
+
+    def ping(self) -> None:
+        """The cheapest read there is (one user's id): a round trip to measure."""
+        self.get("/api/users", {"limit": 1, "fields": '["id"]'})
 
     def create_user_group(self, *, name: str, description: str | None = None) -> UserGroup:
         """``POST /api/user_groups``: a new, active user group."""

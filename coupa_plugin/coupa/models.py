@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 import attrs
 import cattrs
@@ -23,15 +23,24 @@ __all__ = [
     "KNOWN_LICENSE_FLAGS",
     "LICENSE_KEY_RE",
     "MAX_ID",
+    "PROFILE_FIELDS",
     "READ_ONLY_LICENSE_FLAGS",
+    "USER_LIST_KEYS",
     "AccountGroup",
     "BusinessGroup",
+    "LookupCollection",
     "Membership",
+    "Profile",
+    "ProfileChanges",
+    "ProfileField",
     "RecordError",
     "Ref",
     "Role",
     "User",
     "UserGroup",
+    "UserList",
+    "UserRecord",
+    "WriteEcho",
     "converter",
     "is_license_flag",
     "strict_id",
@@ -169,6 +178,69 @@ class User:
 
 def _kebab(name: str) -> str:
     return name.replace("_", "-")
+
+
+# The lists of a user that carry access, by the User model's attribute; each is written whole
+# with ``PUT /api/users/:id`` under its Coupa key.
+UserList = Literal["roles", "user_groups", "content_groups", "account_groups", "approval_groups"]
+USER_LIST_KEYS: Final[Mapping[UserList, str]] = {name: _kebab(name) for name in get_args(UserList)}
+
+# The collections whose records can be read one by one (``GET /api/<collection>/:id``).
+LookupCollection = Literal["user_groups", "business_groups", "account_groups"]
+
+# A user's profile attributes a caller may set (``manager`` by the manager's login). Coupa
+# holds the two security types as integers and every other one as text.
+ProfileField = Literal[
+    "login",
+    "email",
+    "firstname",
+    "lastname",
+    "middlename",
+    "employee_number",
+    "sso_identifier",
+    "authentication_method",
+    "default_locale",
+    "mention_name",
+    "business_group_security_type",
+    "account_security_type",
+    "manager",
+]
+PROFILE_FIELDS: Final[tuple[ProfileField, ...]] = get_args(ProfileField)
+INTEGER_PROFILE_FIELDS: Final[frozenset[ProfileField]] = frozenset(
+    {"business_group_security_type", "account_security_type"}
+)
+ProfileValue = str | int | None
+ProfileChanges = Mapping[ProfileField, ProfileValue]
+
+
+@attrs.frozen
+class Profile:
+    """A user's profile attributes as Coupa holds them (``manager``: the manager's login)."""
+
+    values: Mapping[ProfileField, ProfileValue]
+
+    def get(self, field: ProfileField) -> ProfileValue:
+        return self.values.get(field)
+
+    def differs(self, changes: ProfileChanges) -> dict[ProfileField, ProfileValue]:
+        """The part of ``changes`` this profile does not already hold."""
+        return {name: value for name, value in changes.items() if self.get(name) != value}
+
+
+@attrs.frozen
+class UserRecord:
+    """One user as a provisioning read sees it: the access it holds and its profile."""
+
+    user: User
+    profile: Profile
+
+
+@attrs.frozen
+class WriteEcho:
+    """What Coupa's answer to a write of a user says: who made it (the API user a token writes
+    as; None when the answer does not say)."""
+
+    writer_id: int | None
 
 
 class RecordError(ValueError):
@@ -373,6 +445,38 @@ def structure_user(payload: Any) -> User:
         shown = ident if ident.__class__ is int and 0 < ident < MAX_ID else "?"
         raise RecordError(f"user record {shown} is malformed: {exc}") from None
     return user
+
+
+def _profile_value(field: ProfileField, value: Any) -> ProfileValue:
+    what = _kebab(field)
+    if field == "manager":
+        return None if value is None else _ref(value, what).login
+    if field in INTEGER_PROFILE_FIELDS:
+        if value is None or (value.__class__ is int and abs(value) < MAX_ID):
+            return value
+        raise RecordError(f"{what}: expected an integer, got {_kind(value)}")
+    return _text(value, what)
+
+
+def structure_profile(payload: Mapping[str, Any]) -> Profile:
+    """The :class:`Profile` in a user payload read with :data:`PROFILE_FIELDS`.
+
+    :raises RecordError: a profile field of the wrong type (named, never its value).
+    """
+    return Profile(
+        {field: _profile_value(field, payload.get(_kebab(field))) for field in PROFILE_FIELDS}
+    )
+
+
+def profile_body(changes: ProfileChanges) -> dict[str, Any]:
+    """Coupa's body for ``changes`` (kebab-case keys; the manager named by login)."""
+    body: dict[str, Any] = {}
+    for field, value in changes.items():
+        if field == "manager":
+            body["manager"] = None if value is None else {"login": value}
+        else:
+            body[_kebab(field)] = value
+    return body
 
 
 def unstructure_user(user: User) -> dict[str, Any]:

@@ -340,7 +340,7 @@ def test_a_tenant_turned_read_only_repairs_nothing_on_its_own(tmp_path: Path) ->
     connector = plugin_for(sandbox).connector(t)
     assert connector is not None
     status = connector.configure()
-    connector._status = attrs.evolve(status, mode="read-only")
+    connector._decided(attrs.evolve(status, mode="read-only"))
     writes = sandbox.writes
     assert connector.provisioner._repair_pass() is False
     assert sandbox.writes == writes and entries(state_dir)

@@ -330,7 +330,7 @@ def test_a_read_only_client_sends_no_write() -> None:
     client, spy, sandbox = _client_with_grants(set(PROVISIONING_SCOPES), mode="read-only")
     client.connect()
     for call in (
-        lambda: client.update_user(5, {"active": False}),
+        lambda: client.set_active(5, active=False),
         lambda: client.create_user({"login": "x"}),
         lambda: client.add_membership(5, 1),
         lambda: client.delete_membership(1),
@@ -408,7 +408,7 @@ def test_writes_are_retried_when_never_sent_or_idempotent() -> None:
     make_client(quiet_sandbox(), transport).create_user({"login": "x"})
     assert len(seen) == 3
     transport, seen = scripted(httpx.Response(503), httpx.RemoteProtocolError("dropped"))
-    make_client(quiet_sandbox(), transport).update_user(1, {"active": False})
+    make_client(quiet_sandbox(), transport).set_active(1, active=False)
     assert len(seen) == 3
 
 
@@ -418,7 +418,7 @@ def test_a_500_is_retried_on_reads_but_not_on_writes() -> None:
     assert len(seen) == 2
     transport, seen = scripted(httpx.Response(500), httpx.Response(200, json={"id": 1}))
     with pytest.raises(CoupaHTTPError, match="HTTP 500"):
-        make_client(quiet_sandbox(), transport).update_user(1, {"active": False})
+        make_client(quiet_sandbox(), transport).set_active(1, active=False)
     assert len(seen) == 1
 
 

@@ -15,11 +15,12 @@ Principles, in the order they are applied:
   user holds now.
 """
 
+from coupa_plugin.connector.provisioning.command import Command, parse_command
 from coupa_plugin.connector.provisioning.core import (
     DEFAULT_JOURNAL_MAX_AGE_S,
+    Permits,
     Provisioner,
     ProvisionerConfig,
-    parse_user_id,
 )
 from coupa_plugin.connector.provisioning.journal import Journal, JournalEntry, default_state_dir
 from coupa_plugin.connector.provisioning.lists import Recovery
@@ -28,11 +29,13 @@ from coupa_plugin.connector.provisioning.session import LIST_KEYS
 __all__ = [
     "DEFAULT_JOURNAL_MAX_AGE_S",
     "LIST_KEYS",
+    "Command",
     "Journal",
     "JournalEntry",
+    "Permits",
     "Provisioner",
     "ProvisionerConfig",
     "Recovery",
     "default_state_dir",
-    "parse_user_id",
+    "parse_command",
 ]

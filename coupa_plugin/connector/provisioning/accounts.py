@@ -2,185 +2,142 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from functools import partial
 
-from coupa_plugin.connector.mapping import check_grantable, parse_entitlement_id
+import attrs
+
+from coupa_plugin.connector.mapping import check_grantable
+from coupa_plugin.connector.provisioning.command import (
+    CreateAccount,
+    EntitlementRef,
+    SetActive,
+    UpdateAccount,
+)
+from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.guards import Guards
-from coupa_plugin.connector.provisioning.session import ATTRIBUTES, UserSession, ids_of
+from coupa_plugin.connector.provisioning.session import UserSession, ids_of
 from coupa_plugin.coupa import CoupaClient, CoupaError
+from coupa_plugin.coupa.models import ProfileChanges
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
-from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
+from coupa_plugin.host.model import ProvisionResult
 
-__all__ = ["ATTRIBUTES", "Accounts"]
+__all__ = ["Accounts", "Created"]
 
-_REQUIRED: Final = ("login", "email", "firstname", "lastname")
-
-Result = Callable[[str, UserSession, str], ProvisionResult]
+_DRY_RUN = "dry run: nothing was written"
 
 
-def _differs(raw: Mapping[str, Any], key: str, value: Any) -> bool:
-    current = raw.get(key)
-    if key == "manager":
-        login = current.get("login") if isinstance(current, dict) else None
-        wanted = value.get("login") if isinstance(value, dict) else None
-        return bool(login != wanted)
-    return bool(current != value)
+def _shown(changes: ProfileChanges) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in sorted(changes.items()))
 
 
-def attribute_body(attributes: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
-    """Coupa's body for ``attributes``; refuses unknown names and bad values."""
-    unknown = sorted(set(attributes) - set(ATTRIBUTES) - {"entitlements"})
-    if unknown:
-        raise ProvisioningError(
-            f"unknown attribute(s) {unknown}; known: {sorted(ATTRIBUTES)}"
-            + (" and entitlements" if creating else "")
-            + "; nothing was written"
-        )
-    if "entitlements" in attributes and not creating:
-        raise ProvisioningError(
-            "entitlements can only be given to create_account; use "
-            "grant and revoke; nothing was written"
-        )
-    body: dict[str, Any] = {}
-    for name, value in attributes.items():
-        if name == "entitlements":
-            continue
-        if name in _REQUIRED and (not isinstance(value, str) or not value.strip()):
-            raise ProvisioningError(
-                f"{name} is required by Coupa and cannot be empty or cleared; nothing was written"
-            )
-        if value is not None and not isinstance(value, str):
-            # every attribute is text in Coupa; a number written there breaks later reads
-            raise ProvisioningError(f"{name}: expected a string; nothing was written")
-        if name == "manager":
-            body["manager"] = None if value is None else {"login": value}
-        else:
-            body[ATTRIBUTES[name]] = value
-    return body
+@attrs.frozen(kw_only=True)
+class Created:
+    """A user Coupa created (or had already, the create's answer lost); what the create
+    carried and what is left to grant one by one."""
+
+    user_id: int
+    change: str
+    roles: frozenset[int]
+    flags: frozenset[str]
+    later: tuple[EntitlementRef, ...]
 
 
 class Accounts:
     """Create, update, enable and disable accounts."""
 
-    def __init__(
-        self,
-        client: CoupaClient,
-        guards: Guards,
-        grant_types: Callable[[], frozenset[str]],
-        session: Callable[[int], UserSession],
-        result: Result,
-    ) -> None:
+    def __init__(self, client: CoupaClient, facts: TenantFacts, guards: Guards) -> None:
         self.client = client
+        self.facts = facts
         self.guards = guards
-        self._grant_types = grant_types
-        self._session = session
-        self._result = result
 
-    def update(self, s: UserSession, request: ProvisionRequest) -> ProvisionResult:
-        if "active" in request.attributes:
-            raise ProvisioningError(
-                "use enable_account or disable_account to change active; nothing was written"
-            )
-        body = attribute_body(request.attributes, creating=False)
-        user, raw = s.read()
-        diff = {k: v for k, v in body.items() if _differs(raw, k, v)}
+    def update(self, s: UserSession, command: UpdateAccount) -> ProvisionResult:
+        record = s.read()
+        diff = record.profile.differs(command.changes)
         if not diff:
-            return self._result("unchanged", s, "every attribute already has that value")
-        self.guards.refuse_protected(user)
-        change = f"update user {s.user_id}: " + ", ".join(
-            f"{k}={v!r}" for k, v in sorted(diff.items())
-        )
-        if request.dry_run:
+            return s.result("unchanged", "every attribute already has that value")
+        self.guards.refuse_protected(record.user)
+        change = f"update user {s.user_id}: {_shown(diff)}"
+        if command.dry_run:
             s.changes.append(change)
-            return self._result("planned", s, "dry run: nothing was written")
+            return s.result("planned", _DRY_RUN)
+
+        def applied() -> bool:
+            return s.last_profile is not None and not s.last_profile.differs(diff)
+
         s.write(
-            lambda: s.send_put(diff, change),
-            lambda _user: not any(_differs(s.last_raw, k, v) for k, v in diff.items()),
+            lambda: s.send(partial(self.client.update_profile, s.user_id, diff), change),
+            lambda _user: applied(),
             change,
         )
-        raw_after = s.last_raw
-        ignored = sorted(k for k, v in diff.items() if _differs(raw_after, k, v))
+        after = s.last_profile
+        ignored = sorted(after.differs(diff)) if after is not None else sorted(diff)
         if ignored:
-            detail = ", ".join(f"{k} is {raw_after.get(k)!r}" for k in ignored)
+            detail = ", ".join(
+                f"{name} is {after.get(name) if after is not None else None!r}" for name in ignored
+            )
             raise s.failure(
                 f"Coupa did not apply {ignored} to user {s.user_id} (it ignores unknown "
                 f"references and some clears): {detail}"
             )
-        return self._result("applied", s, "")
+        return s.result("applied", "")
 
-    def set_active(self, s: UserSession, request: ProvisionRequest) -> ProvisionResult:
-        active = request.action == "enable_account"
+    def set_active(self, s: UserSession, command: SetActive) -> ProvisionResult:
+        active = command.active
         user = s.user()
         if user.active == active:
-            return self._result(
-                "unchanged", s, f"user {s.user_id} is already {'active' if active else 'inactive'}"
+            return s.result(
+                "unchanged", f"user {s.user_id} is already {'active' if active else 'inactive'}"
             )
         self.guards.refuse_protected(user)
         if not active:
             self.guards.refuse_last_admin(user, ids_of(user, "roles"))
         change = f"set active = {str(active).lower()} on user {s.user_id}"
-        if request.dry_run:
+        if command.dry_run:
             s.changes.append(change)
-            return self._result("planned", s, "dry run: nothing was written")
+            return s.result("planned", _DRY_RUN)
         after = s.write(
-            lambda: s.send_put({"active": active}, change), lambda u: u.active == active, change
+            lambda: s.send(partial(self.client.set_active, s.user_id, active=active), change),
+            lambda u: u.active == active,
+            change,
         )
         if after.active != active:
             raise s.failure(f"Coupa ignored {change}")
-        return self._result("applied", s, "")
+        return s.result("applied", "")
 
-    def create(  # noqa: C901 - the create's steps in order
-        self, request: ProvisionRequest, grant: Callable[[ProvisionRequest], ProvisionResult]
-    ) -> ProvisionResult:
-        attributes = request.attributes
-        missing = [name for name in _REQUIRED if not attributes.get(name)]
-        if missing:
-            raise ProvisioningError(f"create_account needs {missing}; nothing was written")
-        body = attribute_body(attributes, creating=True)
-        login = str(body["login"])
+    def create(self, command: CreateAccount, kinds: frozenset[str]) -> ProvisionResult | Created:
+        """Create the user with the profile, roles and license flags the create can carry;
+        a result when nothing is to be created (it exists as asked, or a dry run)."""
+        login = command.login
         self.guards.refuse_login(login)
-        raw_entitlements = attributes.get("entitlements") or []
-        if not isinstance(raw_entitlements, list | tuple):
-            raise ProvisioningError(
-                "entitlements: expected a list of entitlement ids; nothing was written"
-            )
-        roles, flags, later = self._split_entitlements([str(e) for e in raw_entitlements])
-        if roles:
-            body["roles"] = [{"id": r} for r in sorted(roles)]
-        body.update(dict.fromkeys(sorted(flags), True))
+        roles, flags, later = self._split_entitlements(command.entitlements, kinds)
         existing = self._find_login(login)
         if existing is not None:
-            s = self._session(existing)
-            user, raw = s.read()
+            s = UserSession(self.client, self.facts, existing, kinds)
+            record = s.read()
             if (
-                not any(_differs(raw, k, v) for k, v in body.items() if k not in {"roles", *flags})
-                and roles <= ids_of(user, "roles")
-                and all(user.licenses.get(f) for f in flags)
+                not record.profile.differs(command.profile)
+                and roles <= ids_of(record.user, "roles")
+                and all(record.user.licenses.get(f) for f in flags)
                 and not later
             ):
-                return self._result(
-                    "unchanged",
-                    s,
-                    f"user {existing} ({login}) already exists with these attributes",
+                return s.result(
+                    "unchanged", f"user {existing} ({login}) already exists with these attributes"
                 )
             raise ProvisioningError(
                 f"login {login} is already taken by user {existing}; nothing was written"
             )
-        change = f"create user {login} with " + ", ".join(sorted(k for k in body if k != "login"))
-        later_lines = [f"grant {e} to the new user" for e in later]
-        if request.dry_run:
+        carried: list[str] = [name for name in command.profile if name != "login"]
+        carried += (["roles"] if roles else []) + sorted(flags)
+        change = f"create user {login} with " + ", ".join(sorted(carried))
+        if command.dry_run:
             return ProvisionResult(
                 status="planned",
-                changes=(change, *later_lines),
-                message="dry run: nothing was written",
+                changes=(change, *(f"grant {ref.id} to the new user" for ref in later)),
+                message=_DRY_RUN,
             )
         try:
-            created = self.client.create_user(body)
-            new_id = created.get("id") if isinstance(created, dict) else None
-            if isinstance(new_id, bool) or not isinstance(new_id, int):
-                raise ValueError("the answer carried no user id")
-        except (CoupaError, ValueError) as exc:
+            new_id = self.client.create_user(command.profile, roles=roles, licenses=flags)
+        except CoupaError as exc:
             # the create may have landed (a dropped answer, an odd shape): Coupa decides
             found = self._find_login(login)
             if found is None:
@@ -189,54 +146,50 @@ class Accounts:
                     "was created"
                 ) from None
             new_id = found
-        changes = [change]
-        for entitlement in later:
-            try:
-                result = grant(
-                    ProvisionRequest(
-                        action="grant", entitlement_id=entitlement, principal_id=str(new_id)
-                    )
-                )
-            except ProvisioningError as exc:
-                raise ProvisioningError(
-                    f"user {new_id} ({login}) was created, but granting {entitlement} failed: {exc}"
-                ) from None
-            changes += list(result.changes)
-        s = self._session(new_id)
-        user, raw = s.read()
-        s.changes.extend(changes)
-        wrong = sorted(
-            k for k, v in body.items() if k not in {"roles", *flags} and _differs(raw, k, v)
-        )
-        wrong += [f"role {r}" for r in sorted(roles - ids_of(user, "roles"))]
-        wrong += [f"license {f}" for f in sorted(flags) if not user.licenses.get(f)]
-        if wrong:
-            raise s.failure(f"user {new_id} ({login}) was created, but Coupa did not apply {wrong}")
-        return self._result("applied", s, f"created user {new_id}")
+        return Created(user_id=new_id, change=change, roles=roles, flags=flags, later=later)
 
-    def _split_entitlements(self, ids: list[str]) -> tuple[set[int], set[str], list[str]]:
+    def verify_created(
+        self, s: UserSession, created: Created, changes: list[str], profile: ProfileChanges
+    ) -> ProvisionResult:
+        """Read the new user back: every attribute, role and flag the create carried must be
+        there."""
+        record = s.read()
+        s.changes.extend(changes)
+        wrong: list[str] = sorted(record.profile.differs(profile))
+        wrong += [f"role {r}" for r in sorted(created.roles - ids_of(record.user, "roles"))]
+        wrong += [f"license {f}" for f in sorted(created.flags) if not record.user.licenses.get(f)]
+        if wrong:
+            login = profile.get("login")
+            raise s.failure(
+                f"user {created.user_id} ({login}) was created, but Coupa did not apply {wrong}"
+            )
+        return s.result("applied", f"created user {created.user_id}")
+
+    def _split_entitlements(
+        self, refs: tuple[EntitlementRef, ...], kinds: frozenset[str]
+    ) -> tuple[frozenset[int], frozenset[str], tuple[EntitlementRef, ...]]:
+        """Roles and license flags (which the create itself carries) apart from the rest
+        (granted once the user exists); every one checked first."""
         roles: set[int] = set()
         flags: set[str] = set()
-        later: list[str] = []
-        for entitlement in ids:
-            parsed = parse_entitlement_id(entitlement)
-            if parsed is None or parsed[0] not in self._grant_types():
-                raise NotFoundError(f"unknown entitlement {entitlement!r}; nothing was written")
-            kind, ident, _ = parsed
-            check_grantable(kind, ident)
-            if kind == "role":
-                self.guards.catalog.require_exists("role", int(ident))
-                roles.add(int(ident))
-            elif kind == "license":
-                flags.add(ident)
+        later: list[EntitlementRef] = []
+        for ref in refs:
+            if ref.kind.name not in kinds:
+                raise NotFoundError(f"unknown entitlement {ref.id!r}; nothing was written")
+            check_grantable(ref.kind.name, ref.key)
+            if ref.kind.name == "role":
+                self.guards.catalog.require_exists("role", ref.target)
+                roles.add(ref.target)
+            elif ref.kind.name == "license":
+                flags.add(ref.key)
             else:
-                self.guards.catalog.require_exists(kind, int(ident))
-                later.append(entitlement)
+                self.guards.catalog.require_exists(ref.kind.name, ref.target)
+                later.append(ref)
         if flags:
             unknown = sorted(flags - self.client.discover_license_flags())
             if unknown:
                 raise NotFoundError(f"unknown license flag(s) {unknown}; nothing was written")
-        return roles, flags, later
+        return frozenset(roles), frozenset(flags), tuple(later)
 
     def _find_login(self, login: str) -> int | None:
         try:

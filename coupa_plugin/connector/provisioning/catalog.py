@@ -90,12 +90,7 @@ class Catalog:
         with self._lock:
             if self._fresh(self._known.get((kind, target))):
                 return True
-        try:
-            found = isinstance(self.client.get(f"/api/{path}/{target}", {"fields": '["id"]'}), dict)
-        except CoupaHTTPError as exc:
-            if exc.status != 404:
-                raise
-            found = False
+        found = self.client.exists(path, target)
         if found:
             with self._lock:
                 if len(self._known) >= _MAX_KNOWN:

@@ -7,43 +7,55 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
-from coupa_plugin.connector.kinds import by_name
+import attrs
+
 from coupa_plugin.connector.locks import KeyedLocks
-from coupa_plugin.connector.mapping import (
-    check_grantable,
-    parse_entitlement_id,
-    parse_id,
-    user_grants,
-)
+from coupa_plugin.connector.mapping import check_grantable, entitlement_id
 from coupa_plugin.connector.provisioning.accounts import Accounts
 from coupa_plugin.connector.provisioning.catalog import Catalog
+from coupa_plugin.connector.provisioning.command import (
+    ChangeAccess,
+    Command,
+    CreateAccount,
+    CreateGroup,
+    DeactivateGroup,
+    SetActive,
+    UpdateAccount,
+    UpdateGroup,
+    UserCommand,
+)
 from coupa_plugin.connector.provisioning.facts import TenantFacts
-from coupa_plugin.connector.provisioning.groups import GROUP_ACTIONS, Groups
+from coupa_plugin.connector.provisioning.groups import Groups
 from coupa_plugin.connector.provisioning.guards import Guards
 from coupa_plugin.connector.provisioning.journal import Journal, Rejected, state_key
 from coupa_plugin.connector.provisioning.lists import ListWriter, Recovery
 from coupa_plugin.connector.provisioning.per_item import PerItem
 from coupa_plugin.connector.provisioning.repair import Repairer, RepairSchedule, Wait
-from coupa_plugin.connector.provisioning.session import (
-    LIST_KEYS,
-    UserSession,
-    ids_of,
-)
+from coupa_plugin.connector.provisioning.session import UserSession, ids_of
 from coupa_plugin.connector.provisioning.store import LocalStore, StateStore, StoreUnavailable
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.coupa import CoupaClient
 from coupa_plugin.coupa.models import User
 from coupa_plugin.host.errors import NotFoundError, PluginError, ProvisioningError
-from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
+from coupa_plugin.host.model import ProvisionResult
 
-__all__ = ["Provisioner", "ProvisionerConfig"]
+__all__ = ["Permits", "Provisioner", "ProvisionerConfig"]
 
 log = logging.getLogger("coupa_plugin.connector.provisioning")
 
 DEFAULT_JOURNAL_MAX_AGE_S = 24 * 3600.0
-_MAX_ID = 10**18 - 1
+
+
+@attrs.frozen
+class Permits:
+    """What the tenant's status allows provisioning: the entitlement kinds it may change (the
+    enabled resource types) and whether it may write at all (provisioning mode)."""
+
+    kinds: frozenset[str] = frozenset()
+    writes: bool = False
 
 
 class ProvisionerConfig:
@@ -78,27 +90,14 @@ class ProvisionerConfig:
         self.store = store or LocalStore(state_dir, state_key(tenant_id, instance))
 
 
-def parse_user_id(principal_id: object) -> int:
-    """A Coupa user id given as canonical ASCII digits (no sign, no leading zero, < 10^18)."""
-    user_id = parse_id(principal_id)
-    if user_id is None:
-        shown = repr(principal_id)[:40]
-        raise NotFoundError(f"unknown principal {shown}: Coupa user ids are numbers")
-    return user_id
-
-
 class Provisioner:
     """Carries out provisioning requests for one tenant."""
 
-    def __init__(
-        self,
-        client: CoupaClient,
-        config: ProvisionerConfig,
-        grant_types: Callable[[], frozenset[str]],
-    ) -> None:
+    def __init__(self, client: CoupaClient, config: ProvisionerConfig) -> None:
         self.client = client
         self.config = config
-        self._grant_types = grant_types
+        # what the tenant's status allows; the connector says so each time it decides
+        self.permits = Permits()
         self.journal = Journal(
             config.store,
             config.tenant_id,
@@ -124,66 +123,77 @@ class Provisioner:
             self.guards,
             wall_clock=config.wall_clock,
             max_age_s=config.journal_max_age_s,
-            on_pending=self.repairer.kick,
+            repairer=self.repairer,
         )
         self.per_item = PerItem(self.lists)
-        self.accounts = Accounts(client, self.guards, grant_types, self._session, self._result)
-        self.groups = Groups(client, grant_types)
+        self.accounts = Accounts(client, self.facts, self.guards)
+        self.groups = Groups(client)
         self._user_locks: KeyedLocks[int] = KeyedLocks()
-        # whether the tenant may be written now (the connector says: provisioning mode)
-        self.writes_allowed: Callable[[], bool] = lambda: True
+
+    def permit(self, permits: Permits) -> None:
+        """Take the tenant's current status (what the connector decided it allows)."""
+        self.permits = permits
 
     def _session(self, user_id: int) -> UserSession:
-        return UserSession(self.client, self.facts, user_id)
+        return UserSession(self.client, self.facts, user_id, self.permits.kinds)
 
     # -- entry point -----------------------------------------------------------------------
 
-    def provision(self, request: ProvisionRequest) -> ProvisionResult:
-        problems = request.problems()
-        if problems:
-            raise ProvisioningError(
-                "malformed request: " + "; ".join(problems) + "; nothing was written"
-            )
-        if not request.dry_run:
+    def provision(self, command: Command) -> ProvisionResult:
+        if not command.dry_run:
             self.journal.ensure()
         self.facts.refresh()
-        if request.action == "create_account":
-            return self.accounts.create(request, self.provision)
-        if request.action in GROUP_ACTIONS:  # a group's, not a user's: no user lock
-            return self.groups.handle(request)
-        user_id = parse_user_id(request.principal_id)
+        if isinstance(command, CreateAccount):
+            return self._create(command)
+        if isinstance(command, CreateGroup | UpdateGroup | DeactivateGroup):
+            return self.groups.handle(command, self.permits.kinds)  # no user lock: a group's
+        user_id = command.user_id
         try:
-            notes, result = self._for_user(user_id, request)
+            notes, result = self._for_user(user_id, command)
         except PluginError:
-            if not request.dry_run and self._left_pending(user_id):
+            if not command.dry_run and self._left_pending(user_id):
                 self.repairer.kick()  # repaired once Coupa answers, without another call
             raise
         if not notes:
             return result
         message = "; ".join([*notes, result.message] if result.message else notes)
-        return ProvisionResult(
-            status=result.status,
-            grants=result.grants,
-            changes=result.changes,
-            message=message,
-            principal_id=result.principal_id,
+        return attrs.evolve(result, message=message)
+
+    def _create(self, command: CreateAccount) -> ProvisionResult:
+        """Create the account, then grant it what the list roles and flags of the create
+        could not carry, each as a grant of its own."""
+        created = self.accounts.create(command, self.permits.kinds)
+        if isinstance(created, ProvisionResult):
+            return created
+        changes = [created.change]
+        for ref in created.later:
+            try:
+                result = self.provision(
+                    ChangeAccess(user_id=created.user_id, entitlement=ref, granting=True)
+                )
+            except ProvisioningError as exc:
+                raise ProvisioningError(
+                    f"user {created.user_id} ({command.login}) was created, but granting "
+                    f"{ref.id} failed: {exc}"
+                ) from None
+            changes += list(result.changes)
+        return self.accounts.verify_created(
+            self._session(created.user_id), created, changes, command.profile
         )
 
-    def _for_user(
-        self, user_id: int, request: ProvisionRequest
-    ) -> tuple[list[str], ProvisionResult]:
+    def _for_user(self, user_id: int, command: UserCommand) -> tuple[list[str], ProvisionResult]:
         """Under the user's lock: recover the user's interrupted rewrites, then carry out
-        ``request``. Returns what recovery reports and the request's result."""
+        ``command``. Returns what recovery reports and the command's result."""
         s: UserSession | None = None
         try:
             with self._locked(user_id):
                 s = self._session(user_id)
                 notes = (
-                    self._recover_user(s) if not request.dry_run else self._pending_note(user_id)
+                    self._recover_user(s) if not command.dry_run else self._pending_note(user_id)
                 )
                 recovered = len(s.changes)
                 try:
-                    return notes, self._handle(s, request)
+                    return notes, self._handle(s, command)
                 except PluginError as exc:
                     if recovered:
                         raise self._after_recovery(s, exc, recovered) from None
@@ -220,7 +230,7 @@ class Provisioner:
     def _repair_pass(self) -> bool:
         """One pass over every pending entry; True while something is left to repair. None
         while writes are not allowed (the tenant turned read-only since)."""
-        if not self.writes_allowed():
+        if not self.permits.writes:
             return False
         outcomes = self.recover_pending()
         return any(o.outcome == "failed" for o in outcomes)
@@ -234,12 +244,13 @@ class Provisioner:
         raised outside a session."""
         return self._session(user_id).statement()
 
-    def _handle(self, s: UserSession, request: ProvisionRequest) -> ProvisionResult:
-        if request.action in ("grant", "revoke"):
-            return self._grant_or_revoke(s, request)
-        if request.action == "update_account":
-            return self.accounts.update(s, request)
-        return self.accounts.set_active(s, request)
+    def _handle(self, s: UserSession, command: UserCommand) -> ProvisionResult:
+        if isinstance(command, ChangeAccess):
+            return self._grant_or_revoke(s, command)
+        if isinstance(command, UpdateAccount):
+            return self.accounts.update(s, command)
+        assert isinstance(command, SetActive)
+        return self.accounts.set_active(s, command)
 
     @staticmethod
     def _after_recovery(s: UserSession, exc: PluginError, recovered: int) -> PluginError:
@@ -258,19 +269,6 @@ class Provisioner:
     def _locked(self, user_id: int) -> Iterator[None]:
         with self._user_locks.hold(user_id), self.config.store.user_lock(user_id):
             yield
-
-    def _result(self, status: str, s: UserSession, message: str) -> ProvisionResult:
-        user = s.last_seen if s.last_seen is not None else s.user()
-        if status == "unchanged" and s.changes:
-            status = "applied"  # recovery wrote: "unchanged" promises that nothing was
-        grants = tuple(user_grants(user, self._grant_types()))
-        return ProvisionResult(
-            status=status,
-            grants=grants,
-            changes=tuple(s.changes),
-            message="; ".join(part for part in (message, *s.notes) if part),
-            principal_id=str(user.id),
-        )
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -340,56 +338,48 @@ class Provisioner:
 
     # -- grant and revoke ------------------------------------------------------------------
 
-    def _grant_or_revoke(self, s: UserSession, request: ProvisionRequest) -> ProvisionResult:
-        granting = request.action == "grant"
-        parsed = parse_entitlement_id(request.entitlement_id or "")
-        if parsed is None:
-            raise NotFoundError(f"unknown entitlement {request.entitlement_id!r}")
-        kind, ident, _ = parsed
-        if kind not in self._grant_types():
+    def _grant_or_revoke(self, s: UserSession, command: ChangeAccess) -> ProvisionResult:
+        granting, ref = command.granting, command.entitlement
+        kind = ref.kind
+        if kind.name not in s.kinds:
             raise NotFoundError(
-                f"entitlement {request.entitlement_id!r}: resource type {kind!r} "
-                "is not enabled for this tenant"
+                f"entitlement {ref.id!r}: resource type {kind.name!r} is not enabled for this "
+                "tenant"
             )
-        check_grantable(kind, ident)
+        check_grantable(kind.name, ref.key)
         user = s.user()
-        if kind == "license":
-            return self._license(s, user, ident, granting=granting, dry_run=request.dry_run)
-        target = int(ident)
-        key, attribute = LIST_KEYS[kind]
-        record = by_name(kind)
-        assert record is not None  # a list kind: LIST_KEYS has it
-        before = ids_of(user, attribute)
+        if kind.attribute is None:
+            return self._license(s, user, ref.key, granting=granting, dry_run=command.dry_run)
+        target, key = ref.target, kind.put_key or kind.name
+        before = ids_of(user, kind.attribute)
         if (target in before) == granting:
             held = "holds" if granting else "does not hold"
-            return self._result(
-                "unchanged", s, f"user {s.user_id} already {held} {request.entitlement_id}"
-            )
-        self.catalog.require_exists(kind, target)
+            return s.result("unchanged", f"user {s.user_id} already {held} {ref.id}")
+        self.catalog.require_exists(kind.name, target)
         self.guards.refuse_protected(user)
-        if not granting and kind == "role":
+        if not granting and kind.name == "role":
             self.guards.refuse_last_admin(user, {target})
         verb = "add" if granting else "remove"
-        if request.dry_run:
+        if command.dry_run:
             s.changes.append(
-                f"{verb} {kind} {target} {'to' if granting else 'from'} user {s.user_id}"
+                f"{verb} {kind.name} {target} {'to' if granting else 'from'} user {s.user_id}"
             )
-            return self._result("planned", s, "dry run: nothing was written")
-        if record.writes == "per_item":
-            now = self.per_item.change(s, kind, target, granting=granting, before=before)
+            return s.result("planned", "dry run: nothing was written")
+        if kind.writes == "per_item":
+            now = self.per_item.change(s, kind.name, target, granting=granting, before=before)
         else:
             desired = before | {target} if granting else before - {target}
             now = self.lists.change(s, key, before, desired)
         if (target in now) != granting:
-            raise s.failure(f"Coupa did not {verb} {kind} {target} for user {s.user_id}")
+            raise s.failure(f"Coupa did not {verb} {kind.name} {target} for user {s.user_id}")
         expected = (before | {target}) if granting else (before - {target})
         lost = expected - now - {target}
         if lost:
             raise s.failure(
-                f"user {s.user_id} lost {key} {sorted(lost)} while {kind} {target} was "
+                f"user {s.user_id} lost {key} {sorted(lost)} while {kind.name} {target} was "
                 f"{'granted' if granting else 'revoked'}"
             )
-        return self._result("applied", s, "")
+        return s.result("applied", "")
 
     def _license(
         self, s: UserSession, user: User, flag: str, *, granting: bool, dry_run: bool
@@ -398,20 +388,20 @@ class Provisioner:
             raise NotFoundError(
                 f"unknown license flag {flag!r}: user records of this tenant have no such flag"
             )
-        entitlement = f"license:{flag}:assigned"
+        entitlement = entitlement_id("license", flag)
         if user.licenses[flag] == granting:
             held = "holds" if granting else "does not hold"
-            return self._result("unchanged", s, f"user {user.id} already {held} {entitlement}")
+            return s.result("unchanged", f"user {user.id} already {held} {entitlement}")
         self.guards.refuse_protected(user)
         change = f"set {flag} = {str(granting).lower()} on user {user.id}"
         if dry_run:
             s.changes.append(change)
-            return self._result("planned", s, "dry run: nothing was written")
+            return s.result("planned", "dry run: nothing was written")
         after = s.write(
-            lambda: s.send_put({flag: granting}, change),
+            lambda: s.send(partial(s.client.set_license, s.user_id, flag, held=granting), change),
             lambda u: u.licenses.get(flag) == granting,
             change,
         )
         if after.licenses.get(flag) != granting:
             raise s.failure(f"Coupa ignored {change}")
-        return self._result("applied", s, "")
+        return s.result("applied", "")

@@ -9,27 +9,32 @@ what Coupa holds now.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
-from coupa_plugin.connector.kinds import by_name
-from coupa_plugin.connector.mapping import parse_entitlement_id, parse_id
+from coupa_plugin.connector.mapping import entitlement_id
+from coupa_plugin.connector.provisioning.command import (
+    CreateGroup,
+    DeactivateGroup,
+    EntitlementRef,
+    GroupCommand,
+    UpdateGroup,
+)
 from coupa_plugin.coupa import CoupaClient, CoupaError
 from coupa_plugin.coupa.models import UserGroup
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
-from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
+from coupa_plugin.host.model import ProvisionResult
 
 __all__ = ["GROUP_ACTIONS", "Groups", "group_entitlement"]
 
 GROUP_ACTIONS: Final = frozenset({"create_group", "update_group", "deactivate_group"})
-GROUP_ATTRIBUTES: Final = ("name", "description")
 
 _DRY_RUN: Final = "dry run: nothing was written"
 
 
 def group_entitlement(group_id: int) -> str:
     """The membership entitlement of user group ``group_id``."""
-    return f"group:{group_id}:member"
+    return entitlement_id("group", group_id)
 
 
 def _describe(group: UserGroup) -> str:
@@ -41,41 +46,33 @@ def _describe(group: UserGroup) -> str:
 class Groups:
     """Create, update and deactivate user groups for one tenant."""
 
-    def __init__(self, client: CoupaClient, grant_types: Callable[[], frozenset[str]]) -> None:
+    def __init__(self, client: CoupaClient) -> None:
         self.client = client
-        self._grant_types = grant_types
 
-    def handle(self, request: ProvisionRequest) -> ProvisionResult:
-        if "group" not in self._grant_types():
+    def handle(self, command: GroupCommand, kinds: frozenset[str]) -> ProvisionResult:
+        if "group" not in kinds:
             raise NotFoundError(
-                f"{request.action}: resource type 'group' is not enabled for this tenant; "
+                f"{command.action}: resource type 'group' is not enabled for this tenant; "
                 "nothing was written"
             )
-        if request.action == "create_group":
-            return self.create(request)
-        group_id = self._group_id(request)
-        if request.action == "update_group":
-            return self.update(group_id, request)
-        return self.deactivate(group_id, request)
+        if isinstance(command, CreateGroup):
+            return self.create(command)
+        group_id = self._group_id(command.entitlement)
+        if isinstance(command, UpdateGroup):
+            return self.update(group_id, command)
+        return self.deactivate(group_id, command)
+
+    @staticmethod
+    def _group_id(ref: EntitlementRef) -> int:
+        """The user group ``ref`` names; any other kind is defined in Coupa itself."""
+        if ref.kind.name != "group":
+            raise RefusedError(
+                f"{ref.id}: Coupa does not let a {ref.kind.label} be created, changed or "
+                "deleted through its API (only user groups); nothing was written"
+            )
+        return ref.target
 
     # -- reading -------------------------------------------------------------------------
-
-    def _group_id(self, request: ProvisionRequest) -> int:
-        parsed = parse_entitlement_id(request.entitlement_id or "")
-        if parsed is None:
-            raise NotFoundError(f"unknown entitlement {request.entitlement_id!r}")
-        kind, ident, _ = parsed
-        if kind != "group":
-            known = by_name(kind)
-            label = known.label if known else kind
-            raise RefusedError(
-                f"{request.entitlement_id}: Coupa does not let a {label} be created, changed "
-                "or deleted through its API (only user groups); nothing was written"
-            )
-        group_id = parse_id(ident)
-        if group_id is None:
-            raise NotFoundError(f"unknown entitlement {request.entitlement_id!r}")
-        return group_id
 
     def _read(self, group_id: int, *, after: str | None = None) -> UserGroup:
         """The group as Coupa holds it now; ``after`` names the write this read verifies."""
@@ -103,10 +100,11 @@ class Groups:
 
     # -- actions -------------------------------------------------------------------------
 
-    def create(self, request: ProvisionRequest) -> ProvisionResult:
-        wanted = _attributes(request.attributes, creating=True)
-        name = str(wanted["name"])
-        description = wanted.get("description")
+    def create(self, command: CreateGroup) -> ProvisionResult:
+        name, description = command.name, command.description
+        wanted: dict[str, Any] = {"name": name}
+        if description is not None:
+            wanted["description"] = description
         existing = self._named(name)
         if existing is not None:
             if existing.active and (description is None or existing.description == description):
@@ -117,12 +115,10 @@ class Groups:
                 f"the name {name!r} is already taken: {_describe(existing)}; nothing was written"
             )
         change = f"create user group {name!r}" + (" with a description" if description else "")
-        if request.dry_run:
+        if command.dry_run:
             return ProvisionResult(status="planned", changes=(change,), message=_DRY_RUN)
         try:
-            group_id = self.client.create_user_group(
-                name=name, description=None if description is None else str(description)
-            ).id
+            group_id = self.client.create_user_group(name=name, description=description).id
         except CoupaError as exc:
             # the create may have landed (a dropped answer): Coupa decides
             found = self._named(name)
@@ -146,8 +142,8 @@ class Groups:
             f"created user group {group_id}: entitlement {group_entitlement(group_id)}",
         )
 
-    def update(self, group_id: int, request: ProvisionRequest) -> ProvisionResult:
-        wanted = _attributes(request.attributes, creating=False)
+    def update(self, group_id: int, command: UpdateGroup) -> ProvisionResult:
+        wanted: dict[str, Any] = dict(command.changes.items())
         group = self._read(group_id)
         diff = {key: wanted[key] for key in _differences(group, wanted)}
         if not diff:
@@ -162,16 +158,14 @@ class Groups:
         change = f"update user group {group_id}: " + ", ".join(
             f"{k}={v!r}" for k, v in sorted(diff.items())
         )
-        return self._write(group, diff, change, dry_run=request.dry_run)
+        return self._write(group, diff, change, dry_run=command.dry_run)
 
-    def deactivate(self, group_id: int, request: ProvisionRequest) -> ProvisionResult:
-        if request.attributes:
-            raise ProvisioningError("deactivate_group takes no attributes; nothing was written")
+    def deactivate(self, group_id: int, command: DeactivateGroup) -> ProvisionResult:
         group = self._read(group_id)
         if not group.active:
             return _result("unchanged", group, [], f"user group {group_id} is already inactive")
         change = f"set active = false on user group {group_id} (Coupa deletes no group)"
-        return self._write(group, {"active": False}, change, dry_run=request.dry_run)
+        return self._write(group, {"active": False}, change, dry_run=command.dry_run)
 
     def _write(
         self, group: UserGroup, diff: dict[str, Any], change: str, *, dry_run: bool
@@ -194,24 +188,6 @@ class Groups:
 def _differences(group: UserGroup, wanted: Mapping[str, Any]) -> list[str]:
     """The keys of ``wanted`` whose value ``group`` does not have."""
     return sorted(key for key, value in wanted.items() if getattr(group, key) != value)
-
-
-def _attributes(attributes: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
-    """``name`` and ``description`` of a create or update (checked by the request's
-    validation: strings, ``name`` not empty)."""
-    unknown = sorted(set(attributes) - set(GROUP_ATTRIBUTES))
-    if unknown:
-        raise ProvisioningError(
-            f"unknown group attribute(s) {unknown}; known: {list(GROUP_ATTRIBUTES)}; "
-            "nothing was written"
-        )
-    if creating and "name" not in attributes:
-        raise ProvisioningError("create_group needs a name; nothing was written")
-    if not creating and not attributes:
-        raise ProvisioningError(
-            "update_group needs name or description in attributes; nothing was written"
-        )
-    return dict(attributes)
 
 
 def _result(status: str, group: UserGroup, changes: list[str], message: str) -> ProvisionResult:

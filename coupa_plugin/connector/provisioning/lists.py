@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from functools import partial
+from typing import Final, Literal
 
 import attrs
 
@@ -29,6 +30,7 @@ from coupa_plugin.connector.provisioning.journal import (
     Snapshot,
     Step,
 )
+from coupa_plugin.connector.provisioning.repair import Repairer
 from coupa_plugin.connector.provisioning.rule import Observed, decide, expired
 from coupa_plugin.connector.provisioning.session import (
     ATTRIBUTE_OF,
@@ -38,7 +40,7 @@ from coupa_plugin.connector.provisioning.session import (
     ids_of,
     stamp_of,
 )
-from coupa_plugin.coupa.models import User
+from coupa_plugin.coupa.models import User, WriteEcho
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
 
 __all__ = ["ListWriter", "Recovery"]
@@ -78,10 +80,6 @@ class _Replan(Exception):
     """Internal: the user changed between our read and our write."""
 
 
-def _body(key: str, items: set[int] | frozenset[int]) -> dict[str, Any]:
-    return {key: [{"id": i} for i in sorted(items)]}
-
-
 class ListWriter:
     """List rewrites and their recovery for one tenant."""
 
@@ -93,7 +91,7 @@ class ListWriter:
         *,
         wall_clock: Callable[[], float],
         max_age_s: float,
-        on_pending: Callable[[], None] = lambda: None,
+        repairer: Repairer | None = None,
     ) -> None:
         self.journal = journal
         self.facts = facts
@@ -101,7 +99,11 @@ class ListWriter:
         self._wall = wall_clock
         self._max_age_s = max_age_s
         # told when a call ends leaving a user stripped (the entry stays for self-repair)
-        self.on_pending = on_pending
+        self.repairer = repairer
+
+    def _left_pending(self) -> None:
+        if self.repairer is not None:
+            self.repairer.kick()
 
     # -- a new rewrite ---------------------------------------------------------------------
 
@@ -139,7 +141,7 @@ class ListWriter:
             # probe: a merging Coupa leaves the list as it was, which loses nothing.
             line = f"set {key} of user {s.user_id} to {describe(desired)} (was {describe(before)})"
             user = s.write(
-                lambda: s.send_put(_body(key, desired), line),
+                lambda: s.send(self._put(s, key, desired), line),
                 lambda u: ids_of(u, attribute) != before,
                 line,
             )
@@ -191,12 +193,17 @@ class ListWriter:
         coupa = s.client.server_time
         return (coupa, True) if coupa is not None else (self._wall(), False)
 
+    @staticmethod
+    def _put(s: UserSession, key: str, ids: set[int] | None) -> Callable[[], WriteEcho]:
+        """The write of list ``key`` (its journal name) of the user, as ``ids`` (None: null)."""
+        return partial(s.client.put_user_list, s.user_id, ATTRIBUTE_OF[key], ids)
+
     def _step(
         self,
         s: UserSession,
         entry: JournalEntry,
         step: Step,
-        body: dict[str, Any],
+        ids: set[int] | None,
         leaves: set[int],
         line: str,
     ) -> tuple[JournalEntry, set[int], bool]:
@@ -213,7 +220,7 @@ class ListWriter:
             writer=self.facts.own_user_id or entry.writer,
         )
         self._save(s, entry)
-        error = s.send_put(body, line)
+        error = s.send(self._put(s, entry.association, ids), line)
         user = self._read_back(s, entry)
         current = ids_of(user, ATTRIBUTE_OF[entry.association])
         taken = bool(set(entry.desired) - current)  # the clear took what the rewrite keeps
@@ -237,7 +244,7 @@ class ListWriter:
             return s.user()
         except ProvisioningError:
             if entry.cleared or entry.pending_step == "clear":
-                self.on_pending()  # the user may be stripped: repaired once Coupa answers
+                self._left_pending()  # the user may be stripped: repaired once Coupa answers
             raise
 
     def _drive(self, s: UserSession, entry: JournalEntry) -> set[int]:  # noqa: C901 - one branch per step outcome
@@ -251,7 +258,7 @@ class ListWriter:
         before, desired = set(entry.before), set(entry.desired)
         removed = before - desired
         current = set(entry.last.items)
-        clears: list[Any] = [[], None]  # an empty list, then null, clear a list
+        clears: list[set[int] | None] = [set(), None]  # an empty list, then null, clear it
         failures = 0
         for _ in range(_MAX_WRITES):
             foreign = current - before
@@ -260,17 +267,15 @@ class ListWriter:
             if current & removed and clears and not foreign and not entry.cleared:
                 clear = clears[0]
                 line = f"cleared {key} of user {uid}" + (
-                    " (step 1 of 2)" if clear == [] else " with null (step 1 of 2, again)"
+                    " (step 1 of 2)" if clear is not None else " with null (step 1 of 2, again)"
                 )
-                entry, current, failed = self._step(s, entry, "clear", {key: clear}, set(), line)
+                entry, current, failed = self._step(s, entry, "clear", clear, set(), line)
                 if current & removed and not failed:
                     clears.pop(0)  # Coupa ignored this form of clear: try the next
             elif desired - current:
                 wanted = desired | foreign
                 line = f"put back {key} {describe(desired)} for user {uid} (step 2 of 2)"
-                entry, current, failed = self._step(
-                    s, entry, "put_back", _body(key, wanted), wanted, line
-                )
+                entry, current, failed = self._step(s, entry, "put_back", wanted, wanted, line)
                 if desired - current and not failed:
                     break  # Coupa ignored the put-back: said below
             else:
@@ -281,7 +286,7 @@ class ListWriter:
                     break
         foreign = current - before
         if entry.cleared and desired - current:
-            self.on_pending()  # stripped: the entry stays and is repaired by the rule
+            self._left_pending()  # stripped: the entry stays and is repaired by the rule
             raise s.failure(
                 f"Coupa kept failing while {key} of user {uid} was being put back; the journal "
                 f"keeps the rewrite and gives back {describe(desired - current)} as soon as "
@@ -359,7 +364,7 @@ class ListWriter:
         for _ in range(SENDS):
             wanted = now | owed
             line = f"put back {key} {describe(owed)} for user {uid} (recovery)"
-            entry, now, failed = self._step(s, entry, "put_back", _body(key, wanted), wanted, line)
+            entry, now, failed = self._step(s, entry, "put_back", wanted, wanted, line)
             if owed <= now:
                 self.journal.done(entry)
                 return now
@@ -372,7 +377,7 @@ class ListWriter:
                     "(it accepted the write: they may no longer exist); the rewrite was "
                     "dropped"
                 )
-        self.on_pending()
+        self._left_pending()
         raise s.failure(
             f"Coupa did not put back {key} {describe(owed - now)} for user {uid}; the journal "
             "keeps the rewrite for the next attempt"

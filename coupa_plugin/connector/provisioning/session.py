@@ -6,53 +6,38 @@ when that cannot be read, it says so and gives the last state seen and the write
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
 from coupa_plugin.connector.kinds import LIST_KINDS
+from coupa_plugin.connector.mapping import user_grants
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.journal import Stamp
 from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
-from coupa_plugin.coupa.models import User, structure_user
+from coupa_plugin.coupa.models import Profile, User, UserList, UserRecord, WriteEcho
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
+from coupa_plugin.host.model import ProvisionResult
 
-__all__ = ["ATTRIBUTES", "LIST_KEYS", "SENDS", "UserSession", "describe", "holdings"]
+__all__ = ["ATTRIBUTE_OF", "LIST_KEYS", "SENDS", "UserSession", "describe", "holdings"]
 
 # how many times one call sends a write whose answer was an error and whose read-back shows it
 # did not land (each read-back is retried by the client on transient failures)
 SENDS: Final = 3
 
-# entitlement type -> (key of the list on PUT /api/users/:id, attribute of the User model)
-LIST_KEYS: Final = {kind.name: (kind.put_key or "", kind.attribute or "") for kind in LIST_KINDS}
-# update_account / create_account attributes (snake_case) -> Coupa's keys
-ATTRIBUTES: Final[dict[str, str]] = {
-    "login": "login",
-    "email": "email",
-    "firstname": "firstname",
-    "lastname": "lastname",
-    "middlename": "middlename",
-    "employee_number": "employee-number",
-    "sso_identifier": "sso-identifier",
-    "authentication_method": "authentication-method",
-    "default_locale": "default-locale",
-    "mention_name": "mention-name",
-    "business_group_security_type": "business-group-security-type",
-    "account_security_type": "account-security-type",
-    "manager": "manager",
+# entitlement type -> (the list's name in journal entries and messages, the User model's list)
+LIST_KEYS: Final[dict[str, tuple[str, UserList]]] = {
+    kind.name: (kind.put_key or "", kind.attribute)
+    for kind in LIST_KINDS
+    if kind.attribute is not None
 }
-ATTRIBUTE_OF: Final = dict(LIST_KEYS.values())
-# every read of a user: the sync's fields, the attributes update_account compares, and the
-# stamp of the last change (recovery tells our writes from anyone else's by it)
-_READ_EXTRA: Final = tuple(key for key in ATTRIBUTES.values() if key != "manager")
-_READ_NESTED: Final = {"updated_by": ("id", "login")}
-_ECHO_FIELDS: Final = '["id","updated-at",{"updated_by":["id","login"]}]'
+ATTRIBUTE_OF: Final[dict[str, UserList]] = dict(LIST_KEYS.values())
 
 
 def describe(ids: set[int] | tuple[int, ...] | frozenset[int]) -> str:
     return "[" + ", ".join(str(i) for i in sorted(ids)) + "]"
 
 
-def ids_of(user: User, attribute: str) -> set[int]:
+def ids_of(user: User, attribute: UserList) -> set[int]:
     return {ref.id for ref in getattr(user, attribute)}
 
 
@@ -84,63 +69,61 @@ class UserSession:
     """Reads and writes of one call for one user; ``changes`` lists every write sent,
     ``notes`` what the result must say beyond them."""
 
-    def __init__(self, client: CoupaClient, facts: TenantFacts, user_id: int) -> None:
+    def __init__(
+        self,
+        client: CoupaClient,
+        facts: TenantFacts,
+        user_id: int,
+        kinds: frozenset[str] = frozenset(),
+    ) -> None:
         self.client = client
         self.facts = facts
         self.user_id = user_id
+        self.kinds = kinds  # the entitlement kinds the tenant enables: what results list
         self.changes: list[str] = []
         self.notes: list[str] = []
         self.last_seen: User | None = None
-        self.last_raw: dict[str, Any] = {}  # the payload of the last read
+        self.last_profile: Profile | None = None  # the profile of the last read
 
     # -- reading ---------------------------------------------------------------------------
 
-    def read(self) -> tuple[User, dict[str, Any]]:
+    def read(self) -> UserRecord:
         """The user as Coupa has it now (a full record, read fresh)."""
         uid = self.user_id
         try:
-            raw = self.client.user_raw(uid, _READ_EXTRA, _READ_NESTED)
+            record = self.client.user_record(uid)
         except CoupaHTTPError as exc:
             if exc.status == 404 and not self.changes:
                 raise NotFoundError(f"Coupa has no user {uid}") from None
             raise self.failure(f"reading user {uid} failed: {exc}") from None
         except CoupaError as exc:
             raise self.failure(f"reading user {uid} failed: {exc}") from None
-        if not isinstance(raw, dict):
-            raise self.failure(f"reading user {uid}: the answer was not a user record")
-        try:
-            user = structure_user(raw)
-        except ValueError as exc:
-            raise self.failure(f"reading user {uid}: {exc}") from None
-        if user.id != uid:
-            raise self.failure(f"reading user {uid}: Coupa answered with user {user.id}")
-        self.last_seen, self.last_raw = user, raw
-        return user, raw
+        if record.user.id != uid:
+            raise self.failure(f"reading user {uid}: Coupa answered with user {record.user.id}")
+        self.last_seen, self.last_profile = record.user, record.profile
+        return record
 
     def user(self) -> User:
-        return self.read()[0]
+        return self.read().user
 
-    def current(self, attribute: str) -> set[int]:
+    def current(self, attribute: UserList) -> set[int]:
         return ids_of(self.user(), attribute)
 
     # -- writing ---------------------------------------------------------------------------
 
-    def send_put(self, body: Mapping[str, Any], line: str) -> CoupaError | None:
-        """``PUT /api/users/:id`` with ``body``: the error Coupa answered with (the write may
-        still have landed: a read tells), or None."""
+    def send(self, call: Callable[[], WriteEcho], line: str) -> CoupaError | None:
+        """Send one write of the user (``call``, a client method): the error Coupa answered
+        with (the write may still have landed: a read tells), or None."""
         try:
-            echo = self.client.update_user(self.user_id, body, fields=_ECHO_FIELDS)
+            echo = call()
         except CoupaError as exc:
             self.changes.append(f"{line} (Coupa answered: {str(exc)[:160]})")
             return exc
         self.changes.append(line)
         # Coupa records who made a change: on our own write, that is the API user this
         # integration writes as, which provisioning must never change or lock out
-        writer = echo.get("updated-by") if isinstance(echo, dict) else None
-        if isinstance(writer, dict):
-            ident = writer.get("id")
-            if isinstance(ident, int) and not isinstance(ident, bool) and ident > 0:
-                self.facts.learn_own_user(ident)
+        if echo.writer_id is not None:
+            self.facts.learn_own_user(echo.writer_id)
         return None
 
     def write(
@@ -167,6 +150,20 @@ class UserSession:
         """Note a write sent through another endpoint."""
         self.changes.append(line)
 
+    def result(self, status: str, message: str) -> ProvisionResult:
+        """The call's result: the user's grants as last read, every write sent, ``message``
+        and the notes."""
+        user = self.last_seen if self.last_seen is not None else self.user()
+        if status == "unchanged" and self.changes:
+            status = "applied"  # recovery wrote: "unchanged" promises that nothing was
+        return ProvisionResult(
+            status=status,
+            grants=tuple(user_grants(user, self.kinds)),
+            changes=tuple(self.changes),
+            message="; ".join(part for part in (message, *self.notes) if part),
+            principal_id=str(user.id),
+        )
+
     # -- failing honestly ------------------------------------------------------------------
 
     def failure(self, message: str, *, sent: bool = False) -> ProvisioningError:
@@ -181,9 +178,8 @@ class UserSession:
         """What the user holds now, read fresh; or, when that fails, the last state seen and
         every write this call sent."""
         try:
-            raw = self.client.user_raw(self.user_id, _READ_EXTRA, _READ_NESTED)
-            user = structure_user(raw)
-        except (CoupaError, ValueError) as exc:
+            user = self.client.user_record(self.user_id).user
+        except CoupaError as exc:
             problem = str(exc)[:160]
         else:
             if user.id == self.user_id:
