@@ -81,7 +81,6 @@ from coupa_plugin.host.model import (
 __all__ = ["PLUGIN_NAME", "CoupaConnector"]
 
 PLUGIN_NAME = "coupa"
-MB: Final = 1024 * 1024
 log = logging.getLogger("coupa_plugin.connector")
 T = TypeVar("T")
 CONNECTOR_LOGGERS: Final = (
@@ -109,18 +108,7 @@ class CoupaConnector:
         self.tenant_id = tenant_id
         self.telemetry = Telemetry(instruments, tenant_id, clock)
         self.settings = settings
-        config = ClientConfig(
-            base_url=settings.base_url,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            mode=settings.mode,
-            requests_per_second=settings.requests_per_second,
-            max_in_flight=settings.max_in_flight,
-            timeout_s=settings.timeout_s,
-            max_body_bytes=int(settings.max_response_mb * MB),
-            tenant=tenant_id,
-            shared_rate_limit_file=settings.shared_rate_limit_file,
-        )
+        config = settings.client_config(tenant=tenant_id)
         redis_client, store, limiter = self._shared_state(tenant_id, settings, config, sleep)
         self._redis = redis_client
         self._clock = clock  # the sync's too: how long configure's first pages stay fresh
