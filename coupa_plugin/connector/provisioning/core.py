@@ -13,6 +13,7 @@ from coupa_plugin.connector.kinds import by_name
 from coupa_plugin.connector.locks import KeyedLocks
 from coupa_plugin.connector.mapping import (
     check_grantable,
+    entitlement_id,
     parse_entitlement_id,
     parse_id,
     user_grants,
@@ -398,7 +399,7 @@ class Provisioner:
             raise NotFoundError(
                 f"unknown license flag {flag!r}: user records of this tenant have no such flag"
             )
-        entitlement = f"license:{flag}:assigned"
+        entitlement = entitlement_id("license", flag)
         if user.licenses[flag] == granting:
             held = "holds" if granting else "does not hold"
             return self._result("unchanged", s, f"user {user.id} already {held} {entitlement}")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from coupa_plugin.connector.kinds import by_name
-from coupa_plugin.connector.mapping import parse_entitlement_id, parse_id
+from coupa_plugin.connector.mapping import entitlement_id, parse_entitlement_id, parse_id
 from coupa_plugin.coupa import CoupaClient, CoupaError
 from coupa_plugin.coupa.models import UserGroup
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
@@ -29,7 +29,7 @@ _DRY_RUN: Final = "dry run: nothing was written"
 
 def group_entitlement(group_id: int) -> str:
     """The membership entitlement of user group ``group_id``."""
-    return f"group:{group_id}:member"
+    return entitlement_id("group", group_id)
 
 
 def _describe(group: UserGroup) -> str:
