@@ -13,6 +13,7 @@ from coupa_plugin import __version__
 from coupa_plugin.connector.kinds import KINDS
 from coupa_plugin.connector.settings import RESOURCE_TYPES, SETTINGS, parse_settings
 from coupa_plugin.coupa import scopes
+from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import PROVISION_ACTIONS
 from coupa_plugin.host.spec import HostSpec
 from coupa_plugin.manifest import (
@@ -134,3 +135,19 @@ def test_settings_schema_matches_the_parser() -> None:
     assert parsed == parse_settings(
         {"client_id": "c", "client_secret": "s", "domain": "a.coupahost.com"}
     )
+
+
+def test_the_documented_ranges_and_choices_are_the_parsers() -> None:
+    """What plugin.toml tells a host about a value is what the parser takes."""
+    good = {"client_id": "c", "client_secret": "s", "domain": "a.coupahost.com"}
+    ranged = {n: e for n, e in MANIFEST["settings"].items() if "minimum" in e}
+    assert set(ranged) == {s.name for s in SETTINGS if s.type in ("number", "integer")}
+    for name, entry in ranged.items():
+        for bound in (entry["minimum"], entry["maximum"]):
+            assert getattr(parse_settings({**good, name: bound}), name) == bound
+        step = 1 if entry["type"] == "integer" else 1e-3
+        for outside in (entry["minimum"] - step, entry["maximum"] + step):
+            with pytest.raises(ConfigurationError, match=f"^{name}: must be from "):
+                parse_settings({**good, name: outside})
+    for choice in MANIFEST["settings"]["mode"]["choices"]:
+        assert parse_settings({**good, "mode": choice}).mode == choice

@@ -13,7 +13,7 @@ def _value(value: Any) -> str:
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, float | int):
-        return f"`{value:g}`"
+        return f"`{int(value) if value == int(value) else value}`"  # as TOML would take it
     if isinstance(value, list):
         return f"`{value!r}`".replace("'", '"')
     return f"`{value}`"

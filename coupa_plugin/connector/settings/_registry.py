@@ -74,7 +74,7 @@ class Setting:
     read: Reader | None = None  # how a given value is read (None: by its type, range, choices)
     range: Range | None = None  # numbers: the values accepted
     choices: tuple[str, ...] | None = None  # strings: the values accepted
-    client: ClientLink | None = None
+    client: ClientLink | None = None  # the client field it feeds (the default is then its)
     default: Any = attrs.field()
     required: bool = False
     secret: bool = False
