@@ -2,17 +2,21 @@
 
 Mapping (entitlement ids, grants), sync (which user association carries which grants),
 provisioning (the key of the list on ``PUT /api/users/:id``, per-item or whole-list writes),
-the journal (which lists a rewrite may touch) and the catalog facts (the listing that shows one
-item) all read this registry; none declares a table of its own.
+the journal (which lists a rewrite may touch), the catalog facts (the listing that shows one
+item, the listing the sync reads, the scope ``configure`` probes it for) and the settings (the
+resource types) all read this registry; none declares a table of its own.
 """
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Literal
 
 import attrs
 
+from coupa_plugin.coupa.client import CoupaClient
 from coupa_plugin.coupa.models import USER_LIST_KEYS, LookupCollection, UserList
+from coupa_plugin.coupa.scopes import ACCOUNT_GROUP_SCOPE, CONTENT_GROUP_SCOPE
 
 __all__ = ["KINDS", "LIST_KINDS", "EntitlementKind", "by_name", "by_put_key"]
 
@@ -29,6 +33,13 @@ class EntitlementKind:
     attribute: UserList | None  # the User model's list holding the items (None: a flag)
     item_path: LookupCollection | None  # GET /api/<item_path>/:id shows one item
     writes: Writes  # per-item endpoints first, the whole list, or a flag on the user
+    # every item of the kind, as the sync reads it beside the users: one page at a time (the
+    # user pages keep the rate limit busy; a page ahead would only risk one past the end).
+    # None: no catalog of its own (approval groups are user groups; licenses are user flags)
+    catalog: Callable[[CoupaClient], Iterator[Any]] | None = None
+    # the OAuth scope the catalog most likely needs, which Coupa does not document: configure
+    # reads the catalog's first page to learn whether it is granted (None: not probed)
+    catalog_scope: str | None = None
 
     @property
     def put_key(self) -> str | None:
@@ -45,6 +56,7 @@ KINDS: Final = (
         attribute="roles",
         item_path=None,  # roles are listed by GraphQL only
         writes="list",
+        catalog=CoupaClient.roles,
     ),
     EntitlementKind(
         name="group",
@@ -53,6 +65,7 @@ KINDS: Final = (
         attribute="user_groups",
         item_path="user_groups",
         writes="per_item",
+        catalog=lambda client: client.user_groups(in_flight=1),
     ),
     EntitlementKind(
         name="content_group",
@@ -61,6 +74,8 @@ KINDS: Final = (
         attribute="content_groups",
         item_path="business_groups",
         writes="per_item",
+        catalog=lambda client: client.business_groups(in_flight=1),
+        catalog_scope=CONTENT_GROUP_SCOPE,
     ),
     EntitlementKind(
         name="account_group",
@@ -69,6 +84,8 @@ KINDS: Final = (
         attribute="account_groups",
         item_path="account_groups",
         writes="list",
+        catalog=lambda client: client.account_groups(in_flight=1),
+        catalog_scope=ACCOUNT_GROUP_SCOPE,
     ),
     EntitlementKind(
         name="approval_group",

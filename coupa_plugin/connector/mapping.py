@@ -66,6 +66,8 @@ _LICENSE_NAMES: Final = {
 
 
 def entitlement_id(resource_type: str, resource_id: object) -> str:
+    """``{type}:{id}:{slug}``: the one place an entitlement id is written
+    (:func:`parse_entitlement_id` reads one)."""
     return f"{resource_type}:{resource_id}:{SLUGS[resource_type]}"
 
 
@@ -174,14 +176,13 @@ def user_entitlements(user: User, types: frozenset[str]) -> Iterator[str]:
     """Ids of every entitlement ``user`` holds among entitlements of ``types``."""
     for attribute, kind in GRANT_SOURCES:
         if kind in types:
-            slug = SLUGS[kind]
             refs: tuple[Ref, ...] = getattr(user, attribute)
             for ref in refs:
-                yield f"{kind}:{ref.id}:{slug}"
+                yield entitlement_id(kind, ref.id)
     if "license" in types:
         for flag, held in user.licenses.items():
             if held:
-                yield f"license:{flag}:assigned"
+                yield entitlement_id("license", flag)
 
 
 def user_grants(user: User, types: frozenset[str]) -> Iterator[Grant]:

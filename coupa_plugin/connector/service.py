@@ -16,6 +16,7 @@ import httpx
 
 from coupa_plugin.connector.boundary import describe
 from coupa_plugin.connector.inputs import check_sync_request
+from coupa_plugin.connector.kinds import KINDS
 from coupa_plugin.connector.lifecycle import Leased, Uses
 from coupa_plugin.connector.provisioning import (
     Permits,
@@ -57,11 +58,7 @@ from coupa_plugin.coupa.logs import attach_tenant_filter
 from coupa_plugin.coupa.negotiation import ScopeGrant
 from coupa_plugin.coupa.ratelimit import COUPA_RATE, RateLimiter
 from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
-from coupa_plugin.coupa.scopes import (
-    ACCOUNT_GROUP_SCOPE,
-    CONTENT_GROUP_SCOPE,
-    WRITE_SCOPES,
-)
+from coupa_plugin.coupa.scopes import ACCOUNT_GROUP_SCOPE, WRITE_SCOPES
 from coupa_plugin.coupa.transport import deadline, inherit_deadline
 from coupa_plugin.host.errors import (
     AuthenticationError,
@@ -83,7 +80,6 @@ from coupa_plugin.host.model import (
 __all__ = ["PLUGIN_NAME", "CoupaConnector"]
 
 PLUGIN_NAME = "coupa"
-MB: Final = 1024 * 1024
 log = logging.getLogger("coupa_plugin.connector")
 T = TypeVar("T")
 CONNECTOR_LOGGERS: Final = (
@@ -111,18 +107,7 @@ class CoupaConnector:
         self.tenant_id = tenant_id
         self.telemetry = Telemetry(instruments, tenant_id, clock)
         self.settings = settings
-        config = ClientConfig(
-            base_url=settings.base_url,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            mode=settings.mode,
-            requests_per_second=settings.requests_per_second,
-            max_in_flight=settings.max_in_flight,
-            timeout_s=settings.timeout_s,
-            max_body_bytes=int(settings.max_response_mb * MB),
-            tenant=tenant_id,
-            shared_rate_limit_file=settings.shared_rate_limit_file,
-        )
+        config = settings.client_config(tenant=tenant_id)
         redis_client, store, limiter = self._shared_state(tenant_id, settings, config, sleep)
         self._redis = redis_client
         self._clock = clock  # the sync's too: how long configure's first pages stay fresh
@@ -345,43 +330,24 @@ class CoupaConnector:
         # Which scope each listing needs is undocumented: ask Coupa once, every probe at once.
         # Each probe is the first page of its listing, which the next sync carries on.
         catalogs = catalog_listings(self.client)
-        listings = [
-            (kind, path, scope, label, listing)
-            for kind, path, scope, label, listing in (
-                (
-                    "content_group",
-                    "/api/business_groups",
-                    CONTENT_GROUP_SCOPE,
-                    "content groups",
-                    catalogs["content_group"],
-                ),
-                (
-                    "account_group",
-                    "/api/account_groups",
-                    ACCOUNT_GROUP_SCOPE,
-                    "account groups",
-                    catalogs["account_group"],
-                ),
-            )
-            if kind in types
-        ]
+        probed = [kind for kind in KINDS if kind.catalog_scope and kind.name in types]
         probes: list[Callable[[], Any]] = [
-            functools.partial(self._refused, kind, listing) for kind, _, _, _, listing in listings
+            functools.partial(self._refused, kind.name, catalogs[kind.name]) for kind in probed
         ]
         if "role" in types:
             probes.append(self._check_role_catalog)
         if types & {"user", "license"}:
             probes.append(self._read_license_flags)  # the sync's first read, done meanwhile
         results = self._concurrently(probes)
-        for (kind, path, scope, label, _), refusal in zip(listings, results, strict=False):
+        for kind, refusal in zip(probed, results, strict=False):
             if refusal:
-                types.discard(kind)
+                types.discard(kind.name)
                 warnings.append(
-                    f"{label} are off: Coupa answered GET {path} with {refusal}; "
-                    f"grant {scope} to the OAuth client to sync them"
+                    f"{kind.label}s are off: Coupa answered GET /api/{kind.item_path} with "
+                    f"{refusal}; grant {kind.catalog_scope} to the OAuth client to sync them"
                 )
         if "role" in types:
-            warnings += results[len(listings)]
+            warnings += results[len(probed)]
         if grant.mode == "read-only" and self.settings.mode == "auto":
             missing = ", ".join(sorted(WRITE_SCOPES - grant.scopes))
             warnings.append(

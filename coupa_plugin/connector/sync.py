@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 import attrs
 
 from coupa_plugin.connector.boundary import guard_stream
+from coupa_plugin.connector.kinds import KINDS
 from coupa_plugin.connector.mapping import (
     GRANT_SOURCES,
     account_group_resource,
@@ -57,14 +58,11 @@ HEAD_START_TTL_S: Final = 60.0  # how long a listing begun by ``configure`` may 
 
 
 def catalog_listings(client: CoupaClient) -> dict[str, Callable[[], Iterable[Any]]]:
-    """The catalog listings by kind, as the sync reads them: beside the users, one page at a
-    time (the user pages keep the rate limit busy; a page ahead would only risk one past the
-    end)."""
+    """The catalog listings by kind, as the sync reads them (each kind's ``catalog``)."""
     return {
-        "role": client.roles,
-        "group": functools.partial(client.user_groups, in_flight=1),
-        "content_group": functools.partial(client.business_groups, in_flight=1),
-        "account_group": functools.partial(client.account_groups, in_flight=1),
+        kind.name: functools.partial(kind.catalog, client)
+        for kind in KINDS
+        if kind.catalog is not None
     }
 
 

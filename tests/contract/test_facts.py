@@ -21,14 +21,14 @@ from coupa_plugin.sandbox.query import QueryError, _parse_time
 
 def test_the_settings_defaults_are_the_clients() -> None:
     client = {a.name: a.default for a in attrs.fields(ClientConfig)}
-    schema = {spec.name: spec.default for spec in settings.SETTINGS_SCHEMA}
+    schema = {spec.name: spec.default for spec in settings.SETTINGS}
     for key in ("mode", "requests_per_second", "max_in_flight", "timeout_s"):
         assert schema[key] == client[key]
     assert schema["max_response_mb"] * 1024 * 1024 == DEFAULT_MAX_BODY_BYTES
 
 
 def test_coupa_settings_defaults_are_the_schemas() -> None:
-    schema = {spec.name: spec.default for spec in settings.SETTINGS_SCHEMA}
+    schema = {spec.name: spec.default for spec in settings.SETTINGS}
     fields = {a.name: a.default for a in attrs.fields(settings.CoupaSettings)}
     renamed = {"insecure": "allow_insecure_base_url"}
     for name, default in fields.items():

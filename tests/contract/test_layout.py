@@ -11,6 +11,8 @@
   never the plugin's own code. Its one other import is ``coupa_plugin.sandbox``, for
   ``coupa-iga sync --sandbox``: the sandbox is a stand-in for Coupa, not part of the plugin,
   and the command line imports it inside that command only (the ``sandbox`` extra).
+* ``manifest.py`` reads the shipped ``plugin.toml`` and writes it from the connector's
+  declarations, the client's scopes and the contract.
 * ``testing/`` (the integrator kit) drives plugins through the contract and serves the sandbox.
 """
 
@@ -41,7 +43,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "testing": ("coupa_plugin.testing", *CONTRACT, "coupa_plugin.sandbox"),
     "__init__.py": (),
     "__main__.py": ("coupa_plugin.refhost.cli",),
-    "manifest.py": (),
+    "manifest.py": ("coupa_plugin.connector", "coupa_plugin.coupa", *CONTRACT),
 }
 
 
