@@ -100,6 +100,18 @@ def test_every_relative_link_leads_somewhere(page: Path) -> None:
     assert broken_links(page, ROOT) == []
 
 
+def test_every_page_of_docs_is_linked_from_the_readme() -> None:
+    readme = ROOT / "README.md"
+    linked = {
+        (ROOT / unquote(urlsplit(target).path)).resolve()
+        for target in links(readme.read_text(encoding="utf-8"))
+        if not urlsplit(target).scheme and urlsplit(target).path
+    }
+    assert sorted(
+        str(page.relative_to(ROOT)) for page in PAGES if page.resolve() not in linked
+    ) == ["README.md"]
+
+
 def test_the_pages_are_found() -> None:
     names = {str(page.relative_to(ROOT)) for page in PAGES}
     assert {"README.md", "CHANGELOG.md", "docs/configuration.md"} <= names
