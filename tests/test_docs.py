@@ -112,6 +112,19 @@ def test_every_page_of_docs_is_linked_from_the_readme() -> None:
     ) == ["README.md"]
 
 
+def test_the_readme_contents_list_every_section_in_order() -> None:
+    markdown = (ROOT / "README.md").read_text(encoding="utf-8")
+    sections = [
+        github_slug(_plain_text(inline))
+        for opening, inline in pairwise(_PARSER.parse(markdown))
+        if opening.tag == "h2" and opening.type == "heading_open"
+    ]
+    contents = markdown.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    assert [target.removeprefix("#") for target in links(contents)] == [
+        section for section in sections if section != "contents"
+    ]
+
+
 def test_the_pages_are_found() -> None:
     names = {str(page.relative_to(ROOT)) for page in PAGES}
     assert {"README.md", "CHANGELOG.md", "docs/configuration.md"} <= names
