@@ -120,6 +120,9 @@ class RequestLoop:
         self.limiter = limiter
         self._clock = clock
         self._lock = threading.Lock()
+        # the retry waits' jitter: this tenant's own generator (the global one is shared by
+        # everything in the process)
+        self._jitter = random.Random()
         self.requests = 0
         self.retries = 0
         # a moving average of how long an answer takes (send to whole body), once one came
@@ -207,7 +210,7 @@ class RequestLoop:
             wait = exc.wait
             if wait is None:
                 wait = min(_WAIT_MAX_S, _WAIT_INITIAL_S * 2 ** (failures - 1))
-                wait += random.uniform(0, _WAIT_JITTER_S)
+                wait += self._jitter.uniform(0, _WAIT_JITTER_S)
             return wait if wait < self._left(until) else False
 
         return on
