@@ -23,6 +23,7 @@ from coupa_plugin.coupa.errors import (
     CoupaResponseError,
     GraphQLError,
     ReadOnlyClientError,
+    RecordError,
     plain,
 )
 from coupa_plugin.coupa.fields import FieldSpec, TenantFields, snake
@@ -33,7 +34,6 @@ from coupa_plugin.coupa.models import (
     AccountGroup,
     BusinessGroup,
     Membership,
-    RecordError,
     Role,
     User,
     UserGroup,

@@ -18,6 +18,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from coupa_plugin.coupa.errors import RecordError
+
 __all__ = [
     "ACCOUNT_TYPE_FLAGS",
     "KNOWN_LICENSE_FLAGS",
@@ -27,7 +29,6 @@ __all__ = [
     "AccountGroup",
     "BusinessGroup",
     "Membership",
-    "RecordError",
     "Ref",
     "Role",
     "User",
@@ -169,10 +170,6 @@ class User:
 
 def _kebab(name: str) -> str:
     return name.replace("_", "-")
-
-
-class RecordError(ValueError):
-    """A record from Coupa has a field of the wrong type or out of range (never coerced)."""
 
 
 def _kind(value: object) -> str:

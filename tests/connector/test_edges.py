@@ -19,7 +19,8 @@ from coupa_plugin.connector.provisioning.per_item import PerItem
 from coupa_plugin.connector.settings import parse_settings
 from coupa_plugin.coupa import ClientConfig, CoupaClient, CoupaResponseError, PagingError, Secret
 from coupa_plugin.coupa.client import GraphQLError
-from coupa_plugin.coupa.models import RecordError, Role, UserGroup, structure, structure_user
+from coupa_plugin.coupa.errors import RecordError
+from coupa_plugin.coupa.models import Role, UserGroup, structure, structure_user
 from coupa_plugin.coupa.ratelimit import SharedRateLimiter
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest

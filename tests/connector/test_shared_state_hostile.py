@@ -36,11 +36,11 @@ from coupa_plugin.connector.shared_state import (
     scoped,
 )
 from coupa_plugin.coupa import ClientConfig, CoupaClient, CoupaError, Secret
+from coupa_plugin.coupa.errors import InvalidPaceState
 from coupa_plugin.coupa.ratelimit import MAX_RATE, MIN_RATE, RateLimiter
 from coupa_plugin.coupa.redis_pacing import (
     MAX_AHEAD_S,
     MAX_HOLD_S,
-    InvalidPaceState,
     RedisRateLimiter,
     parse_pace_reply,
 )

@@ -8,7 +8,7 @@ from typing import Any, Final
 from coupa_plugin.connector.mapping import check_grantable, parse_entitlement_id
 from coupa_plugin.connector.provisioning.guards import Guards
 from coupa_plugin.connector.provisioning.session import ATTRIBUTES, UserSession, ids_of
-from coupa_plugin.coupa import CoupaClient, CoupaError
+from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaResponseError
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult
 
@@ -179,8 +179,8 @@ class Accounts:
             created = self.client.create_user(body)
             new_id = created.get("id") if isinstance(created, dict) else None
             if isinstance(new_id, bool) or not isinstance(new_id, int):
-                raise ValueError("the answer carried no user id")
-        except (CoupaError, ValueError) as exc:
+                raise CoupaResponseError("the answer carried no user id")
+        except CoupaError as exc:
             # the create may have landed (a dropped answer, an odd shape): Coupa decides
             found = self._find_login(login)
             if found is None:

@@ -13,6 +13,7 @@ from coupa_plugin.connector.kinds import LIST_KINDS
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.journal import Stamp
 from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
+from coupa_plugin.coupa.errors import RecordError
 from coupa_plugin.coupa.models import User, structure_user
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 
@@ -110,7 +111,7 @@ class UserSession:
             raise self.failure(f"reading user {uid}: the answer was not a user record")
         try:
             user = structure_user(raw)
-        except ValueError as exc:
+        except RecordError as exc:
             raise self.failure(f"reading user {uid}: {exc}") from None
         if user.id != uid:
             raise self.failure(f"reading user {uid}: Coupa answered with user {user.id}")
@@ -183,7 +184,7 @@ class UserSession:
         try:
             raw = self.client.user_raw(self.user_id, _READ_EXTRA, _READ_NESTED)
             user = structure_user(raw)
-        except (CoupaError, ValueError) as exc:
+        except CoupaError as exc:  # a malformed record (RecordError) included
             problem = str(exc)[:160]
         else:
             if user.id == self.user_id:
