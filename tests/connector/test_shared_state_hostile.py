@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.provisioning.store import StoreUnavailable
+from coupa_plugin.connector.errors import StoreUnavailable
 from coupa_plugin.connector.settings import parse_settings
 from coupa_plugin.connector.shared_state import (
     ACL_RULES,

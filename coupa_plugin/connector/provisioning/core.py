@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from coupa_plugin.connector.errors import StoreUnavailable
 from coupa_plugin.connector.kinds import by_name
 from coupa_plugin.connector.locks import KeyedLocks
 from coupa_plugin.connector.mapping import (
@@ -31,7 +32,7 @@ from coupa_plugin.connector.provisioning.session import (
     UserSession,
     ids_of,
 )
-from coupa_plugin.connector.provisioning.store import LocalStore, StateStore, StoreUnavailable
+from coupa_plugin.connector.provisioning.store import LocalStore, StateStore
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.coupa import CoupaClient
 from coupa_plugin.coupa.models import User
