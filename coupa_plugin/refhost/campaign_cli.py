@@ -33,7 +33,8 @@ from coupa_plugin.refhost.campaign import (
     write_campaign_csv,
     write_evidence,
 )
-from coupa_plugin.refhost.jobs import UsageError, sync_tenant
+from coupa_plugin.refhost.errors import UsageError
+from coupa_plugin.refhost.jobs import sync_tenant
 from coupa_plugin.refhost.reports import safe_text, write_rows
 from coupa_plugin.refhost.snapshot import SnapshotStore, private_output
 

@@ -45,6 +45,7 @@ from coupa_plugin.host.errors import (
     PluginError,
 )
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
+from coupa_plugin.refhost.errors import Interrupted, SnapshotBusyError
 from coupa_plugin.refhost.jobs import SyncOutcome, error_kind, provision_one, sync_tenant
 from coupa_plugin.refhost.logfmt import configure_logging, parse_level
 from coupa_plugin.refhost.manager import Host
@@ -66,13 +67,7 @@ from coupa_plugin.refhost.reports import (
     write_export,
     write_rows,
 )
-from coupa_plugin.refhost.snapshot import (
-    Interrupted,
-    RunRecord,
-    SnapshotBusyError,
-    SnapshotStore,
-    private_output,
-)
+from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore, private_output
 from coupa_plugin.refhost.tenants import load_tenants
 
 __all__ = ["main"]
