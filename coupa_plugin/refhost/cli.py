@@ -13,7 +13,6 @@ Data goes to standard output (``--format table|json|csv``), messages to standard
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -231,7 +230,7 @@ def _exit_interrupted(ctx: click.Context, code: int) -> NoReturn:
             stream.flush()
     try:
         sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
         ctx.exit(code)
     os._exit(code)
 

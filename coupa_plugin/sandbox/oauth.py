@@ -52,7 +52,7 @@ class Tokens:
         if auth.lower().startswith("basic "):
             try:
                 decoded = base64.b64decode(auth[6:].strip()).decode()
-            except (ValueError, UnicodeDecodeError):
+            except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
                 decoded = ""
             user, _, password = decoded.partition(":")
             client_id, secret = unquote(user), unquote(password)
