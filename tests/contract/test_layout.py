@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import builtins
 import graphlib
+import importlib
 import shutil
 from pathlib import Path
 
@@ -254,3 +255,41 @@ def test_each_errors_module_draws_its_tree(where: str) -> None:
     defined = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
     assert defined
     assert defined <= drawn
+
+
+ROOTS: dict[str, tuple[str, str]] = {
+    "coupa_plugin.host.errors": ("PluginError", ""),
+    "coupa_plugin.coupa.errors": ("CoupaError", ""),
+    "coupa_plugin.connector.errors": ("ConnectorError", ""),
+    "coupa_plugin.refhost.errors": ("PluginError", "Interrupted"),
+    "coupa_plugin.sandbox.errors": ("SandboxError", "SimulatedCrash"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(ROOTS))
+def test_each_layers_errors_derive_from_its_root_not_from_builtins(module: str) -> None:
+    """A layer's errors are its root's subclasses, so ``except ValueError`` or ``except
+    OSError`` never catches one by accident. The one exception per layer that stands for the
+    process being stopped (``Interrupted``, ``SimulatedCrash``) derives from a
+    ``BaseException`` on purpose, and its module's docstring says so."""
+    errors = importlib.import_module(module)
+    root_name, deliberate = ROOTS[module]
+    root = getattr(errors, root_name)
+    classes = {
+        name: obj
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == module
+    }
+    assert classes
+    for name, cls in classes.items():
+        builtin = [
+            base.__name__
+            for base in cls.__mro__
+            if base.__module__ == "builtins" and base not in (Exception, BaseException, object)
+        ]
+        if name == deliberate:
+            assert not issubclass(cls, Exception)
+            assert name in (errors.__doc__ or "") and "on purpose" in (errors.__doc__ or "")
+        else:
+            assert issubclass(cls, root), name
+            assert builtin == [], name
