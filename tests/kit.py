@@ -21,7 +21,7 @@ from coupa_plugin.sandbox import (
     CoupaSandbox,
     TenantState,
 )
-from coupa_plugin.sandbox.config import SimulatedCrash
+from coupa_plugin.sandbox.errors import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 
 ALL_TYPES = frozenset(

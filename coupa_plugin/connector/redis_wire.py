@@ -20,20 +20,16 @@ import ssl
 import time
 from typing import Any, Final
 
-import redis
 from redis.connection import Connection
 
+from coupa_plugin.connector.errors import ReplyTooLargeError
 from coupa_plugin.coupa.transport import seconds_left
 
-__all__ = ["DEFAULT_MAX_REPLY_BYTES", "BoundedConnection", "ReplyTooLargeError", "tls_context"]
+__all__ = ["DEFAULT_MAX_REPLY_BYTES", "BoundedConnection", "tls_context"]
 
 # The journal's entries are at most 4 MB each and a hash read whole holds a few of them; the
 # pacer's and the lock's replies are tiny.
 DEFAULT_MAX_REPLY_BYTES: Final = 16 * 1024 * 1024
-
-
-class ReplyTooLargeError(redis.RedisError):
-    """A reply was larger than the limit; reading it was stopped (and is not retried)."""
 
 
 def tls_context(ca_file: str | None) -> ssl.SSLContext:

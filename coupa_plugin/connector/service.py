@@ -53,7 +53,6 @@ from coupa_plugin.coupa import (
     CoupaHTTPError,
     ScopeError,
 )
-from coupa_plugin.coupa.errors import GraphQLError
 from coupa_plugin.coupa.logs import attach_tenant_filter
 from coupa_plugin.coupa.negotiation import ScopeGrant
 from coupa_plugin.coupa.ratelimit import COUPA_RATE, RateLimiter
@@ -396,7 +395,7 @@ class CoupaConnector:
     def _check_role_catalog(self) -> list[str]:
         try:
             self._begun["role"] = begin(catalog_listings(self.client)["role"])
-        except (GraphQLError, CoupaError) as exc:
+        except CoupaError as exc:
             return [
                 f"the role catalog (GraphQL) is unavailable ({str(exc)[:120]}); roles that "
                 "nobody holds will be missing"

@@ -39,8 +39,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 import attrs
 
+from coupa_plugin.connector.errors import StoreUnavailable
 from coupa_plugin.connector.provisioning.journal import state_key
-from coupa_plugin.connector.provisioning.store import StoreUnavailable
 from coupa_plugin.coupa import Secret
 from coupa_plugin.coupa.errors import excerpt
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError

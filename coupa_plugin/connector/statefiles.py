@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from coupa_plugin.connector.errors import SealError
 from coupa_plugin.host.errors import ConfigurationError
 
 __all__ = ["Seal", "private_dir", "read_private", "remove_private", "write_private"]
@@ -133,21 +134,21 @@ class Seal:
         return orjson.dumps({"body": body, "mac": mac})
 
     def open(self, data: bytes) -> Any:
-        """The payload of a sealed file; ValueError when it is not one or was altered (or
+        """The payload of a sealed file; :class:`SealError` when it is not one or was altered (or
         sealed with another client secret)."""
         try:
             outer = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise ValueError("not a sealed state file") from None
+            raise SealError("not a sealed state file") from None
         if not isinstance(outer, dict):
-            raise ValueError("not a sealed state file")
+            raise SealError("not a sealed state file")
         body, mac = outer.get("body"), outer.get("mac")
         if not isinstance(body, str) or not isinstance(mac, str):
-            raise ValueError("not a sealed state file")
+            raise SealError("not a sealed state file")
         expected = hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, mac):
-            raise ValueError("its seal does not match (altered, or written with another secret)")
+            raise SealError("its seal does not match (altered, or written with another secret)")
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise ValueError("not a sealed state file") from None
+            raise SealError("not a sealed state file") from None

@@ -43,7 +43,7 @@ from coupa_plugin.connector.mapping import (
 )
 from coupa_plugin.coupa import CoupaClient, CoupaError
 from coupa_plugin.coupa.client import MAX_CATALOG_ROWS
-from coupa_plugin.coupa.errors import CoupaResponseError, GraphQLError
+from coupa_plugin.coupa.errors import CoupaHTTPError, CoupaResponseError, GraphQLError
 from coupa_plugin.coupa.models import AccountGroup, BusinessGroup, Role, User, UserGroup
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
@@ -400,9 +400,11 @@ class TenantSync:
         roles: list[Role]
         try:
             roles = fetched.result("role")
-        except (GraphQLError, CoupaError) as exc:
+        except CoupaError as exc:
             # refused (401/403: a token GraphQL will not take even fresh) or absent (404)
-            if isinstance(exc, GraphQLError) or getattr(exc, "status", None) in {401, 403, 404}:
+            if isinstance(exc, GraphQLError) or (
+                isinstance(exc, CoupaHTTPError) and exc.status in {401, 403, 404}
+            ):
                 log.warning(
                     "role catalog unavailable from GraphQL; listing held roles only",
                     extra={"tenant": self.tenant_id, "error": str(exc)[:200]},

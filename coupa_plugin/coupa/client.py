@@ -23,6 +23,7 @@ from coupa_plugin.coupa.errors import (
     CoupaResponseError,
     GraphQLError,
     ReadOnlyClientError,
+    RecordError,
     plain,
 )
 from coupa_plugin.coupa.fields import FieldSpec, TenantFields, snake
@@ -38,7 +39,6 @@ from coupa_plugin.coupa.models import (
     LookupCollection,
     Membership,
     ProfileChanges,
-    RecordError,
     Role,
     User,
     UserGroup,

@@ -1,21 +1,50 @@
-"""Typed errors of the Coupa client. Messages carry the method, path, status and a short,
-scrubbed excerpt of the body; never a token or a secret."""
+"""Every error the Coupa client raises. Messages carry the method, path, status and a short,
+scrubbed excerpt of the body; never a token or a secret. The tree::
+
+    CoupaError                      base of every error the client raises
+    ├── CoupaTransportError         no answer: the network failed (after retries)
+    │   └── CoupaTimeoutError       a request, or the retries of one call, ran out of time
+    │       └── PacingTimeout       the pacer would hold a request past its deadline; not sent
+    ├── CoupaHTTPError              Coupa answered an error status (.status, .errors)
+    ├── CoupaAuthError              the token endpoint refused the credentials
+    │   └── ScopeError              ... or the scopes asked for (``invalid_scope``)
+    ├── CoupaResponseError          an answer the client cannot understand
+    │   ├── BodyTooLargeError       larger than ``max_response_mb``; reading it was stopped
+    │   └── RecordError             a record with a field of the wrong type or out of range
+    ├── FieldsRefusedError          Coupa refused a field a read cannot do without (.names)
+    ├── GraphQLError                the GraphQL endpoint answered errors (.messages)
+    ├── PagingError                 a listing did not page like one (repeats, gaps, no end)
+    ├── ReadOnlyClientError         a write asked of a read-only client; nothing was sent
+    └── InvalidPaceState            the shared pacer's state in Redis is not one its rules make
+
+None derives from a builtin error other than :class:`Exception`: a ``except ValueError``
+never catches a malformed record by accident. The client's private retry signals
+(``_Retryable`` in :mod:`~coupa_plugin.coupa.http`, ``_MintRetry`` in
+:mod:`~coupa_plugin.coupa.auth`, ``_OutOfProbes`` in :mod:`~coupa_plugin.coupa.fields`) are
+raised and caught inside their module and never reach a caller.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
 __all__ = [
+    "BodyTooLargeError",
     "CoupaAuthError",
     "CoupaError",
     "CoupaHTTPError",
     "CoupaResponseError",
     "CoupaTimeoutError",
     "CoupaTransportError",
+    "FieldsRefusedError",
     "GraphQLError",
+    "InvalidPaceState",
+    "PacingTimeout",
     "PagingError",
     "ReadOnlyClientError",
+    "RecordError",
     "ScopeError",
     "excerpt",
     "plain",
@@ -71,6 +100,10 @@ class CoupaTimeoutError(CoupaTransportError):
     """A request (or the retries of one call) ran out of its wall-clock budget."""
 
 
+class PacingTimeout(CoupaTimeoutError):
+    """The pacer would hold a request past its caller's deadline; it was not sent."""
+
+
 class CoupaHTTPError(CoupaError):
     """Coupa answered with an error status (after retries, for retryable ones)."""
 
@@ -100,12 +133,41 @@ class CoupaResponseError(CoupaError):
     """A response body could not be understood (truncated or invalid JSON, wrong shape)."""
 
 
+class BodyTooLargeError(CoupaResponseError):
+    """A response body was larger than the client's limit; reading it was stopped."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"{what}: the response body is larger than the limit of {limit:,} bytes "
+            "(max_response_mb); reading it was stopped"
+        )
+
+
+class RecordError(CoupaResponseError):
+    """A record from Coupa has a field of the wrong type or out of range (never coerced)."""
+
+
+class FieldsRefusedError(CoupaError):
+    """Coupa refused a field the read cannot do without."""
+
+    def __init__(self, endpoint: str, names: Iterable[str], detail: str) -> None:
+        self.names = tuple(sorted(names))
+        super().__init__(
+            f"Coupa refused the required field(s) {', '.join(self.names)} of {endpoint} ({detail})"
+        )
+
+
 class PagingError(CoupaError):
     """A listing did not behave like a paged listing (repeats, gaps, no end)."""
 
 
 class ReadOnlyClientError(CoupaError):
     """A write was attempted through a read-only client; nothing was sent."""
+
+
+class InvalidPaceState(CoupaError):
+    """What Redis answered for the shared pacer is not a state the rules can produce."""
 
 
 def plain(value: object, limit: int = 200) -> str:

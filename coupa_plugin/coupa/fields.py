@@ -22,9 +22,9 @@ from typing import Any, Final
 
 import attrs
 
-from coupa_plugin.coupa.errors import CoupaError, CoupaHTTPError, plain
+from coupa_plugin.coupa.errors import CoupaHTTPError, FieldsRefusedError, plain
 
-__all__ = ["FieldSpec", "FieldsRefusedError", "TenantFields", "snake"]
+__all__ = ["FieldSpec", "TenantFields", "snake"]
 
 Selection = tuple[Any, ...]  # names and {association: [names]} objects, snake_case
 _TOKEN: Final = re.compile(r"[A-Za-z][A-Za-z0-9_?-]*")
@@ -60,16 +60,6 @@ class FieldSpec:
             if snake(key) not in present
         )
         return attrs.evolve(self, wanted=(*self.wanted, *extra, *more))
-
-
-class FieldsRefusedError(CoupaError):
-    """Coupa refused a field the read cannot do without."""
-
-    def __init__(self, endpoint: str, names: Iterable[str], detail: str) -> None:
-        self.names = tuple(sorted(names))
-        super().__init__(
-            f"Coupa refused the required field(s) {', '.join(self.names)} of {endpoint} ({detail})"
-        )
 
 
 def _error_text(error: CoupaHTTPError) -> str:

@@ -18,6 +18,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
+from coupa_plugin.coupa.errors import RecordError
+
 __all__ = [
     "ACCOUNT_TYPE_FLAGS",
     "KNOWN_LICENSE_FLAGS",
@@ -33,7 +35,6 @@ __all__ = [
     "Profile",
     "ProfileChanges",
     "ProfileField",
-    "RecordError",
     "Ref",
     "Role",
     "User",
@@ -241,10 +242,6 @@ class WriteEcho:
     as; None when the answer does not say)."""
 
     writer_id: int | None
-
-
-class RecordError(ValueError):
-    """A record from Coupa has a field of the wrong type or out of range (never coerced)."""
 
 
 def _kind(value: object) -> str:

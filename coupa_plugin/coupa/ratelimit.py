@@ -45,13 +45,14 @@ import time
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from coupa_plugin.coupa.errors import PacingTimeout
+
 __all__ = [
     "COUPA_BURST",
     "COUPA_RATE",
     "MAX_RATE",
     "MIN_RATE",
     "PaceState",
-    "PacingTimeout",
     "RateLimiter",
     "SharedRateLimiter",
     "private_file",
@@ -79,10 +80,6 @@ class PaceState(NamedTuple):
     throttled: int  # 429s seen
     sent_rate: float = 0.0  # the measured rate requests are asked for, as of ``sent_at``
     sent_at: float = 0.0
-
-
-class PacingTimeout(Exception):
-    """The pacer would hold a request past its caller's deadline; it was not sent."""
 
 
 class RateLimiter:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from coupa_plugin.coupa.errors import InvalidPaceState
 from coupa_plugin.coupa.ratelimit import (
     ACCEL_S,
     CUT,
@@ -46,7 +47,6 @@ __all__ = [
     "MAX_AHEAD_S",
     "MAX_HOLD_S",
     "PACE_SCRIPT",
-    "InvalidPaceState",
     "RedisRateLimiter",
     "parse_pace_reply",
 ]
@@ -129,10 +129,6 @@ if op ~= 'read' then
 end
 return {f(tat), f(hold), f(floor), tostring(throttled), f(sent_rate), f(sent_at), f(send_at)}
 """
-
-
-class InvalidPaceState(ValueError):
-    """What Redis answered for the pacer is not a state the rules can produce."""
 
 
 def _number(value: object, what: str) -> float:

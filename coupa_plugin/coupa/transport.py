@@ -18,14 +18,13 @@ from typing import Any, Final, TypeVar
 import httpcore
 import httpx
 
-from coupa_plugin.coupa.errors import CoupaResponseError
-from coupa_plugin.coupa.ratelimit import PacingTimeout, RateLimiter
+from coupa_plugin.coupa.errors import BodyTooLargeError, CoupaResponseError, PacingTimeout
+from coupa_plugin.coupa.ratelimit import RateLimiter
 from coupa_plugin.coupa.telemetry import Telemetry
 
 __all__ = [
     "ACCEPT_ENCODING",
     "DEFAULT_MAX_BODY_BYTES",
-    "BodyTooLargeError",
     "DeadlineTransport",
     "PacedTransport",
     "deadline",
@@ -206,17 +205,6 @@ def retry_after_seconds(response: httpx.Response, cap: float = 60.0) -> float | 
     if not math.isfinite(seconds):
         return None
     return min(max(seconds, 0.0), cap)
-
-
-class BodyTooLargeError(CoupaResponseError):
-    """A response body was larger than the client's limit; reading it was stopped."""
-
-    def __init__(self, what: str, limit: int) -> None:
-        self.limit = limit
-        super().__init__(
-            f"{what}: the response body is larger than the limit of {limit:,} bytes "
-            "(max_response_mb); reading it was stopped"
-        )
 
 
 def _decoder(encoding: str, what: str) -> Any:

@@ -33,7 +33,8 @@ from coupa_plugin.host.errors import (
     ReadOnlyError,
 )
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, SyncRequest
-from coupa_plugin.refhost.jobs import UsageError, is_refusal
+from coupa_plugin.refhost.errors import DecisionsError
+from coupa_plugin.refhost.jobs import is_refusal
 from coupa_plugin.refhost.reports import csv_value, export_rows, pick_run
 from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore, private_output
 
@@ -43,7 +44,6 @@ __all__ = [
     "Campaign",
     "CampaignStore",
     "Decision",
-    "DecisionsError",
     "Outcome",
     "apply_decisions",
     "parse_decisions",
@@ -123,10 +123,6 @@ CREATE TABLE IF NOT EXISTS campaign_checks (
     detail         TEXT NOT NULL
 );
 """
-
-
-class DecisionsError(UsageError):
-    """A decisions file that does not match its campaign; the message names the lines."""
 
 
 @attrs.frozen(kw_only=True)

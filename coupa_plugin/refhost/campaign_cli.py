@@ -2,8 +2,7 @@
 evidence). The logic lives in :mod:`coupa_plugin.refhost.campaign`; the plugin is driven
 through its hooks only (``configure``, ``provision``, and a targeted sync to verify).
 
-Importing this module registers the ``review`` group on :func:`coupa_plugin.refhost.cli.main`
-(the command line imports it at its end).
+The command line adds the ``review`` group to :func:`coupa_plugin.refhost.cli.main`.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import click
 
 from coupa_plugin.host.errors import ConfigurationError, ReadOnlyError
 from coupa_plugin.host.model import SyncRequest
-from coupa_plugin.refhost import cli
 from coupa_plugin.refhost.campaign import (
     Campaign,
     CampaignStore,
@@ -33,7 +31,25 @@ from coupa_plugin.refhost.campaign import (
     write_campaign_csv,
     write_evidence,
 )
-from coupa_plugin.refhost.jobs import UsageError, sync_tenant
+from coupa_plugin.refhost.common import (
+    EXIT_FAILED,
+    EXIT_REFUSED,
+    open_store,
+    plugin_host,
+    refuse_the_snapshot,
+    require_enabled,
+    tenants_from,
+)
+from coupa_plugin.refhost.errors import UsageError
+from coupa_plugin.refhost.jobs import sync_tenant
+from coupa_plugin.refhost.options import (
+    IGNORED_TENANTS_OPTION,
+    PLUGIN_OPTION,
+    SNAPSHOT_OPTION,
+    TENANTS_OPTION,
+    VERBOSE_OPTION,
+    format_option,
+)
 from coupa_plugin.refhost.reports import safe_text, write_rows
 from coupa_plugin.refhost.snapshot import SnapshotStore, private_output
 
@@ -56,20 +72,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-@cli.main.group()
+@click.group()
 def review() -> None:
     """Access-review campaigns: start one from a complete run, apply the reviewers'
     decisions through the plugin, verify them with a fresh sync, write the evidence."""
 
 
 @review.command()
-@cli.IGNORED_TENANTS_OPTION
-@cli.SNAPSHOT_OPTION
+@IGNORED_TENANTS_OPTION
+@SNAPSHOT_OPTION
 @click.option("--tenant", "tenant_id", required=True, help="Tenant id.")
-@cli.PLUGIN_OPTION
+@PLUGIN_OPTION
 @click.option("--run", "run_id", type=int, help="Run id (default: the last complete full run).")
 @_output_option("The CSV file reviewers fill in (decision, reviewer, comment).", directory=False)
-@cli.VERBOSE_OPTION
+@VERBOSE_OPTION
 def start(
     snapshot: Path,
     tenant_id: str,
@@ -79,8 +95,8 @@ def start(
 ) -> None:
     """Start a campaign over a complete full run: one row per account and entitlement held.
     Prints the campaign id on standard output."""
-    cli._refuse_the_snapshot(output, snapshot)
-    with cli._open_store(snapshot) as store:
+    refuse_the_snapshot(output, snapshot)
+    with open_store(snapshot) as store:
         cstore = CampaignStore(store)
         run = pick_campaign_run(store, tenant_id, plugin_name, run_id)
         campaign = cstore.start(run, _now())
@@ -110,9 +126,9 @@ def _read_decisions(path: Path) -> tuple[str, str]:
 def _campaign_hooks(
     tenants_file: Path, campaign: Campaign
 ) -> tuple[Any, str]:  # (PluginHooks, mode)
-    [tenant] = cli._load(tenants_file, (campaign.tenant_id,))
-    host = cli._host()
-    cli._enabled(host, tenant, campaign.plugin)
+    [tenant] = tenants_from(tenants_file, (campaign.tenant_id,))
+    host = plugin_host()
+    require_enabled(host, tenant, campaign.plugin)
     hooks = host.hooks(tenant, campaign.plugin)
     status = hooks.configure()
     if status is None:
@@ -132,8 +148,8 @@ def _logins(store: SnapshotStore, campaign: Campaign) -> dict[str, str]:
 
 
 @review.command()
-@cli.TENANTS_OPTION
-@cli.SNAPSHOT_OPTION
+@TENANTS_OPTION
+@SNAPSHOT_OPTION
 @CAMPAIGN_OPTION
 @click.option(
     "--decisions",
@@ -144,8 +160,8 @@ def _logins(store: SnapshotStore, campaign: Campaign) -> dict[str, str]:
 )
 @click.option("--dry-run", is_flag=True, help="Plan the revokes; write nothing, record nothing.")
 @click.option("--yes", is_flag=True, help="Make the changes without asking.")
-@cli.format_option("table", "json", "csv")
-@cli.VERBOSE_OPTION
+@format_option("table", "json", "csv")
+@VERBOSE_OPTION
 def apply(
     tenants_file: Path,
     snapshot: Path,
@@ -159,7 +175,7 @@ def apply(
     """Check the decisions against the campaign, then revoke each `revoke` through the
     plugin, one at a time, recording each outcome; run it again to resume."""
     text, digest = _read_decisions(decisions_file)
-    with cli._open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         cstore = CampaignStore(store)
         campaign = cstore.get(campaign_id)
         decisions = parse_decisions(text, campaign, cstore.population(campaign_id))
@@ -225,9 +241,9 @@ def apply(
         err=True,
     )
     if counts["failed"]:
-        sys.exit(cli.EXIT_FAILED)
+        sys.exit(EXIT_FAILED)
     if counts["refused"]:
-        sys.exit(cli.EXIT_REFUSED)
+        sys.exit(EXIT_REFUSED)
 
 
 def _confirm(campaign: Campaign, revokes: int, *, yes: bool) -> None:
@@ -244,20 +260,20 @@ def _confirm(campaign: Campaign, revokes: int, *, yes: bool) -> None:
 
 
 @review.command()
-@cli.TENANTS_OPTION
-@cli.SNAPSHOT_OPTION
+@TENANTS_OPTION
+@SNAPSHOT_OPTION
 @CAMPAIGN_OPTION
-@cli.format_option("table", "json", "csv")
-@cli.VERBOSE_OPTION
+@format_option("table", "json", "csv")
+@VERBOSE_OPTION
 def verify(tenants_file: Path, snapshot: Path, campaign_id: int, fmt: str) -> None:
     """A fresh sync of the users with revokes: each revoke removed, not removed or regained,
     and access those users gained since the reviewed run."""
-    with cli._open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         cstore = CampaignStore(store)
         campaign = cstore.get(campaign_id)
-        hooks_tenant = cli._load(tenants_file, (campaign.tenant_id,))[0]
-        host = cli._host()
-        cli._enabled(host, hooks_tenant, campaign.plugin)
+        hooks_tenant = tenants_from(tenants_file, (campaign.tenant_id,))[0]
+        host = plugin_host()
+        require_enabled(host, hooks_tenant, campaign.plugin)
 
         def sync(request: SyncRequest) -> int:
             outcome = sync_tenant(host, hooks_tenant, campaign.plugin, store, request)
@@ -280,15 +296,15 @@ def verify(tenants_file: Path, snapshot: Path, campaign_id: int, fmt: str) -> No
         err=True,
     )
     if counts["not_removed"] or counts["regained"]:
-        sys.exit(cli.EXIT_FAILED)
+        sys.exit(EXIT_FAILED)
 
 
 @review.command()
-@cli.IGNORED_TENANTS_OPTION
-@cli.SNAPSHOT_OPTION
+@IGNORED_TENANTS_OPTION
+@SNAPSHOT_OPTION
 @CAMPAIGN_OPTION
 @_output_option("Directory for the evidence (created 0700).", directory=True)
-@cli.VERBOSE_OPTION
+@VERBOSE_OPTION
 def evidence(
     snapshot: Path,
     campaign_id: int,
@@ -299,7 +315,7 @@ def evidence(
     from coupa_plugin.refhost.review import gather_review
     from coupa_plugin.refhost.review_html import render_review
 
-    with cli._open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         cstore = CampaignStore(store)
         campaign = cstore.get(campaign_id)
         report = render_review(

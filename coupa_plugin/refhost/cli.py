@@ -13,9 +13,7 @@ Data goes to standard output (``--format table|json|csv``), messages to standard
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import logging
 import os
 import re
 import signal
@@ -45,10 +43,32 @@ from coupa_plugin.host.errors import (
     PluginError,
 )
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
-from coupa_plugin.refhost.jobs import SyncOutcome, error_kind, provision_one, sync_tenant
-from coupa_plugin.refhost.logfmt import configure_logging, parse_level
+from coupa_plugin.refhost.campaign_cli import review
+from coupa_plugin.refhost.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    exit_code,
+    fail,
+    open_store,
+    plugin_host,
+    refuse_the_snapshot,
+    require_enabled,
+    tenants_from,
+)
+from coupa_plugin.refhost.errors import Interrupted, SnapshotBusyError
+from coupa_plugin.refhost.jobs import SyncOutcome, provision_one, sync_tenant
 from coupa_plugin.refhost.manager import Host
-from coupa_plugin.refhost.options import sandbox_options, sandbox_section
+from coupa_plugin.refhost.options import (
+    ALLOW_PARTIAL_OPTION,
+    IGNORED_TENANTS_OPTION,
+    PLUGIN_OPTION,
+    SNAPSHOT_OPTION,
+    TENANTS_OPTION,
+    VERBOSE_OPTION,
+    format_option,
+    sandbox_options,
+    sandbox_section,
+)
 from coupa_plugin.refhost.progress import SyncProgress
 from coupa_plugin.refhost.reports import (
     ACCESS_COLUMNS,
@@ -66,112 +86,12 @@ from coupa_plugin.refhost.reports import (
     write_export,
     write_rows,
 )
-from coupa_plugin.refhost.snapshot import (
-    Interrupted,
-    RunRecord,
-    SnapshotBusyError,
-    SnapshotStore,
-    private_output,
-)
-from coupa_plugin.refhost.tenants import load_tenants
+from coupa_plugin.refhost.scim.command import scim
+from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore, private_output
 
 __all__ = ["main"]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_CONFIG: Final = 3
-EXIT_AUTH: Final = 4
-EXIT_REFUSED: Final = 5
-ENV_TENANTS: Final = "COUPA_IGA_TENANTS"
-ENV_SNAPSHOT: Final = "COUPA_IGA_SNAPSHOT"
-ENV_LOG_LEVEL: Final = "COUPA_IGA_LOG_LEVEL"
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _verbosity(ctx: click.Context, _param: click.Parameter, count: int) -> None:
-    """``-v`` before or after the subcommand (they add up), over ``COUPA_IGA_LOG_LEVEL``."""
-    total = ctx.meta.get("coupa_iga.verbose", 0) + count
-    ctx.meta["coupa_iga.verbose"] = total
-    try:
-        base = parse_level(os.environ.get(ENV_LOG_LEVEL, "warning"))
-    except ValueError as exc:
-        raise click.UsageError(f"{ENV_LOG_LEVEL}: {exc}") from None
-    by_flag = {0: logging.WARNING, 1: logging.INFO}.get(total, logging.DEBUG)
-    configure_logging(min(base, by_flag))
-
-
-VERBOSE_OPTION = click.option(
-    "-v",
-    "--verbose",
-    count=True,
-    expose_value=False,
-    callback=_verbosity,
-    help=f"More log output (-vv for debug); the base level comes from {ENV_LOG_LEVEL}.",
-)
-IGNORED_TENANTS_OPTION = click.option(
-    "--tenants",
-    type=click.Path(path_type=Path, dir_okay=False),
-    expose_value=False,
-    help="Tenants file; this command reads only the snapshot (accepted for uniformity).",
-)
-TENANTS_OPTION = click.option(
-    "--tenants",
-    "tenants_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("tenants.toml"),
-    show_default=True,
-    envvar=ENV_TENANTS,
-    show_envvar=True,
-    help="Tenants file (TOML).",
-)
-SNAPSHOT_OPTION = click.option(
-    "--snapshot",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=Path("snapshot.sqlite"),
-    show_default=True,
-    envvar=ENV_SNAPSHOT,
-    show_envvar=True,
-    help="SQLite snapshot file.",
-)
-PLUGIN_OPTION = click.option(
-    "--plugin", "plugin_name", default="coupa", show_default=True, help="Plugin name."
-)
-ALLOW_PARTIAL_OPTION = click.option(
-    "--allow-partial",
-    is_flag=True,
-    help="Accept a run narrowed by --type, --user or --since (refused by default).",
-)
-
-
-def format_option(*choices: str) -> Callable[[F], F]:
-    """``--format``; the first choice is the default."""
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(list(choices)),
-        default=choices[0],
-        show_default=True,
-        help="Output format (data goes to standard output).",
-    )
-
-
-def _exit_code(exc: BaseException) -> int:
-    return EXIT_CODES[error_kind(exc)]
-
-
-EXIT_CODES: Final = {
-    "usage": EXIT_USAGE,
-    "configuration": EXIT_CONFIG,
-    "authentication": EXIT_AUTH,
-    "refused": EXIT_REFUSED,
-    "failed": EXIT_FAILED,
-}
-
-
-def _fail(exc: BaseException) -> NoReturn:
-    click.echo(f"error: {safe_text(str(exc))}", err=True)  # a server's words, made harmless
-    sys.exit(_exit_code(exc))
 
 
 def _silence_stdout() -> None:
@@ -236,7 +156,7 @@ def _exit_interrupted(ctx: click.Context, code: int) -> NoReturn:
             stream.flush()
     try:
         sys.stdout.fileno()
-    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
         ctx.exit(code)
     os._exit(code)
 
@@ -262,12 +182,12 @@ class _Group(click.Group):
             click.echo(f"interrupted ({signal.Signals(signum).name})", err=True)
             _exit_interrupted(ctx, 128 + signum)
         except PluginError as exc:
-            _fail(exc)
+            fail(exc)
         except OSError as exc:  # an output or a snapshot path the system refused
             _silence_stdout()
-            _fail(ConfigurationError(_output_failed(exc)))
+            fail(ConfigurationError(_output_failed(exc)))
         except sqlite3.Error as exc:
-            _fail(ConfigurationError(f"snapshot: {exc}"))
+            fail(ConfigurationError(f"snapshot: {exc}"))
 
 
 def _version() -> str:
@@ -275,33 +195,6 @@ def _version() -> str:
         return version("coupa-plugin")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "unknown"
-
-
-def _host() -> Host:
-    host = Host()
-    host.load_entry_points()
-    for failure in host.load_failures:
-        click.echo(f"warning: plugin {failure.name} not loaded: {failure.error}", err=True)
-    return host
-
-
-def _select(tenants: list[Tenant], wanted: tuple[str, ...]) -> list[Tenant]:
-    if not wanted:
-        return tenants
-    known = {t.id: t for t in tenants}
-    missing = [w for w in wanted if w not in known]
-    if missing:
-        raise ConfigurationError(f"unknown tenant(s) {missing}; known: {sorted(known)}")
-    return [known[w] for w in wanted]
-
-
-def _load(tenants_file: Path, wanted: tuple[str, ...]) -> list[Tenant]:
-    tenants = load_tenants(tenants_file)
-    if not tenants:
-        raise ConfigurationError(
-            f"tenants file {tenants_file} defines no tenants; add a [tenants.<id>.<plugin>] table"
-        )
-    return _select(tenants, wanted)
 
 
 @click.group(cls=_Group)
@@ -322,7 +215,7 @@ def main() -> None:
 @VERBOSE_OPTION
 def plugins(fmt: str) -> None:
     """List the plugins found under the iga.plugins entry point group."""
-    host = _host()
+    host = plugin_host()
     rows = [{"plugin": name} for name in host.plugin_names()]
     write_rows(rows, ["plugin"], fmt, sys.stdout)
 
@@ -389,7 +282,7 @@ def run_sync(
             except SnapshotBusyError:
                 raise  # every tenant would wait for the same lock: stop with one error line
             except PluginError as exc:
-                codes.add(_exit_code(exc))
+                codes.add(exit_code(exc))
                 error = _unprefixed(str(exc), f"{tenant.id}/{name}")
                 progress.finish(tenant.id, "FAILED")
                 progress.message(f"{tenant.id}/{name}: FAILED: {error}")
@@ -495,8 +388,8 @@ def sync(
     )
     if sandbox:
         sys.exit(_sync_sandbox(snapshot, request, sandbox_users, sandbox_seed, fmt))
-    tenants = _load(tenants_file, tenant_ids)
-    sys.exit(run_sync(_host(), tenants, snapshot, request, fmt))
+    tenants = tenants_from(tenants_file, tenant_ids)
+    sys.exit(run_sync(plugin_host(), tenants, snapshot, request, fmt))
 
 
 def _sync_sandbox(snapshot: Path, request: SyncRequest, users: int, seed: int, fmt: str) -> int:
@@ -516,7 +409,7 @@ def _sync_sandbox(snapshot: Path, request: SyncRequest, users: int, seed: int, f
     with SandboxServer(CoupaSandbox(generate_tenant(users=users, seed=seed))) as server:
         tenant = Tenant(id="sandbox", plugins={"coupa": sandbox_section(server.url)})
         click.echo(f"sandbox listening on {server.url}", err=True)
-        return run_sync(_host(), [tenant], snapshot, request, fmt)
+        return run_sync(plugin_host(), [tenant], snapshot, request, fmt)
 
 
 # the request's fields as the command line names them
@@ -565,14 +458,6 @@ def resolve_principal(
         f"no user with login {principal!r} in the complete runs of {tenant_id}/{plugin} in "
         f"{snapshot}: sync the tenant first or pass the user id"
     )
-
-
-def _enabled(host: Host, tenant: Tenant, plugin_name: str) -> None:
-    if plugin_name not in host.enabled_plugins(tenant):
-        raise ConfigurationError(
-            f"plugin {plugin_name!r} is not enabled for tenant {tenant.id!r} "
-            f"(no section, or enabled = false; plugins found: {host.plugin_names()})"
-        )
 
 
 def _write_mapping(data: dict[str, Any], fmt: str) -> None:
@@ -626,9 +511,9 @@ def provision(
     ).problems()
     if problems:
         raise click.UsageError("; ".join(_as_options(p) for p in problems))
-    [tenant] = _load(tenants_file, (tenant_id,))
-    host = _host()
-    _enabled(host, tenant, plugin_name)
+    [tenant] = tenants_from(tenants_file, (tenant_id,))
+    host = plugin_host()
+    require_enabled(host, tenant, plugin_name)
     principal_id = principal
     if principal is not None:
         principal_id, found_in = resolve_principal(snapshot, tenant_id, plugin_name, principal)
@@ -659,15 +544,6 @@ def provision(
     _write_mapping(shown, fmt)
 
 
-def _open_store(snapshot: Path) -> SnapshotStore:
-    if not snapshot.exists():
-        raise ConfigurationError(
-            f"no snapshot file at {snapshot} (run `coupa-iga sync`, or set --snapshot or "
-            f"{ENV_SNAPSHOT})"
-        )
-    return SnapshotStore(snapshot)
-
-
 RUN_COLUMNS: Final = [
     "run_id",
     "tenant_id",
@@ -692,7 +568,7 @@ RUN_COLUMNS: Final = [
 @VERBOSE_OPTION
 def runs(snapshot: Path, tenant_id: str | None, fmt: str) -> None:
     """List the runs kept in a snapshot file (a run with a scope is partial)."""
-    with _open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         records = store.runs(tenant_id)
         if tenant_id is not None and not records:
             known = sorted({r.tenant_id for r in store.runs()})
@@ -732,7 +608,7 @@ def diff(
 ) -> None:
     """What changed between two runs: grants added and removed (privileged ones flagged),
     users new, gone, enabled or disabled, entitlements new or gone."""
-    with _open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         old, new = pick_runs(
             store, tenant_id, plugin_name, old_run, new_run, allow_partial=allow_partial
         )
@@ -767,8 +643,8 @@ def export(
     grant, and one row for an account that holds nothing."""
     if output is not None and str(output) == "-":
         output = None  # standard output, as without --output
-    _refuse_the_snapshot(output, snapshot)
-    with _open_store(snapshot) as store:
+    refuse_the_snapshot(output, snapshot)
+    with open_store(snapshot) as store:
         run = pick_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         if output is None:
             count = write_export(store, run.run_id, fmt, sys.stdout)
@@ -776,23 +652,6 @@ def export(
             with private_output(output) as handle:
                 count = write_export(store, run.run_id, fmt, handle)
         click.echo(f"exported {count} rows of run {run.run_id}", err=True)
-
-
-def _refuse_the_snapshot(output: Path | None, snapshot: Path) -> None:
-    """An output file must not be the snapshot it is read from (or SQLite's side files of
-    it): writing there would destroy every run."""
-    if output is None:
-        return
-    for path in (
-        snapshot,
-        snapshot.with_name(snapshot.name + "-wal"),
-        snapshot.with_name(snapshot.name + "-shm"),
-    ):
-        same = output.resolve() == path.resolve()
-        if not same and output.exists() and path.exists():
-            same = os.path.samefile(output, path)
-        if same:
-            _fail(ConfigurationError(f"--output {output} is the snapshot; choose another file"))
 
 
 def _query_run(
@@ -837,7 +696,7 @@ def access(
     fmt: str,
 ) -> None:
     """What one person holds: every entitlement with its name and privileged flag."""
-    with _open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         user = find_user(store, run.run_id, who)
         rows = access_rows(store, run.run_id, str(user["id"]))
@@ -863,7 +722,7 @@ def grants(
     fmt: str,
 ) -> None:
     """Who holds one entitlement."""
-    with _open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         holders = entitlement_grant_rows(store, run.run_id, entitlement_id)
         count = write_rows(holders, GRANT_COLUMNS, fmt, sys.stdout)
@@ -884,7 +743,7 @@ def resources(
     fmt: str,
 ) -> None:
     """The resources of a run, with how many entitlements each carries."""
-    with _open_store(snapshot) as store:
+    with open_store(snapshot) as store:
         run = _query_run(store, tenant_id, plugin_name, run_id, allow_partial=allow_partial)
         count = write_rows(
             resource_rows(store, run.run_id, resource_type), RESOURCE_COLUMNS, fmt, sys.stdout
@@ -904,9 +763,9 @@ def doctor(tenants_file: Path, tenant_id: str, plugin_name: str, fmt: str) -> No
 
     The report goes to standard output (pure JSON by default); the verdict to standard error.
     """
-    [tenant] = _load(tenants_file, (tenant_id,))
-    host = _host()
-    _enabled(host, tenant, plugin_name)
+    [tenant] = tenants_from(tenants_file, (tenant_id,))
+    host = plugin_host()
+    require_enabled(host, tenant, plugin_name)
     plugin = host.pm.get_plugin(plugin_name)
     diagnose = getattr(plugin, "diagnose", None)
     try:
@@ -945,7 +804,7 @@ def doctor(tenants_file: Path, tenant_id: str, plugin_name: str, fmt: str) -> No
             },
             fmt,
         )
-        sys.exit(_exit_code(exc))
+        sys.exit(exit_code(exc))
     click.echo(f"{tenant_id}/{plugin_name}: ok", err=True)
     _write_mapping(_neutralised(report if isinstance(report, dict) else {"report": report}), fmt)
 
@@ -985,9 +844,9 @@ def report(
     from coupa_plugin.refhost.review import gather_review
     from coupa_plugin.refhost.review_html import render_review
 
-    _refuse_the_snapshot(output, snapshot)
+    refuse_the_snapshot(output, snapshot)
     try:
-        with _open_store(snapshot) as store:
+        with open_store(snapshot) as store:
             review = gather_review(
                 store,
                 tenant_id,
@@ -1000,16 +859,11 @@ def report(
         with private_output(output) as handle:
             handle.write(render_review(review))
     except ConfigurationError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(
         f"wrote {output} ({output.stat().st_size:,} bytes) for run {review.run.run_id}", err=True
     )
 
 
-# the access-review campaign commands (`coupa-iga review …`) register themselves on `main`
-import coupa_plugin.refhost.campaign_cli  # noqa: E402, F401
-
-# the SCIM facade's command lives with its package (it imports its libraries when it runs)
-from coupa_plugin.refhost.scim.command import scim as _scim_command  # noqa: E402
-
-main.add_command(_scim_command)
+main.add_command(review)  # the access-review campaigns (`coupa-iga review …`)
+main.add_command(scim)  # the SCIM facade (it imports its libraries when it runs)

@@ -24,6 +24,7 @@ from coupa_plugin.host.model import (
     SyncRequest,
     Tenant,
 )
+from coupa_plugin.refhost.errors import UnknownTypeError, UsageError
 from coupa_plugin.refhost.facts import run_facts
 from coupa_plugin.refhost.logfmt import HOST_LOGGER
 from coupa_plugin.refhost.manager import Host
@@ -32,8 +33,6 @@ from coupa_plugin.refhost.snapshot import SnapshotStore
 __all__ = [
     "ProgressSink",
     "SyncOutcome",
-    "UnknownTypeError",
-    "UsageError",
     "error_kind",
     "is_refusal",
     "provision_one",
@@ -41,16 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(HOST_LOGGER)
-
-
-class UsageError(ConfigurationError):
-    """The command named something that does not exist or gave input that does not fit
-    (exit 2, as a usage error)."""
-
-
-class UnknownTypeError(UsageError):
-    """A sync or a query asked for resource types the plugin does not offer for this tenant
-    (a usage error: the command named something that does not exist)."""
 
 
 def is_refusal(exc: BaseException) -> bool:

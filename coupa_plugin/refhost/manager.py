@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import attrs
 import pluggy
 
-from coupa_plugin.host.errors import PluginError
 from coupa_plugin.host.model import (
     ConnectorStatus,
     Grant,
@@ -27,11 +26,11 @@ from coupa_plugin.host.model import (
     section_enabled,
 )
 from coupa_plugin.host.spec import ENTRY_POINT_GROUP, HOOK_NAMES, PROJECT_NAME, HostSpec
+from coupa_plugin.refhost.errors import ContractViolation
 from coupa_plugin.refhost.logfmt import HOST_LOGGER
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "ContractViolation",
     "Host",
     "LoadFailure",
     "PluginHooks",
@@ -39,10 +38,6 @@ __all__ = [
 
 log = logging.getLogger(HOST_LOGGER)
 T = TypeVar("T")
-
-
-class ContractViolation(PluginError):
-    """A plugin returned something the host contract does not allow."""
 
 
 @attrs.frozen

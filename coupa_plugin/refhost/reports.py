@@ -11,7 +11,7 @@ from typing import Any, Final, TextIO
 import attrs
 
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError
-from coupa_plugin.refhost.jobs import UnknownTypeError
+from coupa_plugin.refhost.errors import UnknownTypeError
 from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore
 
 __all__ = [

@@ -29,28 +29,21 @@ import attrs
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import ConnectorStatus, Grant, Resource, SyncRequest
+from coupa_plugin.refhost.errors import (
+    ForeignFileError,
+    SnapshotBusyError,
+    UnusableSnapshotError,
+)
 
 __all__ = [
     "LOCK_WAIT_S",
-    "ForeignFileError",
-    "Interrupted",
     "RunRecord",
     "RunWriter",
-    "SnapshotBusyError",
     "SnapshotStore",
-    "UnusableSnapshotError",
     "open_private",
     "private_output",
     "run_scope",
 ]
-
-
-class Interrupted(KeyboardInterrupt):
-    """The process was asked to stop (SIGINT or SIGTERM) while a run was streaming."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
 
 
 _SCHEMA = """
@@ -248,11 +241,6 @@ class RunWriter:
             self._grant_rows.clear()
 
 
-class ForeignFileError(ConfigurationError):
-    """An output path names a file someone else could read after it is written: owned by
-    another user, or with another name (a hard link) elsewhere. Nothing was written to it."""
-
-
 def _private_fd(path: Path, flags: int) -> int:
     """``path`` opened (created 0600, never through a symbolic link) and made private: a
     regular file owned by another user or with more than one link is refused before a byte
@@ -328,15 +316,6 @@ def _owner_only(path: Path) -> None:
 LOCK_WAIT_S: Final = 10.0
 
 
-class UnusableSnapshotError(ConfigurationError, OSError):
-    """The snapshot path cannot be opened or created (a symbolic link, a directory the
-    system refuses). An :class:`OSError` too, as it was before it became a typed error."""
-
-
-class SnapshotBusyError(ConfigurationError):
-    """The snapshot stayed locked by another process for longer than the wait allowed."""
-
-
 class SnapshotStore:
     """A SQLite file holding the runs of any number of tenants and plugins."""
 
@@ -361,8 +340,6 @@ class SnapshotStore:
             ) from None
 
     def _unusable(self, exc: OSError) -> ConfigurationError:
-        if isinstance(exc, ConfigurationError):
-            return exc
         why = exc.strerror or str(exc)
         if exc.errno == errno.ELOOP:
             why = "it is a symbolic link, which is refused (name the file itself)"

@@ -19,10 +19,12 @@ from email.utils import formatdate
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from coupa_plugin.sandbox import oauth, writes
-from coupa_plugin.sandbox.config import Operations, Quirks, SimulatedCrash
+from coupa_plugin.sandbox import writes
+from coupa_plugin.sandbox.config import Operations, Quirks
+from coupa_plugin.sandbox.errors import HttpError, QueryError, SimulatedCrash
+from coupa_plugin.sandbox.graphql_api import GraphQLApi
+from coupa_plugin.sandbox.oauth import Tokens
 from coupa_plugin.sandbox.query import (
-    QueryError,
     compile_filters,
     kebab,
     parse_fields,
@@ -33,7 +35,6 @@ from coupa_plugin.sandbox.state import (
     ASSOCIATIONS,
     TenantState,
 )
-from coupa_plugin.sandbox.wire import HttpError as _HttpError
 from coupa_plugin.sandbox.wire import RequestLogEntry, SandboxRequest, SandboxResponse
 from coupa_plugin.sandbox.wire import errors as _errors
 from coupa_plugin.sandbox.wire import parse_int as _int
@@ -74,17 +75,16 @@ class CoupaSandbox:
         self.ops = operations or Operations()
         self._clock = clock
         self._sleep = sleep
-        self._tokens: dict[str, tuple[str, frozenset[str], float]] = {}
         self._bucket_level = 0.0
         self._bucket_at = clock()
         self._meta = threading.Lock()
+        self.tokens = Tokens(state, self.quirks, self.ops, self._meta, clock)
         self._occurrences: Counter[str] = Counter()
         self._local = threading.local()
         self._query_cache: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         self.writes = 0
         self.api_requests = 0
         self.throttled = 0
-        self.tokens_issued = 0
         self.calls: Counter[tuple[str, str]] = Counter()
         self.log: deque[RequestLogEntry] = deque(maxlen=100_000)
         lacks: dict[str, set[str]] = {}
@@ -97,22 +97,24 @@ class CoupaSandbox:
             shown_flags=self.quirks.fields_refuse_flags,
             lacks={t: frozenset(k) for t, k in lacks.items()},
         )
-        from coupa_plugin.sandbox.graphql_api import GraphQLApi
-
         self.graphql = GraphQLApi(self)
 
     # -- bookkeeping -------------------------------------------------------------------------
 
+    @property
+    def tokens_issued(self) -> int:
+        """How many tokens the token endpoint issued (since :meth:`reset_counters`)."""
+        return self.tokens.issued
+
     def reset_counters(self) -> None:
         with self._meta:
-            self.writes = self.throttled = self.tokens_issued = 0
+            self.writes = self.throttled = self.tokens.issued = 0
             self.calls.clear()
             self.log.clear()
 
     def expire_tokens(self) -> None:
         """Make every issued token expired (as if a day had passed)."""
-        with self._meta:
-            self._tokens = {t: (c, s, 0.0) for t, (c, s, _) in self._tokens.items()}
+        self.tokens.expire_all()
 
     def _throttle(self) -> bool:
         """Leaky bucket: True when the request must be refused with 429."""
@@ -152,11 +154,17 @@ class CoupaSandbox:
             raise SimulatedCrash(f"client died after request {self.api_requests}")
         return response
 
+    def actor(self) -> int | None:
+        """The user the current request acts as: its OAuth client's user, or the administrator
+        of :meth:`admin_update`."""
+        actor: int | None = getattr(self._local, "actor", None)
+        return actor
+
     def admin_update(self, user_id: int, body: dict[str, Any], admin_id: int = 3) -> None:
         """Change a user as an administrator would in Coupa's UI: lists given in ``body``
         become exactly those lists (the UI has no merge), ``updated-by`` becomes ``admin_id``
         and ``updated-at`` moves on."""
-        previous = getattr(self._local, "actor", None)
+        previous = self.actor()
         self._local.actor = admin_id
         with self.state.lock:
             semantics, self.quirks.list_put = self.quirks.list_put, "replace"
@@ -201,12 +209,12 @@ class CoupaSandbox:
         try:
             if self._throttle():
                 headers = {"Retry-After": "1"} if self.quirks.retry_after else {}
-                raise _HttpError(429, {"errors": {"base": ["Too many requests"]}}, headers)
+                raise HttpError(429, {"errors": {"base": ["Too many requests"]}}, headers)
             if request.path == "/oauth2/token":
-                return oauth.token(self, request), None
+                return self.tokens.token(request), None
             if not request.path.startswith("/api/"):
                 raise _errors(404, "base", "Not found")
-            client_id, scopes = oauth.authenticate(self, request)
+            client_id, scopes = self.tokens.authenticate(request)
             self._local.actor = self.state.client_users.get(client_id)
             fault = self._fault(request)
             if fault is not None:
@@ -242,7 +250,7 @@ class CoupaSandbox:
                 return SandboxResponse(0, {}, b"", drop=True), client_id
             if failure == "error_after_apply":
                 raise _errors(500, "base", "Internal server error (injected, after applying)")
-        except _HttpError as exc:
+        except HttpError as exc:
             status, root, payload = exc.status, "errors", exc.payload
             body, ctype = self._encode(
                 payload, root, as_json=json_wanted or request.path == "/api/graphql"
@@ -362,7 +370,8 @@ class CoupaSandbox:
         records: dict[int, dict[str, Any]] = getattr(self.state, table)
         return records
 
-    def _render(self, table: str, record: dict[str, Any], fields: list[Any] | None) -> Any:
+    def render(self, table: str, record: dict[str, Any], fields: list[Any] | None) -> Any:
+        """``record`` of ``table`` as a response shows it, trimmed to ``fields``."""
         if table == "users":
             return self.renderer.user(record, fields)
         if table == "user_groups":
@@ -410,7 +419,7 @@ class CoupaSandbox:
         if record is None:
             raise _errors(404, "base", "Record not found")
         fields = next((parse_fields(v) for k, v in params if k == "fields"), None)
-        return self._render(table, record, fields)
+        return self.render(table, record, fields)
 
     def _resolver(self, record: Mapping[str, Any], association: str) -> list[Any] | None:
         if association in ASSOCIATIONS and "login" in record:
@@ -459,7 +468,7 @@ class CoupaSandbox:
         limit = max(0, min(limit, self.quirks.page_cap))
         fields = parse_fields(reserved["fields"]) if "fields" in reserved else None
         rows = self.filtered(table, params)[max(0, offset) : max(0, offset) + limit]
-        return [self._render(table, r, fields) for r in rows]
+        return [self.render(table, r, fields) for r in rows]
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ __all__ = [
     "WRITE_FAILURES",
     "Operations",
     "Quirks",
-    "SimulatedCrash",
 ]
 
 WRITE_FAILURES: Final = frozenset(
@@ -28,11 +27,6 @@ R39_SCHEMA_LACKS: Final = frozenset(
 )
 # License flags R39 marks readOnly on User.
 R39_READ_ONLY_FLAGS: Final = frozenset({"category-planner-user"})
-
-
-class SimulatedCrash(BaseException):
-    """Raised into the calling thread of an in-process sandbox to stand for the client process
-    dying mid-request. A BaseException, so no ``except Exception`` in the client stops it."""
 
 
 @attrs.define(kw_only=True)

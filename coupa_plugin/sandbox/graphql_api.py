@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
 
 from graphql import GraphQLError, build_schema, graphql_sync
 
-from coupa_plugin.sandbox.query import QueryError
+from coupa_plugin.sandbox.errors import QueryError
+from coupa_plugin.sandbox.view import SandboxView
 
-if TYPE_CHECKING:
-    from coupa_plugin.sandbox.app import CoupaSandbox
-
-__all__ = ["GraphQLApi"]
+__all__ = ["GraphQLApi", "GraphQLSource"]
 
 _SDL: Final = """
 type Role { id: Int!  name: String  description: String  omnipotent: Boolean
@@ -60,10 +58,19 @@ def _kebab(name: str) -> str:
     return _CAMEL.sub("-", name).lower()
 
 
+class GraphQLSource(SandboxView, Protocol):
+    """What the GraphQL endpoint reads of a sandbox
+    (:class:`~coupa_plugin.sandbox.app.CoupaSandbox`)."""
+
+    def filtered(self, table: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Records of ``table`` matching the REST-style filters in ``params``, ordered."""
+        ...
+
+
 class GraphQLApi:
     """Executes GraphQL documents against a sandbox's state."""
 
-    def __init__(self, sandbox: CoupaSandbox) -> None:
+    def __init__(self, sandbox: GraphQLSource) -> None:
         self.sandbox = sandbox
         self.schema = build_schema(_SDL)
         query_type = self.schema.query_type

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-__all__ = ["QueryError", "compile_filters", "parse_fields", "select"]
+from coupa_plugin.sandbox.errors import QueryError
+
+__all__ = ["compile_filters", "parse_fields", "select"]
 
 OPERATORS: Final = frozenset(
     {
@@ -35,10 +37,6 @@ _KEY_RE: Final = re.compile(r"([A-Za-z0-9_?-]+)((?:\[[A-Za-z0-9_-]*\])*)")
 Record = Mapping[str, Any]
 # Resolves an association on a record to the list of related records.
 Resolver = Callable[[Record, str], list[Record] | None]
-
-
-class QueryError(ValueError):
-    """A query parameter the sandbox cannot understand (rendered as a 400)."""
 
 
 def kebab(name: str) -> str:

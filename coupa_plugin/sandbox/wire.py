@@ -9,12 +9,12 @@ from typing import Any
 
 import attrs
 
+from coupa_plugin.sandbox.errors import HttpError
 from coupa_plugin.sandbox.query import (
     parse_fields,
 )
 
 __all__ = [
-    "HttpError",
     "RequestLogEntry",
     "SandboxRequest",
     "SandboxResponse",
@@ -51,14 +51,6 @@ class RequestLogEntry:
     query: str
     status: int
     client_id: str | None
-
-
-class HttpError(Exception):
-    """An answer other than success, raised by a route: status, payload and headers."""
-
-    def __init__(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status, self.payload, self.headers = status, payload, headers or {}
 
 
 def errors(status: int, resource: str, *messages: str) -> HttpError:

@@ -1,27 +1,31 @@
 """The sandbox's writes: users created and updated as Coupa validates them, user groups,
 memberships and content-group changes, stamped with the writer. Each function runs on the
-sandbox it is given."""
+sandbox it is given, seen through :class:`WriteTarget` (what the writes need of it)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
+from coupa_plugin.sandbox.errors import HttpError
 from coupa_plugin.sandbox.query import (
     kebab,
 )
-from coupa_plugin.sandbox.state import ASSOCIATIONS, LICENSE_FLAGS, blank_user, now_iso
-from coupa_plugin.sandbox.wire import HttpError as _HttpError
+from coupa_plugin.sandbox.state import (
+    ASSOCIATIONS,
+    LICENSE_FLAGS,
+    blank_user,
+    now_iso,
+)
+from coupa_plugin.sandbox.view import SandboxView
 from coupa_plugin.sandbox.wire import SandboxRequest
 from coupa_plugin.sandbox.wire import errors as _errors
 from coupa_plugin.sandbox.wire import parse_int as _int
 from coupa_plugin.sandbox.wire import request_fields as _fields
 
-if TYPE_CHECKING:
-    from coupa_plugin.sandbox.app import CoupaSandbox
-
 __all__ = [
+    "WriteTarget",
     "create_group",
     "create_membership",
     "create_user",
@@ -31,6 +35,19 @@ __all__ = [
     "update_user",
     "user_business_groups",
 ]
+
+
+class WriteTarget(SandboxView, Protocol):
+    """What the writes need of a sandbox (:class:`~coupa_plugin.sandbox.app.CoupaSandbox`)."""
+
+    def actor(self) -> int | None:
+        """The user the current request acts as (its OAuth client's, or an administrator)."""
+        ...
+
+    def render(self, table: str, record: dict[str, Any], fields: list[Any] | None) -> Any:
+        """``record`` of ``table`` as a response shows it, trimmed to ``fields``."""
+        ...
+
 
 _USER_WRITABLE_SCALARS: Final = frozenset(
     {
@@ -56,7 +73,7 @@ _USER_WRITABLE_SCALARS: Final = frozenset(
 _AUTH_METHODS: Final = frozenset({"coupa_credentials", "ldap", "saml"})
 
 
-def request_body(sb: CoupaSandbox, request: SandboxRequest, root: str) -> dict[str, Any]:
+def request_body(sb: WriteTarget, request: SandboxRequest, root: str) -> dict[str, Any]:
     if "json" not in request.headers.get("content-type", "application/json"):
         raise _errors(400, "base", "The sandbox accepts JSON request bodies only")
     try:
@@ -71,7 +88,7 @@ def request_body(sb: CoupaSandbox, request: SandboxRequest, root: str) -> dict[s
     return body
 
 
-def resolve_refs(sb: CoupaSandbox, association: str, items: Any) -> list[int]:
+def resolve_refs(sb: WriteTarget, association: str, items: Any) -> list[int]:
     """Ids of existing records named by ``{"id": …}`` or ``{"name": …}``; unknown ones are
     silently dropped, as Coupa does for references that do not exist."""
     if items is None:
@@ -90,7 +107,7 @@ def resolve_refs(sb: CoupaSandbox, association: str, items: Any) -> list[int]:
 
 
 def validate_scalars(
-    sb: CoupaSandbox, user_id: int | None, changes: Mapping[str, Any]
+    sb: WriteTarget, user_id: int | None, changes: Mapping[str, Any]
 ) -> list[str]:
     problems = []
     for key in ("login", "email", "firstname", "lastname"):
@@ -114,7 +131,7 @@ def validate_scalars(
 
 
 def apply_user(  # noqa: C901 - one branch per kind of user field
-    sb: CoupaSandbox, record: dict[str, Any], body: Mapping[str, Any], *, creating: bool
+    sb: WriteTarget, record: dict[str, Any], body: Mapping[str, Any], *, creating: bool
 ) -> None:
     changes = {kebab(k): v for k, v in body.items()}
     problems = validate_scalars(sb, None if creating else record["id"], changes)
@@ -160,7 +177,7 @@ def apply_user(  # noqa: C901 - one branch per kind of user field
             record[association] = sorted(wanted)
 
 
-def create_user(sb: CoupaSandbox, body: dict[str, Any], params: list[tuple[str, str]]) -> Any:
+def create_user(sb: WriteTarget, body: dict[str, Any], params: list[tuple[str, str]]) -> Any:
     missing = [
         k.capitalize() + " can't be blank"
         for k in ("login", "email", "firstname", "lastname")
@@ -170,11 +187,11 @@ def create_user(sb: CoupaSandbox, body: dict[str, Any], params: list[tuple[str, 
         raise _errors(400, "user", *missing)
     user_id = sb.state.next_id("users")
     record = blank_user(user_id, now_iso())
-    record["created-by"] = record["updated-by"] = actor(sb)
+    record["created-by"] = record["updated-by"] = sb.actor()
     sb.state.users[user_id] = record
     try:
         apply_user(sb, record, body, creating=True)
-    except _HttpError:
+    except HttpError:
         del sb.state.users[user_id]
         sb.state.groups_of.pop(user_id, None)
         raise
@@ -182,11 +199,11 @@ def create_user(sb: CoupaSandbox, body: dict[str, Any], params: list[tuple[str, 
     if not record["roles"]:
         record["roles"] = [3]
     sb.state.touch()
-    return sb._render("users", record, _fields(params))
+    return sb.render("users", record, _fields(params))
 
 
 def update_user(
-    sb: CoupaSandbox, user_id: int | None, body: dict[str, Any], params: list[tuple[str, str]]
+    sb: WriteTarget, user_id: int | None, body: dict[str, Any], params: list[tuple[str, str]]
 ) -> Any:
     record = sb.state.users.get(user_id or -1)
     if record is None:
@@ -195,30 +212,25 @@ def update_user(
     groups_before = set(sb.state.groups_of.get(record["id"], set()))
     try:
         apply_user(sb, candidate, body, creating=False)
-    except _HttpError:
+    except HttpError:
         sb.state.set_user_groups(record["id"], groups_before)
         raise
     candidate["updated-at"] = now_iso()
-    candidate["updated-by"] = actor(sb)
+    candidate["updated-by"] = sb.actor()
     record.clear()
     record.update(candidate)
     sb.state.touch()
-    return sb._render("users", record, _fields(params))
+    return sb.render("users", record, _fields(params))
 
 
-def actor(sb: CoupaSandbox) -> int | None:
-    actor: int | None = getattr(sb._local, "actor", None)
-    return actor
-
-
-def bump(sb: CoupaSandbox, user_id: int) -> None:
+def bump(sb: WriteTarget, user_id: int) -> None:
     if sb.quirks.membership_bumps_updated_at and user_id in sb.state.users:
         sb.state.users[user_id]["updated-at"] = now_iso()
-        sb.state.users[user_id]["updated-by"] = actor(sb)
+        sb.state.users[user_id]["updated-by"] = sb.actor()
 
 
 def user_business_groups(
-    sb: CoupaSandbox, user_id: int | None, rest: list[str], method: str
+    sb: WriteTarget, user_id: int | None, rest: list[str], method: str
 ) -> tuple[int, str, Any]:
     if not sb.quirks.business_group_routes:
         raise _errors(404, "base", "Not found")
@@ -249,7 +261,7 @@ def user_business_groups(
     raise _errors(404, "base", "Not found")
 
 
-def create_membership(sb: CoupaSandbox, body: dict[str, Any]) -> Any:
+def create_membership(sb: WriteTarget, body: dict[str, Any]) -> Any:
     changes = {kebab(k): v for k, v in body.items()}
     user_id, group_id = _int(changes.get("user-id")), _int(changes.get("user-group-id"))
     if user_id not in sb.state.users:
@@ -264,7 +276,7 @@ def create_membership(sb: CoupaSandbox, body: dict[str, Any]) -> Any:
     return sb.renderer.membership(membership_id)
 
 
-def delete_membership(sb: CoupaSandbox, membership_id: int | None) -> Any:
+def delete_membership(sb: WriteTarget, membership_id: int | None) -> Any:
     if membership_id is None or membership_id not in sb.state.memberships:
         raise _errors(404, "user_group_membership", "Record not found")
     rendered = sb.renderer.membership(membership_id)
@@ -275,7 +287,7 @@ def delete_membership(sb: CoupaSandbox, membership_id: int | None) -> Any:
     return rendered
 
 
-def create_group(sb: CoupaSandbox, body: dict[str, Any]) -> Any:
+def create_group(sb: WriteTarget, body: dict[str, Any]) -> Any:
     changes = {kebab(k): v for k, v in body.items()}
     name = changes.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -300,7 +312,7 @@ def create_group(sb: CoupaSandbox, body: dict[str, Any]) -> Any:
     return sb.renderer.user_group(sb.state.user_groups[group_id])
 
 
-def update_group(sb: CoupaSandbox, group_id: int | None, body: dict[str, Any]) -> Any:
+def update_group(sb: WriteTarget, group_id: int | None, body: dict[str, Any]) -> Any:
     group = sb.state.user_groups.get(group_id or -1)
     if group is None:
         raise _errors(404, "user_group", "Record not found")

@@ -18,7 +18,7 @@ from coupa_plugin.connector.provisioning.store import LocalStore
 from coupa_plugin.host.errors import PluginError, ProvisioningError
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
-from coupa_plugin.sandbox.config import SimulatedCrash
+from coupa_plugin.sandbox.errors import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 from tests.connector.test_recovery import (
     KEPT,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coupa_plugin.coupa.errors import CoupaHTTPError
-from coupa_plugin.coupa.fields import FieldSpec, FieldsRefusedError, TenantFields
+from coupa_plugin.coupa.errors import CoupaHTTPError, FieldsRefusedError
+from coupa_plugin.coupa.fields import FieldSpec, TenantFields
 from coupa_plugin.coupa.models import KNOWN_LICENSE_FLAGS
 from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, SyncError

@@ -19,10 +19,12 @@ from coupa_plugin.connector.provisioning.per_item import PerItem
 from coupa_plugin.connector.settings import parse_settings
 from coupa_plugin.coupa import ClientConfig, CoupaClient, CoupaResponseError, PagingError, Secret
 from coupa_plugin.coupa.client import GraphQLError
-from coupa_plugin.coupa.models import RecordError, Role, UserGroup, structure, structure_user
+from coupa_plugin.coupa.errors import RecordError
+from coupa_plugin.coupa.models import Role, UserGroup, structure, structure_user
 from coupa_plugin.coupa.ratelimit import SharedRateLimiter
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest
+from coupa_plugin.refhost.errors import UnusableSnapshotError
 from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
@@ -328,7 +330,7 @@ def test_the_snapshot_is_private_and_never_followed_through_a_link(tmp_path: Pat
     assert mode(path) == 0o600
     link = tmp_path / "link.sqlite"
     link.symlink_to(path)
-    with pytest.raises(OSError, match=r"symbolic link|Too many levels"):
+    with pytest.raises(UnusableSnapshotError, match=r"symbolic link|Too many levels"):
         SnapshotStore(link)
 
 

@@ -22,7 +22,7 @@ from coupa_plugin.host.errors import ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, Tenant
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
-from coupa_plugin.sandbox.config import SimulatedCrash
+from coupa_plugin.sandbox.errors import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 from tests.kit import CrashingTransport, VirtualTime, clearing, plugin_for, tenant
 

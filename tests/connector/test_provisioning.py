@@ -28,7 +28,8 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.config import CRASH_POINTS, WRITE_FAILURES, SimulatedCrash
+from coupa_plugin.sandbox.config import CRASH_POINTS, WRITE_FAILURES
+from coupa_plugin.sandbox.errors import SimulatedCrash
 from tests.kit import plugin_for, scratch_dir, tenant
 
 KINDS = ("role", "group", "content_group", "account_group", "approval_group")

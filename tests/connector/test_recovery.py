@@ -29,7 +29,7 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.config import SimulatedCrash
+from coupa_plugin.sandbox.errors import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 from tests.kit import CrashingTransport, clearing, plugin_for, scratch_dir, tenant
 

@@ -22,7 +22,7 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.config import SimulatedCrash
+from coupa_plugin.sandbox.errors import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 from coupa_plugin.sandbox.writes import create_membership
 from tests.connector.test_finish_and_repair import (

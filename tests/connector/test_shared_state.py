@@ -41,7 +41,7 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.config import SimulatedCrash
+from coupa_plugin.sandbox.errors import SimulatedCrash
 from coupa_plugin.sandbox.server import SandboxTransport
 from coupa_plugin.testing.redis_server import RedisServer, redis_server, redis_server_binary
 from tests.kit import CrashingTransport, clearing, plugin_for, scratch_dir, tenant

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.provisioning.store import StoreUnavailable
+from coupa_plugin.connector.errors import StoreUnavailable
 from coupa_plugin.connector.settings import parse_settings
 from coupa_plugin.connector.shared_state import (
     ACL_RULES,
@@ -36,11 +36,11 @@ from coupa_plugin.connector.shared_state import (
     scoped,
 )
 from coupa_plugin.coupa import ClientConfig, CoupaClient, CoupaError, Secret
+from coupa_plugin.coupa.errors import InvalidPaceState
 from coupa_plugin.coupa.ratelimit import MAX_RATE, MIN_RATE, RateLimiter
 from coupa_plugin.coupa.redis_pacing import (
     MAX_AHEAD_S,
     MAX_HOLD_S,
-    InvalidPaceState,
     RedisRateLimiter,
     parse_pace_reply,
 )

@@ -16,7 +16,8 @@ from coupa_plugin.coupa.transport import DEFAULT_MAX_BODY_BYTES
 from coupa_plugin.host.model import Tenant, section_enabled
 from coupa_plugin.plugin import settings_section
 from coupa_plugin.sandbox import state
-from coupa_plugin.sandbox.query import QueryError, _parse_time
+from coupa_plugin.sandbox.errors import QueryError
+from coupa_plugin.sandbox.query import _parse_time
 
 
 def test_the_settings_defaults_are_the_clients() -> None:

@@ -14,11 +14,20 @@
 * ``manifest.py`` reads the shipped ``plugin.toml`` and writes it from the connector's
   declarations, the client's scopes and the contract.
 * ``testing/`` (the integrator kit) drives plugins through the contract and serves the sandbox.
+
+Across the whole package: no module imports itself back through others (an import cycle),
+counting imports inside functions and under ``TYPE_CHECKING``; and every exception class lives
+in its layer's ``errors.py`` (``coupa/``, ``connector/``, ``refhost/``, ``sandbox/``, and the
+contract's ``host/errors.py``), whose docstring draws the tree, except private signals (a
+leading underscore) raised and caught inside one module.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
+import graphlib
+import importlib
 import shutil
 from pathlib import Path
 
@@ -89,6 +98,17 @@ def test_every_part_of_the_package_has_a_rule() -> None:
     assert parts == set(ALLOWED)
 
 
+def use_a_copy_with(
+    module: Path, addition: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Point the rules at a copy of the package where ``module`` ends with ``addition``."""
+    copy = tmp_path / "coupa_plugin"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    changed = copy / module.relative_to(PACKAGE)
+    changed.write_text(changed.read_text("utf-8") + addition, "utf-8")
+    monkeypatch.setattr(f"{__name__}.PACKAGE", copy)
+
+
 @pytest.mark.parametrize(
     ("entry", "forbidden"),
     [
@@ -105,11 +125,173 @@ def test_a_forbidden_import_is_caught(
     entry: str, forbidden: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The rules bite: a copy of the package with one forbidden import added fails them."""
-    copy = tmp_path / "coupa_plugin"
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    target = copy / entry
+    target = PACKAGE / entry
     module = (target / "__init__.py") if target.is_dir() else target
-    module.write_text(module.read_text("utf-8") + f"\n{forbidden}\n", "utf-8")
-    monkeypatch.setattr(f"{__name__}.PACKAGE", copy)
+    use_a_copy_with(module, f"\n{forbidden}\n", monkeypatch, tmp_path)
     with pytest.raises(AssertionError):
         test_dependencies_point_one_way(entry, ALLOWED[entry])
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["coupa_plugin", *parts[1:]])
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module of the package and the modules of the package it imports: at the top, in
+    functions or under ``TYPE_CHECKING``; ``from pkg import mod`` names ``pkg.mod``, relative
+    imports are resolved."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([node.module] if node.module else [])])
+                for alias in node.names:
+                    if f"{base}.{alias.name}" in modules:
+                        found.add(f"{base}.{alias.name}")
+                    elif base in modules:
+                        found.add(base)
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names if alias.name in modules}
+        graph[name] = found - {name}
+    return graph
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    graph = import_graph()
+    assert "coupa_plugin.sandbox.app" in graph["coupa_plugin.sandbox"]  # the graph is read
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        pytest.fail("import cycle: " + " -> ".join(exc.args[1]))
+
+
+def test_an_import_cycle_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The rule bites: an import under ``TYPE_CHECKING`` that closes a circle is named."""
+    addition = (
+        "\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .app import CoupaSandbox\n"
+    )
+    use_a_copy_with(PACKAGE / "sandbox" / "wire.py", addition, monkeypatch, tmp_path)
+    with pytest.raises(pytest.fail.Exception, match=r"sandbox\.app -> .*sandbox\.wire"):
+        test_the_package_has_no_import_cycle()
+
+
+_BUILTIN_ERRORS = frozenset(
+    name
+    for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, BaseException)
+)
+
+
+def exception_classes() -> dict[str, list[str]]:
+    """The exception classes of each module (by path relative to the package): classes
+    deriving from a builtin exception, from a class named ``*Error`` or ``*Exception`` (a
+    library's), or from another exception class of the package."""
+    classes = [
+        (path.relative_to(PACKAGE).as_posix(), node)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text("utf-8")))
+        if isinstance(node, ast.ClassDef)
+    ]
+    known = set(_BUILTIN_ERRORS)
+    found: dict[str, list[str]] = {}
+    grew = True
+    while grew:
+        grew = False
+        for where, node in classes:
+            if node.name in found.get(where, []):
+                continue
+            bases = [ast.unparse(b).rpartition(".")[2] for b in node.bases]
+            if any(b in known or b.endswith(("Error", "Exception")) for b in bases):
+                found.setdefault(where, []).append(node.name)
+                known.add(node.name)
+                grew = True
+    return found
+
+
+ERRORS_MODULES = (
+    "coupa/errors.py",
+    "connector/errors.py",
+    "host/errors.py",
+    "refhost/errors.py",
+    "sandbox/errors.py",
+)
+
+
+def test_every_exception_class_lives_in_its_layers_errors_module() -> None:
+    found = exception_classes()
+    assert {"CoupaError", "RecordError"} <= set(found["coupa/errors.py"])  # the scan sees them
+    strays = {
+        f"{where}: {name}"
+        for where, names in found.items()
+        for name in names
+        if where not in ERRORS_MODULES and not name.startswith("_")
+    }
+    assert strays == set()
+
+
+def test_a_stray_exception_class_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    addition = (
+        "\n\nclass _Signal(Exception):\n    pass\n\n\nclass Stray(CoupaResponseError):\n    pass\n"
+    )
+    use_a_copy_with(PACKAGE / "connector" / "sync.py", addition, monkeypatch, tmp_path)
+    with pytest.raises(AssertionError, match=r"connector/sync\.py: Stray") as caught:
+        test_every_exception_class_lives_in_its_layers_errors_module()
+    assert "_Signal" not in str(caught.value)
+
+
+@pytest.mark.parametrize("where", ERRORS_MODULES)
+def test_each_errors_module_draws_its_tree(where: str) -> None:
+    tree = ast.parse((PACKAGE / where).read_text("utf-8"))
+    drawing = ast.get_docstring(tree) or ""
+    assert "::" in drawing  # the tree is a literal block
+    drawn = {line.strip(" │├└─").split(" ")[0] for line in drawing.splitlines()}
+    defined = {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert defined
+    assert defined <= drawn
+
+
+ROOTS: dict[str, tuple[str, str]] = {
+    "coupa_plugin.host.errors": ("PluginError", ""),
+    "coupa_plugin.coupa.errors": ("CoupaError", ""),
+    "coupa_plugin.connector.errors": ("ConnectorError", ""),
+    "coupa_plugin.refhost.errors": ("PluginError", "Interrupted"),
+    "coupa_plugin.sandbox.errors": ("SandboxError", "SimulatedCrash"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(ROOTS))
+def test_each_layers_errors_derive_from_its_root_not_from_builtins(module: str) -> None:
+    """A layer's errors are its root's subclasses, so ``except ValueError`` or ``except
+    OSError`` never catches one by accident. The one exception per layer that stands for the
+    process being stopped (``Interrupted``, ``SimulatedCrash``) derives from a
+    ``BaseException`` on purpose, and its module's docstring says so."""
+    errors = importlib.import_module(module)
+    root_name, deliberate = ROOTS[module]
+    root = getattr(errors, root_name)
+    classes = {
+        name: obj
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == module
+    }
+    assert classes
+    for name, cls in classes.items():
+        builtin = [
+            base.__name__
+            for base in cls.__mro__
+            if base.__module__ == "builtins" and base not in (Exception, BaseException, object)
+        ]
+        if name == deliberate:
+            assert not issubclass(cls, Exception)
+            assert name in (errors.__doc__ or "") and "on purpose" in (errors.__doc__ or "")
+        else:
+            assert issubclass(cls, root), name
+            assert builtin == [], name

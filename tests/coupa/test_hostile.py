@@ -31,10 +31,9 @@ from coupa_plugin.coupa import (
     CoupaTransportError,
     Secret,
 )
-from coupa_plugin.coupa.errors import CoupaTimeoutError, PagingError
+from coupa_plugin.coupa.errors import BodyTooLargeError, CoupaTimeoutError, PagingError
 from coupa_plugin.coupa.paging import PageSize, read_all, read_keyset
 from coupa_plugin.coupa.transport import (
-    BodyTooLargeError,
     deadline,
     inherit_deadline,
     read_body,
@@ -472,6 +471,7 @@ def test_an_excerpt_scrubs_only_the_head_of_a_crafted_body(monkeypatch: pytest.M
 
     seen: list[int] = []
     real = errors.scrub
+
     def recording(text: str) -> str:
         seen.append(len(text))
         return real(text)

@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from coupa_plugin.connector.sync import HEAD_START_TTL_S, begin
+from coupa_plugin.coupa.errors import PacingTimeout
 from coupa_plugin.coupa.paging import PageSize, read_all
-from coupa_plugin.coupa.ratelimit import PacingTimeout, RateLimiter
+from coupa_plugin.coupa.ratelimit import RateLimiter
 from coupa_plugin.host.model import SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from coupa_plugin.coupa import CoupaClient, CoupaResponseError
-from coupa_plugin.coupa.models import RecordError, structure_profile
+from coupa_plugin.coupa.errors import RecordError
+from coupa_plugin.coupa.models import structure_profile
 from coupa_plugin.sandbox import CoupaSandbox
 from tests.coupa.test_client import make_client, quiet_sandbox
 

@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from coupa_plugin.refhost.campaign import (
     Campaign,
     CampaignStore,
-    DecisionsError,
     parse_decisions,
     population_csv,
     write_campaign_csv,
 )
 from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost.errors import DecisionsError
 from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,

@@ -18,8 +18,9 @@ from coupa_plugin.host.model import (
     Tenant,
 )
 from coupa_plugin.host.spec import hookimpl
+from coupa_plugin.refhost.errors import ContractViolation
 from coupa_plugin.refhost.jobs import sync_tenant
-from coupa_plugin.refhost.manager import ContractViolation, Host
+from coupa_plugin.refhost.manager import Host
 from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.refhost.tenants import load_tenants, parse_tenants
 

@@ -23,7 +23,8 @@ from click.testing import CliRunner, Result
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.refhost import cli, snapshot
 from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.snapshot import ForeignFileError, Interrupted, SnapshotStore
+from coupa_plugin.refhost.errors import ForeignFileError, Interrupted
+from coupa_plugin.refhost.snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

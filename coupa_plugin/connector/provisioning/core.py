@@ -12,6 +12,7 @@ from pathlib import Path
 
 import attrs
 
+from coupa_plugin.connector.errors import StoreUnavailable
 from coupa_plugin.connector.locks import KeyedLocks
 from coupa_plugin.connector.mapping import check_grantable, entitlement_id
 from coupa_plugin.connector.provisioning.accounts import Accounts
@@ -35,7 +36,7 @@ from coupa_plugin.connector.provisioning.lists import ListWriter, Recovery
 from coupa_plugin.connector.provisioning.per_item import PerItem
 from coupa_plugin.connector.provisioning.repair import Repairer, RepairSchedule, Wait
 from coupa_plugin.connector.provisioning.session import UserSession, ids_of
-from coupa_plugin.connector.provisioning.store import LocalStore, StateStore, StoreUnavailable
+from coupa_plugin.connector.provisioning.store import LocalStore, StateStore
 from coupa_plugin.connector.statefiles import Seal
 from coupa_plugin.coupa import CoupaClient
 from coupa_plugin.coupa.models import User

@@ -15,6 +15,7 @@ import logging
 import threading
 from typing import Final, Literal, TypeGuard
 
+from coupa_plugin.connector.errors import SealError, StoreUnavailable
 from coupa_plugin.connector.provisioning.journal import JOURNALED_KEYS
 from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.statefiles import Seal
@@ -67,7 +68,7 @@ class TenantFacts:
         data = self._store.read_facts()
         try:
             raw = self._seal.open(data) if data else {}
-        except ValueError:
+        except SealError:
             raw = {}  # unreadable or forged: learn again
         if not isinstance(raw, dict) or (raw.get("tenant"), raw.get("instance")) != (
             self._tenant,
@@ -89,7 +90,7 @@ class TenantFacts:
         write to Coupa, and what was learnt is learnt again by the next write."""
         try:
             self._write()
-        except (OSError, PluginError) as exc:
+        except (OSError, StoreUnavailable, PluginError) as exc:
             log.warning("could not keep what was learnt", extra={"error": str(exc)[:200]})
 
     def _write(self) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
+from coupa_plugin.connector.errors import InvalidEntry, SealError, StoreUnavailable
 from coupa_plugin.connector.kinds import LIST_KINDS
 from coupa_plugin.connector.provisioning.store import StateStore
 from coupa_plugin.connector.statefiles import Seal
@@ -130,10 +131,6 @@ class JournalEntry:
             "pending_at_coupa": self.pending_at_coupa,
             "cleared": self.cleared,
         }
-
-
-class InvalidEntry(ValueError):
-    """A journal file that does not describe a rewrite this plugin could have made."""
 
 
 def _int(raw: Any, what: str) -> int:
@@ -302,7 +299,7 @@ class Journal:
         name, sealed = self._tombstone(entry), self._seal.seal(stone)
         try:
             self.store.put_entry(name, sealed)
-        except OSError:  # something planted at the tombstone's name: set it aside, once
+        except (OSError, StoreUnavailable):  # something planted at its name: set it aside, once
             self.store.set_aside(name)
             self.store.put_entry(name, sealed)
         self.store.remove_entry(self._name(entry))
@@ -329,7 +326,7 @@ class Journal:
                     raise InvalidEntry("file name does not match its content")
                 if entry.entry_id in finished:
                     raise InvalidEntry("replayed: this rewrite was already finished")
-            except ValueError as exc:
+            except (InvalidEntry, SealError) as exc:
                 if rejected is not None:
                     rejected.append(Rejected(name, str(exc)))
                 self.store.set_aside(name)
@@ -348,7 +345,7 @@ class Journal:
         for name, data in stones:
             try:
                 raw = self._seal.open(data or b"")
-            except ValueError:
+            except SealError:
                 continue  # an unsealed tombstone proves nothing; a sealed entry still needs one
             if not isinstance(raw, dict) or (raw.get("tenant"), raw.get("instance")) != (
                 self.tenant_id,

@@ -22,6 +22,7 @@ from typing import Final, Literal
 
 import attrs
 
+from coupa_plugin.connector.errors import StoreUnavailable
 from coupa_plugin.connector.provisioning.facts import TenantFacts
 from coupa_plugin.connector.provisioning.guards import Guards
 from coupa_plugin.connector.provisioning.journal import (
@@ -182,10 +183,11 @@ class ListWriter:
     def _save(self, s: UserSession, entry: JournalEntry) -> None:
         try:
             self.journal.save(entry)
-        except OSError as exc:
+        except (OSError, StoreUnavailable) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise s.failure(
                 f"cannot record the rewrite of {entry.association} for user {s.user_id} in "
-                f"the journal ({exc.strerror}); nothing further was written"
+                f"the journal ({detail}); nothing further was written"
             ) from None
 
     def _sent(self, s: UserSession) -> tuple[float, bool]:

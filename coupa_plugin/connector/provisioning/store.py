@@ -10,7 +10,6 @@ they mean, and whether they can be trusted, is decided by the journal and the fa
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import os
 import stat
@@ -28,18 +27,7 @@ from coupa_plugin.connector.statefiles import (
 )
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 
-__all__ = ["LocalStore", "StateStore", "StoreUnavailable"]
-
-
-class StoreUnavailable(OSError):
-    """The shared state could not be read or written (its message names where, never a
-    secret). An ``OSError``, like a failing disk under ``state_dir``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(errno.EIO, message)
-
-    def __str__(self) -> str:
-        return str(self.strerror)
+__all__ = ["LocalStore", "StateStore"]
 
 
 class StateStore(Protocol):

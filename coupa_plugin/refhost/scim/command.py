@@ -17,6 +17,7 @@ import click
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Tenant
+from coupa_plugin.refhost.common import plugin_host, require_enabled, tenants_from
 from coupa_plugin.refhost.options import sandbox_options, sandbox_section
 from coupa_plugin.refhost.scim import TOKEN_ENV
 
@@ -67,10 +68,8 @@ def _facade(
         raise click.UsageError(
             f"coupa-iga scim needs the scim extra: pip install 'coupa-plugin[scim]' ({exc})"
         ) from None
-    from coupa_plugin.refhost import cli
-
-    host = cli._host()
-    cli._enabled(host, tenant, plugin)
+    host = plugin_host()
+    require_enabled(host, tenant, plugin)
     return ScimFacade(
         host.hooks(tenant, plugin),
         token,
@@ -145,9 +144,7 @@ def scim(
             served = _generated_sandbox(sandbox_users, sandbox_seed)
             tenant = stack.enter_context(sandbox_tenant(served))
         else:
-            from coupa_plugin.refhost import cli
-
-            [tenant] = cli._load(tenants_file, (str(tenant_id),))
+            [tenant] = tenants_from(tenants_file, (str(tenant_id),))
         facade = _facade(
             tenant,
             plugin_name,

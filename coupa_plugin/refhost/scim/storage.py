@@ -77,7 +77,7 @@ def scim_error_of(exc: PluginError) -> SCIMException:
     """The SCIM error a client gets for a plugin error (its message names what was wrong)."""
     if isinstance(exc, NotFoundError):
         return NotFoundException(detail=str(exc))
-    if isinstance(exc, ReadOnlyError) or getattr(exc, "refused", False) is True:
+    if isinstance(exc, ReadOnlyError):
         return ForbiddenException(detail=str(exc))
     if isinstance(exc, ProvisioningError):
         return InvalidValueException(detail=str(exc))
