@@ -1,3 +1,3 @@
-from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost import main
 
-main(prog_name="coupa-iga")
+main()

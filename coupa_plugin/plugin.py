@@ -16,12 +16,18 @@ from typing import Any, Final
 
 import httpx
 
-from coupa_plugin.connector.boundary import boundary, describe
-from coupa_plugin.connector.lifecycle import tenant_context
-from coupa_plugin.connector.provisioning.repair import Wait
-from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
-from coupa_plugin.connector.settings import CoupaSettings, parse_settings
-from coupa_plugin.connector.telemetry import Instruments, hook_span
+from coupa_plugin.connector import (
+    PLUGIN_NAME,
+    CoupaConnector,
+    CoupaSettings,
+    Instruments,
+    Wait,
+    boundary,
+    describe,
+    hook_span,
+    parse_settings,
+    tenant_context,
+)
 from coupa_plugin.host.errors import (
     ConfigurationError,
     PluginError,

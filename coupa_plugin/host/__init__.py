@@ -5,3 +5,7 @@
 The reference host that loads plugins and runs them per tenant lives in
 :mod:`coupa_plugin.refhost`.
 """
+
+from coupa_plugin.host import errors, model, spec
+
+__all__ = ["errors", "model", "spec"]

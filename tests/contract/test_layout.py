@@ -51,7 +51,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "refhost": ("coupa_plugin.refhost", *CONTRACT, "coupa_plugin.sandbox"),
     "testing": ("coupa_plugin.testing", *CONTRACT, "coupa_plugin.sandbox"),
     "__init__.py": (),
-    "__main__.py": ("coupa_plugin.refhost.cli",),
+    "__main__.py": ("coupa_plugin.refhost",),
     "manifest.py": ("coupa_plugin.connector", "coupa_plugin.coupa", *CONTRACT),
 }
 

@@ -22,7 +22,7 @@ def test_the_host_package_holds_the_contract_alone() -> None:
 
 def test_the_command_line_entry_point_is_the_refhost_cli() -> None:
     [script] = [ep for ep in entry_points(group="console_scripts") if ep.name == "coupa-iga"]
-    assert script.value == "coupa_plugin.refhost.cli:main"
+    assert script.value == "coupa_plugin.refhost:main"
 
 
 def test_the_host_logs_under_its_own_namespace(caplog: pytest.LogCaptureFixture) -> None:
