@@ -19,15 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from coupa_plugin.refhost.campaign import CampaignStore, parse_decisions
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._campaign import CampaignStore, parse_decisions
+from coupa_plugin.refhost._snapshot import SnapshotStore
 
 # runs the command line and reports its own peak RSS (KiB on Linux) on the last stderr line
 _MEASURED = (
     "import atexit, resource, sys\n"
     "atexit.register(lambda: print('maxrss_kib', resource.getrusage(resource.RUSAGE_SELF)"
     ".ru_maxrss, file=sys.stderr))\n"
-    "from coupa_plugin.refhost.cli import main\n"
+    "from coupa_plugin.refhost._cli import main\n"
     "main(sys.argv[1:], prog_name='coupa-iga')\n"
 )
 

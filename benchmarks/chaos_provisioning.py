@@ -59,7 +59,7 @@ from coupa_plugin.sandbox import (
     SandboxServer,
     generate_tenant,
 )
-from coupa_plugin.sandbox.app import SandboxRequest, SandboxResponse
+from coupa_plugin.sandbox._app import SandboxRequest, SandboxResponse
 
 USER_ROLE = 3  # what the sandbox gives an emptied user under empty_roles_become_user
 KINDS = ("role", "group", "content_group", "account_group", "approval_group")

@@ -122,8 +122,8 @@ def async_client_worker(url: str, start_at: float) -> dict[str, Any]:
     """
     from coupa_async_client import CoupaAsyncClient
 
-    from coupa_plugin.coupa.client import USER_FIELDS
-    from coupa_plugin.coupa.models import KNOWN_LICENSE_FLAGS
+    from coupa_plugin.coupa._client import USER_FIELDS
+    from coupa_plugin.coupa._models import KNOWN_LICENSE_FLAGS
 
     fields = json.dumps(
         [*USER_FIELDS, *(f.replace("-", "_") for f in sorted(KNOWN_LICENSE_FLAGS))],
@@ -247,7 +247,7 @@ def bench_workers(
     redis: bool = False,
     rate: float | None = None,
 ) -> dict[str, Any]:
-    from coupa_plugin.testing.redis_server import redis_server
+    from coupa_plugin.testing._redis_server import redis_server
 
     results = []
     load_before = load()

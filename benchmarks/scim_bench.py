@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 
-from coupa_plugin.refhost.manager import Host
-from coupa_plugin.refhost.scim.command import sandbox_tenant
-from coupa_plugin.refhost.scim.server import ScimFacade
+from coupa_plugin.refhost._manager import Host
+from coupa_plugin.refhost._scim.command import sandbox_tenant
+from coupa_plugin.refhost._scim.server import ScimFacade
 from coupa_plugin.sandbox import CoupaSandbox, generate_tenant
 
 TOKEN = "bench-token"  # noqa: S105 - a throwaway token for a loopback run

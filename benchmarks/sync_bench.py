@@ -166,7 +166,7 @@ def bench_memory(runs: int, users: int) -> dict[str, Any]:
 def bench_cpu(runs: int, users: int) -> dict[str, Any]:
     """Client-side processing only: pages are rendered once, then replayed from memory."""
     from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
-    from coupa_plugin.sandbox.server import SandboxTransport
+    from coupa_plugin.sandbox._server import SandboxTransport
 
     sandbox = CoupaSandbox(
         generate_tenant(users=users, seed=1), operations=Operations(rate_limit=False)

@@ -19,11 +19,11 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from coupa_plugin.host.model import Tenant
-from coupa_plugin.refhost.jobs import sync_tenant
-from coupa_plugin.refhost.manager import Host
-from coupa_plugin.refhost.review import gather_review
-from coupa_plugin.refhost.review_html import render_review
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._jobs import sync_tenant
+from coupa_plugin.refhost._manager import Host
+from coupa_plugin.refhost._review import gather_review
+from coupa_plugin.refhost._review_html import render_review
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

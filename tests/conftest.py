@@ -9,7 +9,7 @@ import pytest
 import stamina
 from hypothesis import HealthCheck, settings
 
-from coupa_plugin.refhost.logfmt import host_handlers
+from coupa_plugin.refhost._logfmt import host_handlers
 from tests.kit import use_scratch
 
 # CI must be deterministic: the same examples on every run, bounded in number and time, and the

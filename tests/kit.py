@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from coupa_plugin.connector.mapping import entitlement_id
+from coupa_plugin.connector._mapping import entitlement_id
 from coupa_plugin.host.model import Resource, SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import (
@@ -21,8 +21,8 @@ from coupa_plugin.sandbox import (
     CoupaSandbox,
     TenantState,
 )
-from coupa_plugin.sandbox.errors import SimulatedCrash
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._errors import SimulatedCrash
+from coupa_plugin.sandbox._server import SandboxTransport
 
 ALL_TYPES = frozenset(
     {"user", "group", "role", "license", "content_group", "account_group", "approval_group"}

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from coupa_plugin.sandbox import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, CoupaSandbox
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 
 
 class Raw:

@@ -5,12 +5,12 @@ here: a tenant's connector, its settings, the boundary every hook call passes an
 instrumentation hooks. Every module is private.
 """
 
-from coupa_plugin.connector.boundary import boundary, describe
-from coupa_plugin.connector.lifecycle import tenant_context
-from coupa_plugin.connector.provisioning.repair import Wait
-from coupa_plugin.connector.service import PLUGIN_NAME, CoupaConnector
-from coupa_plugin.connector.settings import CoupaSettings, parse_settings
-from coupa_plugin.connector.telemetry import Instruments, hook_span
+from coupa_plugin.connector._boundary import boundary, describe
+from coupa_plugin.connector._lifecycle import tenant_context
+from coupa_plugin.connector._provisioning.repair import Wait
+from coupa_plugin.connector._service import PLUGIN_NAME, CoupaConnector
+from coupa_plugin.connector._settings import CoupaSettings, parse_settings
+from coupa_plugin.connector._telemetry import Instruments, hook_span
 
 __all__ = [
     "PLUGIN_NAME",

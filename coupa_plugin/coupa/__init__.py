@@ -5,10 +5,9 @@ records it reads and the values it writes, the scope sets, and the errors (their
 at the top of the errors module). Every module is private.
 """
 
-from coupa_plugin.coupa._secret import Secret
-from coupa_plugin.coupa.client import CoupaClient
-from coupa_plugin.coupa.config import ClientConfig
-from coupa_plugin.coupa.errors import (
+from coupa_plugin.coupa._client import CoupaClient
+from coupa_plugin.coupa._config import ClientConfig
+from coupa_plugin.coupa._errors import (
     BodyTooLargeError,
     CoupaAuthError,
     CoupaError,
@@ -25,7 +24,7 @@ from coupa_plugin.coupa.errors import (
     RecordError,
     ScopeError,
 )
-from coupa_plugin.coupa.models import (
+from coupa_plugin.coupa._models import (
     PROFILE_FIELDS,
     USER_LIST_KEYS,
     AccountGroup,
@@ -43,12 +42,13 @@ from coupa_plugin.coupa.models import (
     UserRecord,
     WriteEcho,
 )
-from coupa_plugin.coupa.negotiation import Mode, ScopeGrant
-from coupa_plugin.coupa.scopes import (
+from coupa_plugin.coupa._negotiation import Mode, ScopeGrant
+from coupa_plugin.coupa._scopes import (
     OPTIONAL_SCOPES,
     PROVISIONING_SCOPES,
     READ_ONLY_SCOPES,
 )
+from coupa_plugin.coupa._secret import Secret
 
 __all__ = [
     "OPTIONAL_SCOPES",

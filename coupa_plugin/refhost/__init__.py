@@ -15,6 +15,6 @@ __all__ = ["main"]
 
 def main() -> None:
     """Run ``coupa-iga`` with the process's arguments (its libraries load only then)."""
-    from coupa_plugin.refhost.cli import main as command
+    from coupa_plugin.refhost._cli import main as command
 
     command(prog_name="coupa-iga")

@@ -11,10 +11,10 @@ in-process (:class:`SandboxTransport`) for fast tests, or as a real HTTP server 
         print(server.url)   # http://127.0.0.1:<port>; client "sandbox-client" / "sandbox-secret"
 """
 
-from coupa_plugin.sandbox.app import CoupaSandbox, RequestLogEntry, SandboxRequest, SandboxResponse
-from coupa_plugin.sandbox.config import Operations, Quirks
-from coupa_plugin.sandbox.server import SandboxServer, SandboxTransport
-from coupa_plugin.sandbox.state import (
+from coupa_plugin.sandbox._app import CoupaSandbox, RequestLogEntry, SandboxRequest, SandboxResponse
+from coupa_plugin.sandbox._config import Operations, Quirks
+from coupa_plugin.sandbox._server import SandboxServer, SandboxTransport
+from coupa_plugin.sandbox._state import (
     LICENSE_FLAGS,
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

@@ -21,7 +21,7 @@ from coupa_plugin.sandbox import (
     SandboxServer,
     generate_tenant,
 )
-from coupa_plugin.sandbox.server import EXPOSED_WARNING, is_loopback
+from coupa_plugin.sandbox._server import EXPOSED_WARNING, is_loopback
 
 
 def parse_quirks(items: tuple[str, ...], list_put: str) -> Quirks:

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from coupa_plugin.connector.provisioning.journal import state_key
-from coupa_plugin.connector.provisioning.store import LocalStore
+from coupa_plugin.connector._provisioning.journal import state_key
+from coupa_plugin.connector._provisioning.store import LocalStore
 from coupa_plugin.host.errors import PluginError, ProvisioningError
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
-from coupa_plugin.sandbox.errors import SimulatedCrash
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._errors import SimulatedCrash
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.connector.test_recovery import (
     KEPT,
     ROLES,

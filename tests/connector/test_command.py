@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.provisioning.command import (
+from coupa_plugin.connector._provisioning.command import (
     MAX_CREATE_ENTITLEMENTS,
     ChangeAccess,
     CreateAccount,

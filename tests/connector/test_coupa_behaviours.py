@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from coupa_plugin.coupa.errors import CoupaHTTPError, FieldsRefusedError
-from coupa_plugin.coupa.fields import FieldSpec, TenantFields
-from coupa_plugin.coupa.models import KNOWN_LICENSE_FLAGS
-from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
+from coupa_plugin.coupa._errors import CoupaHTTPError, FieldsRefusedError
+from coupa_plugin.coupa._fields import FieldSpec, TenantFields
+from coupa_plugin.coupa._models import KNOWN_LICENSE_FLAGS
+from coupa_plugin.coupa._scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, SyncError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
@@ -30,8 +30,8 @@ from coupa_plugin.sandbox import (
     SandboxResponse,
     generate_tenant,
 )
-from coupa_plugin.sandbox.config import R39_READ_ONLY_FLAGS, R39_SCHEMA_LACKS
-from coupa_plugin.sandbox.state import NEW_FLAGS
+from coupa_plugin.sandbox._config import R39_READ_ONLY_FLAGS, R39_SCHEMA_LACKS
+from coupa_plugin.sandbox._state import NEW_FLAGS
 from tests.kit import plugin_for, sync, tenant, truth_grants, truth_resources
 from tests.sandbox_helpers import Raw
 

@@ -14,18 +14,18 @@ import httpx
 import orjson
 import pytest
 
-from coupa_plugin.connector.mapping import parse_entitlement_id, parse_id
-from coupa_plugin.connector.provisioning.per_item import PerItem
-from coupa_plugin.connector.settings import parse_settings
+from coupa_plugin.connector._mapping import parse_entitlement_id, parse_id
+from coupa_plugin.connector._provisioning.per_item import PerItem
+from coupa_plugin.connector._settings import parse_settings
 from coupa_plugin.coupa import ClientConfig, CoupaClient, CoupaResponseError, PagingError, Secret
-from coupa_plugin.coupa.client import GraphQLError
-from coupa_plugin.coupa.errors import RecordError
-from coupa_plugin.coupa.models import Role, UserGroup, structure, structure_user
-from coupa_plugin.coupa.ratelimit import SharedRateLimiter
+from coupa_plugin.coupa._client import GraphQLError
+from coupa_plugin.coupa._errors import RecordError
+from coupa_plugin.coupa._models import Role, UserGroup, structure, structure_user
+from coupa_plugin.coupa._ratelimit import SharedRateLimiter
 from coupa_plugin.host.errors import ConfigurationError, NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest
-from coupa_plugin.refhost.errors import UnusableSnapshotError
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._errors import UnusableSnapshotError
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
@@ -34,7 +34,7 @@ from coupa_plugin.sandbox import (
     SandboxServer,
     generate_tenant,
 )
-from coupa_plugin.sandbox.server import SandboxTransport, is_loopback
+from coupa_plugin.sandbox._server import SandboxTransport, is_loopback
 from tests.kit import plugin_for, scratch_dir, tenant
 
 ARABIC_FIVE, FULLWIDTH_FIVE, ARABIC_ONE = "\u0665", "\uff15", "\u0661"

@@ -22,8 +22,8 @@ from coupa_plugin.host.errors import ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, Tenant
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
-from coupa_plugin.sandbox.errors import SimulatedCrash
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._errors import SimulatedCrash
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.kit import CrashingTransport, VirtualTime, clearing, plugin_for, tenant
 
 USER = 7

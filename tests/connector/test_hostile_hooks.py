@@ -24,14 +24,14 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.inputs import check_sync_request
-from coupa_plugin.connector.provisioning import parse_command
-from coupa_plugin.connector.settings import parse_settings
+from coupa_plugin.connector._inputs import check_sync_request
+from coupa_plugin.connector._provisioning import parse_command
+from coupa_plugin.connector._settings import parse_settings
 from coupa_plugin.host.errors import PluginError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.hostile import deep_json
 from tests.kit import plugin_for, tenant
 

@@ -9,12 +9,12 @@ from contextlib import contextmanager
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.kinds import KINDS
-from coupa_plugin.connector.mapping import entitlement_id, parse_entitlement_id, user_entitlements
-from coupa_plugin.connector.settings import RESOURCE_TYPES
-from coupa_plugin.connector.sync import catalog_listings
+from coupa_plugin.connector._kinds import KINDS
+from coupa_plugin.connector._mapping import entitlement_id, parse_entitlement_id, user_entitlements
+from coupa_plugin.connector._settings import RESOURCE_TYPES
+from coupa_plugin.connector._sync import catalog_listings
 from coupa_plugin.coupa import ClientConfig, CoupaClient, Secret
-from coupa_plugin.coupa.scopes import (
+from coupa_plugin.coupa._scopes import (
     OPTIONAL_SCOPES,
     PROVISIONING_SCOPES,
     READ_ONLY_SCOPES,

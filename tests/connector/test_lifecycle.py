@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.lifecycle import Leased, Uses
-from coupa_plugin.connector.locks import KeyedLocks
-from coupa_plugin.connector.mapping import entitlement_id
-from coupa_plugin.connector.service import CoupaConnector
-from coupa_plugin.connector.settings import CoupaSettings
+from coupa_plugin.connector._lifecycle import Leased, Uses
+from coupa_plugin.connector._locks import KeyedLocks
+from coupa_plugin.connector._mapping import entitlement_id
+from coupa_plugin.connector._service import CoupaConnector
+from coupa_plugin.connector._settings import CoupaSettings
 from coupa_plugin.host.model import Grant, ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.kit import VirtualTime, sync, tenant, truth_grants
 
 

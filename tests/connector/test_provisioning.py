@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from coupa_plugin.connector.mapping import entitlement_id
-from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
+from coupa_plugin.connector._mapping import entitlement_id
+from coupa_plugin.coupa._scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.errors import (
     NotFoundError,
     ProvisioningError,
@@ -28,8 +28,8 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.config import CRASH_POINTS, WRITE_FAILURES
-from coupa_plugin.sandbox.errors import SimulatedCrash
+from coupa_plugin.sandbox._config import CRASH_POINTS, WRITE_FAILURES
+from coupa_plugin.sandbox._errors import SimulatedCrash
 from tests.kit import plugin_for, scratch_dir, tenant
 
 KINDS = ("role", "group", "content_group", "account_group", "approval_group")

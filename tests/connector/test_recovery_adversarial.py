@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import pytest
 
-from coupa_plugin.connector.provisioning.repair import Repairer, RepairSchedule
+from coupa_plugin.connector._provisioning.repair import Repairer, RepairSchedule
 from coupa_plugin.host.errors import ProvisioningError, RefusedError
 from coupa_plugin.host.model import ProvisionRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin
@@ -22,9 +22,9 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.errors import SimulatedCrash
-from coupa_plugin.sandbox.server import SandboxTransport
-from coupa_plugin.sandbox.writes import create_membership
+from coupa_plugin.sandbox._errors import SimulatedCrash
+from coupa_plugin.sandbox._server import SandboxTransport
+from coupa_plugin.sandbox._writes import create_membership
 from tests.connector.test_finish_and_repair import (
     KEPT,
     USER,

@@ -10,12 +10,12 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import pytest
 
-from coupa_plugin.connector.mapping import entitlement_id
+from coupa_plugin.connector._mapping import entitlement_id
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.kit import VirtualTime, plugin_for, sync, tenant, truth_grants
 from tests.sandbox_helpers import Raw
 

@@ -16,8 +16,8 @@ import attrs
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.provisioning.journal import JournalEntry, Snapshot, Stamp
-from coupa_plugin.connector.provisioning.rule import Observed, Verdict, decide
+from coupa_plugin.connector._provisioning.journal import JournalEntry, Snapshot, Stamp
+from coupa_plugin.connector._provisioning.rule import Observed, Verdict, decide
 
 OWN, ADMIN = 2, 3
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

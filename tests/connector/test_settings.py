@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.settings import (
+from coupa_plugin.connector._settings import (
     RESOURCE_TYPES,
     parse_base_url,
     parse_domain,

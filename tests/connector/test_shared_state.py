@@ -20,17 +20,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.provisioning.journal import state_key
-from coupa_plugin.connector.settings import parse_settings
-from coupa_plugin.connector.shared_state import (
+from coupa_plugin.connector._provisioning.journal import state_key
+from coupa_plugin.connector._settings import parse_settings
+from coupa_plugin.connector._shared_state import (
     PREFIX,
     RedisStore,
     connect,
     pace_key,
     parse_shared_state,
 )
-from coupa_plugin.coupa.ratelimit import CUT, PaceState, RateLimiter
-from coupa_plugin.coupa.redis_pacing import RedisRateLimiter
+from coupa_plugin.coupa._ratelimit import CUT, PaceState, RateLimiter
+from coupa_plugin.coupa._redis_pacing import RedisRateLimiter
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, ProvisionResult, Tenant
 from coupa_plugin.plugin import CoupaPlugin
@@ -41,9 +41,9 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.errors import SimulatedCrash
-from coupa_plugin.sandbox.server import SandboxTransport
-from coupa_plugin.testing.redis_server import RedisServer, redis_server, redis_server_binary
+from coupa_plugin.sandbox._errors import SimulatedCrash
+from coupa_plugin.sandbox._server import SandboxTransport
+from coupa_plugin.testing._redis_server import RedisServer, redis_server, redis_server_binary
 from tests.kit import CrashingTransport, clearing, plugin_for, scratch_dir, tenant
 
 redis = pytest.importorskip("redis", reason="the redis client is part of the test extra")
@@ -288,7 +288,7 @@ def test_two_workers_changing_one_user_take_turns(url: str, server: RedisServer)
 
 _HOLD_AND_DIE = """
 import sys
-from coupa_plugin.connector.shared_state import RedisStore, connect, parse_shared_state
+from coupa_plugin.connector._shared_state import RedisStore, connect, parse_shared_state
 url = parse_shared_state("shared_state", sys.argv[1])
 store = RedisStore(connect(url), url, "acme", "http://sandbox", lock_ttl_s=0.5)
 with store.user_lock(7):

@@ -23,9 +23,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coupa_plugin.connector.errors import StoreUnavailable
-from coupa_plugin.connector.settings import parse_settings
-from coupa_plugin.connector.shared_state import (
+from coupa_plugin.connector._errors import StoreUnavailable
+from coupa_plugin.connector._settings import parse_settings
+from coupa_plugin.connector._shared_state import (
     ACL_RULES,
     RedisStore,
     cleartext_warning,
@@ -36,9 +36,9 @@ from coupa_plugin.connector.shared_state import (
     scoped,
 )
 from coupa_plugin.coupa import ClientConfig, CoupaClient, CoupaError, Secret
-from coupa_plugin.coupa.errors import InvalidPaceState
-from coupa_plugin.coupa.ratelimit import MAX_RATE, MIN_RATE, RateLimiter
-from coupa_plugin.coupa.redis_pacing import (
+from coupa_plugin.coupa._errors import InvalidPaceState
+from coupa_plugin.coupa._ratelimit import MAX_RATE, MIN_RATE, RateLimiter
+from coupa_plugin.coupa._redis_pacing import (
     MAX_AHEAD_S,
     MAX_HOLD_S,
     RedisRateLimiter,
@@ -47,8 +47,8 @@ from coupa_plugin.coupa.redis_pacing import (
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
-from coupa_plugin.sandbox.server import SandboxTransport
-from coupa_plugin.testing.redis_server import RedisServer, redis_server, redis_server_binary
+from coupa_plugin.sandbox._server import SandboxTransport
+from coupa_plugin.testing._redis_server import RedisServer, redis_server, redis_server_binary
 from tests.fake_redis import MODES, Mode, fake_redis
 from tests.kit import VirtualTime, plugin_for, tenant
 
@@ -174,7 +174,7 @@ def test_a_reply_of_the_wrong_shape_is_never_taken_for_an_answer(
 
 @pytest.mark.parametrize("mode", ["hold", "drip"])
 def test_a_redis_call_ends_by_the_callers_deadline(mode: Mode) -> None:
-    from coupa_plugin.coupa.transport import deadline
+    from coupa_plugin.coupa._transport import deadline
 
     with fake_redis(mode) as fake:
         url = parse_shared_state("shared_state", fake.url(PASSWORD))
@@ -402,7 +402,7 @@ def test_tls_refuses_a_certificate_for_another_host_before_sending_the_password(
 
 
 def test_a_tls_handshake_that_never_comes_ends_by_the_deadline(ca: Any, tmp_path: Path) -> None:
-    from coupa_plugin.coupa.transport import deadline
+    from coupa_plugin.coupa._transport import deadline
 
     with fake_redis("hold") as fake:  # accepts, reads, never answers: no ServerHello
         store = tls_store(fake.url(PASSWORD, "rediss"), ca_file(ca, tmp_path), timeout_s=3600)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
+from coupa_plugin.coupa._scopes import READ_ONLY_SCOPES
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import SyncRequest
 from coupa_plugin.sandbox import (
@@ -288,7 +288,7 @@ def test_missing_documented_scopes_switch_features_off_instead_of_failing() -> N
 
 
 def test_write_scopes_without_offline_access_still_provision() -> None:
-    from coupa_plugin.coupa.scopes import PROVISIONING_SCOPES
+    from coupa_plugin.coupa._scopes import PROVISIONING_SCOPES
 
     sandbox = quiet(20)
     sandbox.state.add_client(
@@ -361,8 +361,8 @@ def test_entitlements_held_but_missing_from_a_catalog_are_still_discovered() -> 
 
 
 def test_what_users_hold_across_a_pass_is_bounded() -> None:
-    from coupa_plugin.connector.sync import MAX_HELD_PER_KIND, MAX_LICENSE_FLAGS, _bounded
-    from coupa_plugin.coupa.errors import CoupaResponseError
+    from coupa_plugin.connector._sync import MAX_HELD_PER_KIND, MAX_LICENSE_FLAGS, _bounded
+    from coupa_plugin.coupa._errors import CoupaResponseError
 
     _bounded({"role": dict.fromkeys(range(MAX_HELD_PER_KIND))}, set())  # at the limit: fine
     with pytest.raises(CoupaResponseError, match="distinct role ids"):

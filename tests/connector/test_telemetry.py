@@ -17,12 +17,12 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from coupa_plugin.coupa.telemetry import route_template
+from coupa_plugin.coupa._telemetry import route_template
 from coupa_plugin.host.errors import ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.kit import VirtualTime, scratch_dir, tenant
 
 # every attribute a measurement may carry: none can hold a login, an e-mail or a user id
@@ -223,7 +223,7 @@ SANDBOXED = (
     "from coupa_plugin.host.model import SyncRequest\n"
     "from coupa_plugin.plugin import CoupaPlugin\n"
     "from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant\n"
-    "from coupa_plugin.sandbox.server import SandboxTransport\n"
+    "from coupa_plugin.sandbox._server import SandboxTransport\n"
     "from tests.kit import tenant\n"
     "sandbox = CoupaSandbox(generate_tenant(users=30, seed=1),"
     " operations=Operations(rate_limit=False))\n"

@@ -12,8 +12,8 @@ import pytest
 import stamina
 import stamina.instrumentation as instrumentation
 
-from coupa_plugin.connector.service import CONNECTOR_LOGGERS
-from coupa_plugin.coupa.logs import COUPA_LOGGERS, TenantFilter, route_retries, tenant_context
+from coupa_plugin.connector._service import CONNECTOR_LOGGERS
+from coupa_plugin.coupa._logs import COUPA_LOGGERS, TenantFilter, route_retries, tenant_context
 from coupa_plugin.host.errors import PluginError, SyncError
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest
 from coupa_plugin.sandbox import CoupaSandbox, Operations, Quirks, generate_tenant

@@ -12,7 +12,7 @@ import pytest
 from coupa_plugin.host import spec
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
 from coupa_plugin.plugin import CoupaPlugin, plugin
-from coupa_plugin.refhost.manager import Host
+from coupa_plugin.refhost._manager import Host
 
 
 def test_entry_point_is_discoverable_and_loads_the_plugin_instance() -> None:

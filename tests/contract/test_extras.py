@@ -77,7 +77,7 @@ def test_the_pytest_plugin_fails_only_the_tests_that_need_the_sandbox(tmp_path: 
 
 
 def test_the_command_line_names_the_missing_extra() -> None:
-    out = run("from coupa_plugin.refhost.cli import main\n")
+    out = run("from coupa_plugin.refhost._cli import main\n")
     assert "rc=1" in out
     assert "coupa-iga needs the host extra: pip install 'coupa-plugin[host]'" in out
 
@@ -86,7 +86,7 @@ def test_the_command_line_names_the_missing_extra() -> None:
 def test_sync_sandbox_names_the_missing_extra(blocked: tuple[str, ...], tmp_path: Path) -> None:
     out = run(
         """
-        from coupa_plugin.refhost.cli import main
+        from coupa_plugin.refhost._cli import main
         main(["sync", "--sandbox", "--users", "3"], prog_name="coupa-iga")
         """,
         blocked=blocked,

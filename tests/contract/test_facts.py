@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 import attrs
 import pytest
 
-from coupa_plugin.connector import settings
-from coupa_plugin.coupa import models
-from coupa_plugin.coupa.client import ClientConfig, Mode
-from coupa_plugin.coupa.transport import DEFAULT_MAX_BODY_BYTES
+from coupa_plugin.connector import _settings as settings
+from coupa_plugin.coupa import _models as models
+from coupa_plugin.coupa._client import ClientConfig, Mode
+from coupa_plugin.coupa._transport import DEFAULT_MAX_BODY_BYTES
 from coupa_plugin.host.model import Tenant, section_enabled
 from coupa_plugin.plugin import settings_section
-from coupa_plugin.sandbox import state
-from coupa_plugin.sandbox.errors import QueryError
-from coupa_plugin.sandbox.query import _parse_time
+from coupa_plugin.sandbox import _state as state
+from coupa_plugin.sandbox._errors import QueryError
+from coupa_plugin.sandbox._query import _parse_time
 
 
 def test_the_settings_defaults_are_the_clients() -> None:

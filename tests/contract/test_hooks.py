@@ -15,7 +15,7 @@ from coupa_plugin.host.model import (
     SyncRequest,
     Tenant,
 )
-from coupa_plugin.refhost.manager import Host
+from coupa_plugin.refhost._manager import Host
 from coupa_plugin.sandbox import CoupaSandbox
 from coupa_plugin.testing.contract import (
     installed_plugins,

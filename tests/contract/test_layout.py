@@ -17,7 +17,7 @@
 
 Across the whole package: no module imports itself back through others (an import cycle),
 counting imports inside functions and under ``TYPE_CHECKING``; and every exception class lives
-in its layer's ``errors.py`` (``coupa/``, ``connector/``, ``refhost/``, ``sandbox/``, and the
+in its layer's ``_errors.py`` (``coupa/``, ``connector/``, ``refhost/``, ``sandbox/``, and the
 contract's ``host/errors.py``), whose docstring draws the tree, except private signals (a
 leading underscore) raised and caught inside one module.
 """
@@ -117,7 +117,7 @@ def use_a_copy_with(
         ("sandbox", "import coupa_plugin.coupa.client"),
         ("connector", "from coupa_plugin.refhost import manager"),
         ("refhost", "from coupa_plugin import plugin"),
-        ("refhost", "from coupa_plugin.connector.settings import CoupaSettings"),
+        ("refhost", "from coupa_plugin.connector._settings import CoupaSettings"),
         ("plugin.py", "import coupa_plugin.sandbox"),
     ],
 )
@@ -167,7 +167,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def test_the_package_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert "coupa_plugin.sandbox.app" in graph["coupa_plugin.sandbox"]  # the graph is read
+    assert "coupa_plugin.sandbox._app" in graph["coupa_plugin.sandbox"]  # the graph is read
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
@@ -177,10 +177,11 @@ def test_the_package_has_no_import_cycle() -> None:
 def test_an_import_cycle_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The rule bites: an import under ``TYPE_CHECKING`` that closes a circle is named."""
     addition = (
-        "\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .app import CoupaSandbox\n"
+        "\nfrom typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from ._app import CoupaSandbox\n"
     )
-    use_a_copy_with(PACKAGE / "sandbox" / "wire.py", addition, monkeypatch, tmp_path)
-    with pytest.raises(pytest.fail.Exception, match=r"sandbox\.app -> .*sandbox\.wire"):
+    use_a_copy_with(PACKAGE / "sandbox" / "_wire.py", addition, monkeypatch, tmp_path)
+    with pytest.raises(pytest.fail.Exception, match=r"sandbox\._app -> .*sandbox\._wire"):
         test_the_package_has_no_import_cycle()
 
 
@@ -218,17 +219,17 @@ def exception_classes() -> dict[str, list[str]]:
 
 
 ERRORS_MODULES = (
-    "coupa/errors.py",
-    "connector/errors.py",
+    "coupa/_errors.py",
+    "connector/_errors.py",
     "host/errors.py",
-    "refhost/errors.py",
-    "sandbox/errors.py",
+    "refhost/_errors.py",
+    "sandbox/_errors.py",
 )
 
 
 def test_every_exception_class_lives_in_its_layers_errors_module() -> None:
     found = exception_classes()
-    assert {"CoupaError", "RecordError"} <= set(found["coupa/errors.py"])  # the scan sees them
+    assert {"CoupaError", "RecordError"} <= set(found["coupa/_errors.py"])  # the scan sees them
     strays = {
         f"{where}: {name}"
         for where, names in found.items()
@@ -242,8 +243,8 @@ def test_a_stray_exception_class_is_caught(monkeypatch: pytest.MonkeyPatch, tmp_
     addition = (
         "\n\nclass _Signal(Exception):\n    pass\n\n\nclass Stray(CoupaResponseError):\n    pass\n"
     )
-    use_a_copy_with(PACKAGE / "connector" / "sync.py", addition, monkeypatch, tmp_path)
-    with pytest.raises(AssertionError, match=r"connector/sync\.py: Stray") as caught:
+    use_a_copy_with(PACKAGE / "connector" / "_sync.py", addition, monkeypatch, tmp_path)
+    with pytest.raises(AssertionError, match=r"connector/_sync\.py: Stray") as caught:
         test_every_exception_class_lives_in_its_layers_errors_module()
     assert "_Signal" not in str(caught.value)
 
@@ -261,10 +262,10 @@ def test_each_errors_module_draws_its_tree(where: str) -> None:
 
 ROOTS: dict[str, tuple[str, str]] = {
     "coupa_plugin.host.errors": ("PluginError", ""),
-    "coupa_plugin.coupa.errors": ("CoupaError", ""),
-    "coupa_plugin.connector.errors": ("ConnectorError", ""),
-    "coupa_plugin.refhost.errors": ("PluginError", "Interrupted"),
-    "coupa_plugin.sandbox.errors": ("SandboxError", "SimulatedCrash"),
+    "coupa_plugin.coupa._errors": ("CoupaError", ""),
+    "coupa_plugin.connector._errors": ("ConnectorError", ""),
+    "coupa_plugin.refhost._errors": ("PluginError", "Interrupted"),
+    "coupa_plugin.sandbox._errors": ("SandboxError", "SimulatedCrash"),
 }
 
 

@@ -10,9 +10,9 @@ import pluggy
 import pytest
 
 from coupa_plugin import __version__
-from coupa_plugin.connector.kinds import KINDS
-from coupa_plugin.connector.settings import RESOURCE_TYPES, SETTINGS, parse_settings
-from coupa_plugin.coupa import scopes
+from coupa_plugin.connector._kinds import KINDS
+from coupa_plugin.connector._settings import RESOURCE_TYPES, SETTINGS, parse_settings
+from coupa_plugin.coupa import _scopes as scopes
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import PROVISION_ACTIONS
 from coupa_plugin.host.spec import HostSpec

@@ -28,13 +28,13 @@ from coupa_plugin.coupa import (
     ScopeError,
     Secret,
 )
-from coupa_plugin.coupa.errors import CoupaAuthError, excerpt
-from coupa_plugin.coupa.fields import FieldSpec, TenantFields
-from coupa_plugin.coupa.models import Ref, User, structure_user, unstructure_user
-from coupa_plugin.coupa.paging import read_all, read_keyset
-from coupa_plugin.coupa.ratelimit import RateLimiter
-from coupa_plugin.coupa.scopes import PROVISIONING_SCOPES, READ_ONLY_SCOPES
-from coupa_plugin.coupa.transport import retry_after_seconds
+from coupa_plugin.coupa._errors import CoupaAuthError, excerpt
+from coupa_plugin.coupa._fields import FieldSpec, TenantFields
+from coupa_plugin.coupa._models import Ref, User, structure_user, unstructure_user
+from coupa_plugin.coupa._paging import read_all, read_keyset
+from coupa_plugin.coupa._ratelimit import RateLimiter
+from coupa_plugin.coupa._scopes import PROVISIONING_SCOPES, READ_ONLY_SCOPES
+from coupa_plugin.coupa._transport import retry_after_seconds
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
@@ -43,7 +43,7 @@ from coupa_plugin.sandbox import (
     Quirks,
     generate_tenant,
 )
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.kit import VirtualTime
 
 SECRET = SANDBOX_CLIENT_SECRET
@@ -652,7 +652,7 @@ def test_limiter_bursts_only_at_the_full_rate() -> None:
 
 
 def test_shared_limiter_reacts_once_to_an_event_seen_by_two_processes(tmp_path: Any) -> None:
-    from coupa_plugin.coupa.ratelimit import SharedRateLimiter
+    from coupa_plugin.coupa._ratelimit import SharedRateLimiter
 
     t = FakeTime()
     t.now = 1_000.0
@@ -774,7 +774,7 @@ def test_pages_are_fetched_ahead_when_the_network_is_slow() -> None:
 
 
 def test_shared_limiter_paces_several_workers_as_one(tmp_path: Any) -> None:
-    from coupa_plugin.coupa.ratelimit import SharedRateLimiter
+    from coupa_plugin.coupa._ratelimit import SharedRateLimiter
 
     path = str(tmp_path / "pace.sqlite")
     rate, per_worker, workers = 40.0, 10, 3

@@ -31,9 +31,9 @@ from coupa_plugin.coupa import (
     CoupaTransportError,
     Secret,
 )
-from coupa_plugin.coupa.errors import BodyTooLargeError, CoupaTimeoutError, PagingError
-from coupa_plugin.coupa.paging import PageSize, read_all, read_keyset
-from coupa_plugin.coupa.transport import (
+from coupa_plugin.coupa._errors import BodyTooLargeError, CoupaTimeoutError, PagingError
+from coupa_plugin.coupa._paging import PageSize, read_all, read_keyset
+from coupa_plugin.coupa._transport import (
     deadline,
     inherit_deadline,
     read_body,
@@ -467,7 +467,7 @@ def test_read_body_returns_the_body_or_stops_at_the_limit(
 
 def test_an_excerpt_scrubs_only_the_head_of_a_crafted_body(monkeypatch: pytest.MonkeyPatch) -> None:
     # scrubbing is regex work that grows faster than the text: it must never see a whole body
-    import coupa_plugin.coupa.errors as errors
+    import coupa_plugin.coupa._errors as errors
 
     seen: list[int] = []
     real = errors.scrub
@@ -552,7 +552,7 @@ def test_a_token_padded_past_its_limit_is_refused(make: Callable[..., CoupaClien
 def test_a_catalog_listing_stops_at_its_row_limit(
     make: Callable[..., CoupaClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import coupa_plugin.coupa.client as client_module
+    import coupa_plugin.coupa._client as client_module
 
     monkeypatch.setattr(client_module, "MAX_CATALOG_ROWS", 500)  # 200,000 in production
 

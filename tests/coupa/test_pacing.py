@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import pytest
 
-from coupa_plugin.connector.sync import HEAD_START_TTL_S, begin
-from coupa_plugin.coupa.errors import PacingTimeout
-from coupa_plugin.coupa.paging import PageSize, read_all
-from coupa_plugin.coupa.ratelimit import RateLimiter
+from coupa_plugin.connector._sync import HEAD_START_TTL_S, begin
+from coupa_plugin.coupa._errors import PacingTimeout
+from coupa_plugin.coupa._paging import PageSize, read_all
+from coupa_plugin.coupa._ratelimit import RateLimiter
 from coupa_plugin.host.model import SyncRequest
 from coupa_plugin.plugin import CoupaPlugin
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.kit import VirtualTime, tenant, truth_resources
 
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from coupa_plugin.coupa import CoupaClient, CoupaResponseError
-from coupa_plugin.coupa.errors import RecordError
-from coupa_plugin.coupa.models import structure_profile
+from coupa_plugin.coupa._errors import RecordError
+from coupa_plugin.coupa._models import structure_profile
 from coupa_plugin.sandbox import CoupaSandbox
 from tests.coupa.test_client import make_client, quiet_sandbox
 
@@ -29,7 +29,7 @@ def someone(sandbox: CoupaSandbox) -> int:
 
 def recording(sandbox: CoupaSandbox) -> tuple[httpx.BaseTransport, list[httpx.Request]]:
     """The sandbox's own transport, keeping every request the client sends."""
-    from coupa_plugin.sandbox.server import SandboxTransport
+    from coupa_plugin.sandbox._server import SandboxTransport
 
     inner = SandboxTransport(sandbox)
     seen: list[httpx.Request] = []

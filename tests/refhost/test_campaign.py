@@ -20,16 +20,16 @@ from click.testing import CliRunner, Result
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from coupa_plugin.refhost.campaign import (
+from coupa_plugin.refhost._campaign import (
     Campaign,
     CampaignStore,
     parse_decisions,
     population_csv,
     write_campaign_csv,
 )
-from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.errors import DecisionsError
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._cli import main
+from coupa_plugin.refhost._errors import DecisionsError
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._cli import main
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from coupa_plugin.connector.settings import parse_settings
+from coupa_plugin.connector._settings import parse_settings
 from coupa_plugin.host.errors import ConfigurationError
-from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._cli import main
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

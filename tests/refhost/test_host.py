@@ -18,11 +18,11 @@ from coupa_plugin.host.model import (
     Tenant,
 )
 from coupa_plugin.host.spec import hookimpl
-from coupa_plugin.refhost.errors import ContractViolation
-from coupa_plugin.refhost.jobs import sync_tenant
-from coupa_plugin.refhost.manager import Host
-from coupa_plugin.refhost.snapshot import SnapshotStore
-from coupa_plugin.refhost.tenants import load_tenants, parse_tenants
+from coupa_plugin.refhost._errors import ContractViolation
+from coupa_plugin.refhost._jobs import sync_tenant
+from coupa_plugin.refhost._manager import Host
+from coupa_plugin.refhost._snapshot import SnapshotStore
+from coupa_plugin.refhost._tenants import load_tenants, parse_tenants
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_skipped() -> None:

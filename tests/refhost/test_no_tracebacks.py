@@ -21,10 +21,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from coupa_plugin.host.errors import ConfigurationError
-from coupa_plugin.refhost import cli, snapshot
-from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.errors import ForeignFileError, Interrupted
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost import _cli as cli
+from coupa_plugin.refhost import _snapshot as snapshot
+from coupa_plugin.refhost._cli import main
+from coupa_plugin.refhost._errors import ForeignFileError, Interrupted
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,
@@ -203,7 +204,7 @@ def test_without_the_host_extra_the_command_says_so_in_one_line() -> None:
         "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
         "sys.meta_path.insert(0, Missing())\n"
         "sys.argv[0] = 'coupa-iga'\n"
-        "from coupa_plugin.refhost.cli import main\n"
+        "from coupa_plugin.refhost._cli import main\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60

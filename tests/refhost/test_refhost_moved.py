@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from coupa_plugin.refhost import manager
-from coupa_plugin.refhost.logfmt import HOST_LOGGER, configure_logging
+from coupa_plugin.refhost import _manager as manager
+from coupa_plugin.refhost._logfmt import HOST_LOGGER, configure_logging
 
 
 def test_the_host_package_holds_the_contract_alone() -> None:

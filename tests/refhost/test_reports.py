@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from coupa_plugin.coupa.scopes import READ_ONLY_SCOPES
-from coupa_plugin.refhost.cli import RUN_COLUMNS, main
-from coupa_plugin.refhost.logfmt import configure_logging
-from coupa_plugin.refhost.progress import SyncProgress
-from coupa_plugin.refhost.reports import write_rows
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.coupa._scopes import READ_ONLY_SCOPES
+from coupa_plugin.refhost._cli import RUN_COLUMNS, main
+from coupa_plugin.refhost._logfmt import configure_logging
+from coupa_plugin.refhost._progress import SyncProgress
+from coupa_plugin.refhost._reports import write_rows
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

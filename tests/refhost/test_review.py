@@ -19,11 +19,11 @@ from click.testing import CliRunner
 import coupa_plugin
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Entitlement, Grant, Resource, SyncRequest
-from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.facts import service_instance
-from coupa_plugin.refhost.review import gather_review
-from coupa_plugin.refhost.review_html import render_review
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._cli import main
+from coupa_plugin.refhost._facts import service_instance
+from coupa_plugin.refhost._review import gather_review
+from coupa_plugin.refhost._review_html import render_review
+from coupa_plugin.refhost._snapshot import SnapshotStore
 from coupa_plugin.sandbox import (
     SANDBOX_CLIENT_ID,
     SANDBOX_CLIENT_SECRET,

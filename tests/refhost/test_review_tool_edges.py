@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
-from coupa_plugin.refhost.cli import main
-from coupa_plugin.refhost.reports import RunDiff, write_diff, write_export, write_rows
-from coupa_plugin.refhost.snapshot import SnapshotStore
+from coupa_plugin.refhost._cli import main
+from coupa_plugin.refhost._reports import RunDiff, write_diff, write_export, write_rows
+from coupa_plugin.refhost._snapshot import SnapshotStore
 
 
 def _user(uid: str, name: str = "A User") -> Resource:
@@ -152,15 +152,15 @@ def test_an_output_that_is_the_snapshot_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_servers_words_in_an_error_cannot_act_on_the_terminal() -> None:
-    from coupa_plugin.refhost.cli import _summary_line
+    from coupa_plugin.refhost._cli import _summary_line
 
     row = {"tenant": "t", "plugin": "p", "outcome": "failed", "error": "x\x1b]0;PWNED\x07\x1b[2J"}
     assert "\x1b" not in _summary_line(row) and "\x07" not in _summary_line(row)
 
 
 def test_a_run_narrowed_by_type_says_so_in_its_report(tmp_path: Path) -> None:
-    from coupa_plugin.refhost.review import gather_review
-    from coupa_plugin.refhost.review_html import render_review
+    from coupa_plugin.refhost._review import gather_review
+    from coupa_plugin.refhost._review_html import render_review
 
     with SnapshotStore(tmp_path / "s.sqlite") as store:
         _run(store, SyncRequest(), [_user("1")])

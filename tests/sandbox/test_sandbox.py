@@ -22,7 +22,7 @@ from coupa_plugin.sandbox import (
     SandboxServer,
     generate_tenant,
 )
-from coupa_plugin.sandbox.server import SandboxTransport
+from coupa_plugin.sandbox._server import SandboxTransport
 from tests.sandbox_helpers import Raw
 
 NO_LIMIT = Operations(rate_limit=False)

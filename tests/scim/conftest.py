@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coupa_plugin.refhost.manager import Host, PluginHooks
-from coupa_plugin.refhost.scim.server import ScimFacade
+from coupa_plugin.refhost._manager import Host, PluginHooks
+from coupa_plugin.refhost._scim.server import ScimFacade
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from tests.kit import plugin_for, tenant
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from coupa_plugin.refhost.cli import main
+from coupa_plugin.refhost._cli import main
 from coupa_plugin.sandbox import SANDBOX_CLIENT_ID, CoupaSandbox, SandboxServer, generate_tenant
 from tests.contract.test_extras import run
 from tests.kit import ended
@@ -83,7 +83,7 @@ def test_without_the_scim_extra_the_command_names_it() -> None:
         """
         import os
         from click.testing import CliRunner
-        from coupa_plugin.refhost.cli import main
+        from coupa_plugin.refhost._cli import main
         os.environ["COUPA_SCIM_TOKEN"] = "t"
         result = CliRunner().invoke(main, ["scim", "--sandbox", "--users", "3", "--port", "0"])
         print(result.exit_code, result.output.splitlines()[-1])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from coupa_plugin.refhost.scim.server import ScimFacade
+from coupa_plugin.refhost._scim.server import ScimFacade
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from tests.scim.conftest import TOKEN
 

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 
 from coupa_plugin.host.errors import ConfigurationError
 from coupa_plugin.host.model import Resource
-from coupa_plugin.refhost.scim.mapping import (
+from coupa_plugin.refhost._scim.mapping import (
     current_attributes,
     user_document,
     wanted_attributes,
 )
-from coupa_plugin.refhost.scim.server import ScimFacade
-from coupa_plugin.refhost.scim.storage import member_patch
+from coupa_plugin.refhost._scim.server import ScimFacade
+from coupa_plugin.refhost._scim.storage import member_patch
 from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
 from tests.kit import truth_grants
 from tests.scim.conftest import TOKEN, hooks_for

@@ -11,8 +11,8 @@ import httpx
 from coupa_plugin.host import model as m
 from coupa_plugin.host.spec import hookimpl
 from coupa_plugin.plugin import CoupaPlugin
-from coupa_plugin.refhost.manager import Host
-from coupa_plugin.refhost.scim.server import ScimFacade
+from coupa_plugin.refhost._manager import Host
+from coupa_plugin.refhost._scim.server import ScimFacade
 from coupa_plugin.sandbox import CoupaSandbox
 from tests.kit import plugin_for, tenant
 from tests.scim.conftest import TOKEN
