@@ -304,12 +304,12 @@ def _data(review: Review) -> Markup:
         for i in ent.holders:
             gaps.append(i - last)
             last = i
-        if gaps:
-            holders[ent.id] = gaps
+        if gaps:  # under the id its holders button carries
+            holders[safe_text(ent.id)] = gaps
     payload = {
         "users": [
             [
-                u.id,
+                safe_text(u.id),
                 safe_text(u.login),
                 safe_text(u.name),
                 status.get(u.status, "u"),

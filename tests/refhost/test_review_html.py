@@ -5,13 +5,18 @@ embedded holders unable to close their script element, long lists cut where they
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from importlib.resources import files
 from pathlib import Path
 
+from hypothesis import example, given
+from hypothesis import strategies as st
+from markupsafe import escape
+
 from coupa_plugin.host.model import Entitlement, Grant, Resource, SyncRequest
-from coupa_plugin.refhost.reports import RunDiff
+from coupa_plugin.refhost.reports import RunDiff, safe_text
 from coupa_plugin.refhost.review import (
     EntitlementRow,
     Holding,
@@ -21,6 +26,13 @@ from coupa_plugin.refhost.review import (
 )
 from coupa_plugin.refhost.review_html import STATIC_ROWS, render_review
 from coupa_plugin.refhost.snapshot import RunRecord, SnapshotStore
+
+HOSTILE = (
+    '</script><script>alert("x")</script><!-- & \' \x1b[2J\x07 \u202eevil\u2066 '
+    "<img src=x onerror=alert(1)>"
+)
+# what a page must never carry: a terminal's controls and the overrides that reorder text
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class Scripts(HTMLParser):
@@ -134,6 +146,41 @@ def test_templates_and_assets_are_package_data() -> None:
     for asset in ("report.css", "report.js"):
         text = package.joinpath("assets", asset).read_text("utf-8")
         assert text.strip() and text.strip() in render_review(_review("x"))
+
+
+@given(st.text(max_size=40))
+@example("\x7f")
+@example("enabled")
+@example("API account")
+@example(HOSTILE)
+def test_any_name_is_text_in_the_page_and_data(name: str) -> None:
+    html = render_review(_review(name))
+    page = Scripts(html)
+    assert len(page.scripts) == 2, "the data never closes its script element nor opens one"
+    assert not UNSAFE.search(html)
+    assert safe_text(name) in "".join(page.text) or not name.strip()
+    data = json.loads(page.data())
+    shown = safe_text(name)
+    status = {"enabled": "e", "disabled": "d"}.get(name, "u")
+    kind = {"API account": "a", "support account": "s"}.get(name, "p")
+    assert data["users"] == [[shown, shown, shown, status, kind]]
+    # the holders are found under the id the entitlement's button names
+    assert data["holders"] == {shown: [1]} and f'data-entitlement="{escape(shown)}"' in html
+
+
+def test_hostile_names_never_become_markup() -> None:
+    html = render_review(_review(HOSTILE))
+    page = Scripts(html)
+    data = page.data()
+    assert "<" not in data and ">" not in data and "&" not in data
+    assert json.loads(data)["users"][0][2] == safe_text(HOSTILE)
+    assert "<script>alert" not in html and "<img" not in html and "<!--" not in html
+    assert not UNSAFE.search(html)
+    shown = safe_text(HOSTILE)
+    # in headings, cells, captions, chart titles and attributes alike
+    assert "".join(page.text).count(shown) >= 20
+    assert f"Access review: {shown}, run 2" in page.text
+    assert shown in page.attributes  # the holders button's data-entitlement and data-name
 
 
 def _store_with_users(path: Path, users: int) -> None:
