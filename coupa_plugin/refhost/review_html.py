@@ -8,8 +8,8 @@ prints, with no network. Exceptions, changes, charts and the entitlement list ar
 compact JSON (users listed once, holders as gaps between user positions) and drawn into a
 sortable, filterable table when opened.
 
-This module keeps what is computed (the chart geometry, the holders' JSON, the orders lists
-are shown in); the templates hold the markup and the words. Escaping is the template engine's:
+This module keeps what is computed (the chart geometry, the holders' JSON, the order of the
+lists); the templates hold the markup and the words. Escaping is the template engine's:
 autoescaping is on, and every value a template writes first has its control characters and
 bidirectional overrides shown as U+FFFD (`safe_text`, the environment's ``finalize``), so a
 name never reads as another.
@@ -128,7 +128,6 @@ _ENV.globals.update(
     static_rows=STATIC_ROWS,
     filter_rows=FILTER_ROWS,
     scroll_rows=SCROLL_ROWS,
-    user_headers=[["User id", True], ["Login", False], ["Name", False], ["Status", False]],
 )
 
 
