@@ -12,7 +12,9 @@ This module keeps what is computed (the chart geometry, the holders' JSON, the o
 lists); the templates hold the markup and the words. Escaping is the template engine's:
 autoescaping is on, and every value a template writes first has its control characters and
 bidirectional overrides shown as U+FFFD (`safe_text`, the environment's ``finalize``), so a
-name never reads as another.
+name never reads as another. Only plain values pass through it: a value a template turns into
+markup first (``|e``, ``|safe``, ``join`` over markup) would not, so templates write values as
+they are (tests/refhost/test_review_html.py puts hostile text in every field).
 
 The templates are written in indented lines for the reader and the page comes out as one
 line: a line break and the indentation around it vanish next to a tag and become one space
