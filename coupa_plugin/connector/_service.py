@@ -26,7 +26,7 @@ from coupa_plugin.connector._provisioning import (
     default_state_dir,
     parse_command,
 )
-from coupa_plugin.connector._provisioning.command import UserCommand
+from coupa_plugin.connector._provisioning.command import Refused, UserCommand
 from coupa_plugin.connector._provisioning.groups import GROUP_ACTIONS
 from coupa_plugin.connector._provisioning.repair import Wait
 from coupa_plugin.connector._provisioning.store import StateStore
@@ -501,7 +501,9 @@ class CoupaConnector:
         return result
 
     def _provision(self, request: ProvisionRequest) -> ProvisionResult:
-        command = parse_command(request)  # every check of the request, before anything is sent
+        # read once: a request that is not well formed is refused here, before anything is
+        # sent; one asking for what cannot be done is refused by the provisioner, in its turn
+        command = parse_command(request)
         if self.settings.mode == "read-only":
             raise ReadOnlyError(
                 f"tenant {self.tenant_id} is configured read-only; nothing was sent"
@@ -524,11 +526,8 @@ class CoupaConnector:
         except Exception as exc:
             # the last guard: a failure nobody foresaw, possibly after a write; say what the
             # user holds now
-            state = (
-                " " + self.provisioner.statement(command.user_id)
-                if isinstance(command, UserCommand)
-                else ""
-            )
+            user_id = command.user_id if isinstance(command, UserCommand | Refused) else None
+            state = "" if user_id is None else " " + self.provisioner.statement(user_id)
             raise ProvisioningError(
                 f"tenant {self.tenant_id}: {request.action} could not complete: "
                 f"{describe(exc)}.{state}"

@@ -684,24 +684,23 @@ class CoupaClient:
         flags are there too), the profile (:data:`~.models.PROFILE_FIELDS`) and who changed it
         last; the flags the tenant refuses in ``fields=`` come from its unfiltered record.
 
-        :raises CoupaResponseError: the answer is not a well-formed user record.
+        :raises RecordError: the answer is a user record with a field of the wrong type (a
+            :class:`CoupaResponseError`: its message names the record and the field).
+        :raises CoupaResponseError: the answer is not a JSON object.
         """
         if not self._flags_discovered:  # flags this plugin does not know are named too
             self.discover_license_flags()
         path = f"/api/users/{user_id}"
         payload = self.get_fields(path, self.user_fields().plus(_RECORD_EXTRA, _RECORD_NESTED))
         if not isinstance(payload, dict):
-            raise CoupaResponseError(f"GET {path}: the answer was not a user record")
+            raise CoupaResponseError(f"GET {path}: expected a JSON object")
         unread = self.refused_flags()
         if unread:  # flags the tenant refuses in fields=: from the unfiltered record
             whole = self.get(path)
             if not isinstance(whole, dict):
-                raise CoupaResponseError(f"GET {path}: the answer was not a user record")
+                raise CoupaResponseError(f"GET {path}: expected a JSON object")
             payload.update({flag: whole[flag] for flag in unread if flag in whole})
-        try:
-            return UserRecord(structure_user(payload), structure_profile(payload))
-        except RecordError as exc:
-            raise CoupaResponseError(f"GET {path}: {exc}") from None
+        return UserRecord(structure_user(payload), structure_profile(payload))
 
     def user_groups(self, *, in_flight: int | None = None) -> Iterator[UserGroup]:
         for row in self._list(

@@ -37,6 +37,7 @@ __all__ = [
     "ProfileField",
     "Ref",
     "Role",
+    "Unreadable",
     "User",
     "UserGroup",
     "UserList",
@@ -215,12 +216,27 @@ ProfileChanges = Mapping[ProfileField, ProfileValue]
 
 
 @attrs.frozen
+class Unreadable:
+    """A profile value Coupa holds in a form no caller can ask for (a list where text
+    belongs, say). It equals no value a caller gives, so asking for any value writes it; its
+    repr names the JSON type, never the value."""
+
+    kind: str
+
+    def __repr__(self) -> str:
+        return f"<{self.kind}>"
+
+
+@attrs.frozen
 class Profile:
-    """A user's profile attributes as Coupa holds them (``manager``: the manager's login)."""
+    """A user's profile attributes as Coupa holds them (``manager``: the manager's login).
 
-    values: Mapping[ProfileField, ProfileValue]
+    Reading a profile never fails: it is compared with what a caller asks for, and a value
+    Coupa holds in an odd form must not keep a user from being provisioned."""
 
-    def get(self, field: ProfileField) -> ProfileValue:
+    values: Mapping[ProfileField, ProfileValue | Unreadable]
+
+    def get(self, field: ProfileField) -> ProfileValue | Unreadable:
         return self.values.get(field)
 
     def differs(self, changes: ProfileChanges) -> dict[ProfileField, ProfileValue]:
@@ -444,22 +460,30 @@ def structure_user(payload: Any) -> User:
     return user
 
 
-def _profile_value(field: ProfileField, value: Any) -> ProfileValue:
-    what = _kebab(field)
-    if field == "manager":
-        return None if value is None else _ref(value, what).login
+def _profile_value(field: ProfileField, value: Any) -> ProfileValue | Unreadable:
+    if value is None:
+        return None
+    if field == "manager":  # the manager by login; a manager named no other way reads as none
+        login = value.get("login") if isinstance(value, Mapping) else None
+        return login if isinstance(login, str) else None
     if field in INTEGER_PROFILE_FIELDS:
-        if value is None or (value.__class__ is int and abs(value) < MAX_ID):
-            return value
-        raise RecordError(f"{what}: expected an integer, got {_kind(value)}")
-    return _text(value, what)
+        if value.__class__ is int:
+            return int(value)
+        if isinstance(value, str):  # a Coupa that answers with text: the same number
+            text = value.strip()
+            if not text:
+                return None
+            if text.isascii() and text.isdigit() and len(text) < 19:
+                return int(text)
+    elif isinstance(value, str):
+        return value
+    return Unreadable(_kind(value))
 
 
 def structure_profile(payload: Mapping[str, Any]) -> Profile:
-    """The :class:`Profile` in a user payload read with :data:`PROFILE_FIELDS`.
-
-    :raises RecordError: a profile field of the wrong type (named, never its value).
-    """
+    """The :class:`Profile` in a user payload read with :data:`PROFILE_FIELDS`. The security
+    types read as whole numbers (text digits included), the manager as its login, any other
+    attribute as text; a value in another form is :class:`Unreadable`."""
     return Profile(
         {field: _profile_value(field, payload.get(_kebab(field))) for field in PROFILE_FIELDS}
     )

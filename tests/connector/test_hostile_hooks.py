@@ -25,7 +25,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from coupa_plugin.connector._inputs import check_sync_request
-from coupa_plugin.connector._provisioning import parse_command
+from coupa_plugin.connector._provisioning.command import check_request
 from coupa_plugin.connector._settings import parse_settings
 from coupa_plugin.host.errors import PluginError, ProvisioningError
 from coupa_plugin.host.model import ProvisionRequest, SyncRequest, Tenant
@@ -320,7 +320,7 @@ def test_refused_input_sends_no_request(provision: ProvisionRequest, sync: SyncR
     plugin = hostile_plugin(server)
     t = tenant()
     try:
-        if refused(lambda: parse_command(provision)):
+        if refused(lambda: check_request(provision)):
             with pytest.raises(PluginError):
                 plugin.provision(tenant=t, request=provision)
             assert server.requests == 0

@@ -73,7 +73,8 @@ class Accounts:
         ignored = sorted(after.differs(diff)) if after is not None else sorted(diff)
         if ignored:
             detail = ", ".join(
-                f"{name} is {after.get(name) if after is not None else None!r}" for name in ignored
+                f"{name} is {repr(after.get(name) if after is not None else None)[:80]}"
+                for name in ignored
             )
             raise s.failure(
                 f"Coupa did not apply {ignored} to user {s.user_id} (it ignores unknown "

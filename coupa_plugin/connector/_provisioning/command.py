@@ -2,11 +2,22 @@
 
 The contract types a :class:`~coupa_plugin.host.model.ProvisionRequest`'s fields, but a host is
 another program: a list where a string belongs, ``attributes=None``, a 64 KB login, an
-attribute Coupa does not have. :func:`parse_command` finds every such problem before anything
-is sent to Coupa and raises a typed error naming the field; what it returns is one of the
-command classes below, whose every field is what its type says. The provisioner works on
-commands only. What a tenant allows (which kinds are enabled, whether it may write) is not
-the request's shape: the provisioner checks that against the tenant's status.
+attribute Coupa does not have. :func:`parse_command` reads a request once and returns one of
+the command classes below, whose every field is what its type says; the provisioner works on
+commands only.
+
+Two kinds of problem are told apart, because they are answered at different moments:
+
+* a request that is not well formed (a field of the wrong type, an oversized or unsendable
+  value, an unknown action, an id this plugin never hands out) is refused at once by
+  :func:`check_request`, before the tenant is even looked at: nothing is sent to Coupa;
+* a well-formed request that asks for what cannot be done (an attribute Coupa does not have, a
+  field the action needs and lacks) becomes :class:`Refused`, which the provisioner raises
+  where it would find the problem: after the tenant's mode is known (a read-only tenant says
+  so first) and after the user's own interrupted rewrites are recovered.
+
+What a tenant allows (which kinds are enabled, whether it may write) is the provisioner's to
+check against the tenant's status.
 
 Errors: a malformed request is a :class:`ProvisioningError`; a principal or entitlement id
 this plugin never hands out a :class:`NotFoundError`.
@@ -30,7 +41,7 @@ from coupa_plugin.coupa._models import (
     ProfileField,
     ProfileValue,
 )
-from coupa_plugin.host.errors import NotFoundError, ProvisioningError
+from coupa_plugin.host.errors import NotFoundError, PluginError, ProvisioningError
 from coupa_plugin.host.model import PROVISION_ACTIONS, ProvisionRequest
 
 __all__ = [
@@ -43,9 +54,11 @@ __all__ = [
     "DeactivateGroup",
     "EntitlementRef",
     "GroupChanges",
+    "Refused",
     "SetActive",
     "UpdateAccount",
     "UpdateGroup",
+    "check_request",
     "parse_command",
 ]
 
@@ -156,9 +169,24 @@ class DeactivateGroup:
     action: ClassVar[str] = "deactivate_group"
 
 
+@attrs.frozen(kw_only=True)
+class Refused:
+    """A well-formed request asking for what cannot be done, and the error that says so,
+    raised where the provisioner finds it: at once (``first``: a field the action needs is
+    missing), after the checks of the group named (``group``), after recovering the user's
+    interrupted rewrites (``user_id``), or after the provisioner's own preparations."""
+
+    action: str
+    error: PluginError
+    dry_run: bool = False
+    first: bool = False
+    user_id: int | None = None
+    group: EntitlementRef | None = None
+
+
 UserCommand = ChangeAccess | UpdateAccount | SetActive
 GroupCommand = CreateGroup | UpdateGroup | DeactivateGroup
-Command = UserCommand | CreateAccount | GroupCommand
+Command = UserCommand | CreateAccount | GroupCommand | Refused
 
 
 def _kind(value: object) -> str:
@@ -170,42 +198,69 @@ def _refuse(problem: str) -> ProvisioningError:
 
 
 def parse_command(request: object) -> Command:
-    """The command ``request`` asks for, or a typed error naming what is wrong with it."""
-    _check_shape(request)
-    assert isinstance(request, ProvisionRequest)  # _check_shape refuses anything else
+    """The command ``request`` asks for. A request that is not well formed raises (see
+    :func:`check_request`); one asking for what cannot be done is :class:`Refused`."""
+    check_request(request)
+    assert isinstance(request, ProvisionRequest)  # check_request refuses anything else
     action, dry_run = request.action, request.dry_run
+    if problems := request.problems():
+        error = ProvisioningError(f"malformed request: {'; '.join(problems)}{_NOTHING}")
+        return Refused(action=action, error=error, dry_run=dry_run, first=True)
+    try:
+        return _command(request)
+    except PluginError as exc:
+        user_id = parse_id(request.principal_id) if action == "update_account" else None
+        group = (
+            entitlement_ref(str(request.entitlement_id))
+            if action in {"update_group", "deactivate_group"}
+            else None
+        )
+        return Refused(action=action, error=exc, dry_run=dry_run, user_id=user_id, group=group)
+
+
+def _command(request: ProvisionRequest) -> Command:
+    """The command of a well-formed request whose needed fields are all there; raises what
+    makes it impossible."""
+    action, dry_run, attributes = request.action, request.dry_run, request.attributes
     if action == "create_account":
-        return _create_account(request.attributes, dry_run=dry_run)
+        missing = [name for name in REQUIRED_PROFILE if not attributes.get(name)]
+        if missing:
+            raise ProvisioningError(f"create_account needs {missing}{_NOTHING}")
+        refs = tuple(entitlement_ref(item) for item in attributes.get("entitlements") or ())
+        profile = _profile(attributes, creating=True)
+        return CreateAccount(profile=profile, entitlements=refs, dry_run=dry_run)
     if action == "create_group":
-        name, description = _group_fields(request.attributes, creating=True)
+        name, description = _group_fields(attributes, creating=True)
         return CreateGroup(name=name or "", description=description, dry_run=dry_run)
     if action in {"update_group", "deactivate_group"}:
-        group = entitlement_ref(_needed(request, "entitlement_id"))
+        group = entitlement_ref(str(request.entitlement_id))
         if action == "deactivate_group":
-            if request.attributes:
+            if attributes:
                 raise ProvisioningError(f"deactivate_group takes no attributes{_NOTHING}")
             return DeactivateGroup(entitlement=group, dry_run=dry_run)
-        _group_fields(request.attributes, creating=False)
-        group_changes = cast(GroupChanges, dict(request.attributes))
+        _group_fields(attributes, creating=False)
+        group_changes = cast(GroupChanges, dict(attributes))
         return UpdateGroup(entitlement=group, changes=group_changes, dry_run=dry_run)
-    user_id = _user_id(_needed(request, "principal_id"))
+    user_id = _user_id(str(request.principal_id))
     if action in {"grant", "revoke"}:
-        entitlement = entitlement_ref(_needed(request, "entitlement_id"))
+        entitlement = entitlement_ref(str(request.entitlement_id))
         return ChangeAccess(
             user_id=user_id, entitlement=entitlement, granting=action == "grant", dry_run=dry_run
         )
     if action == "update_account":
-        if "active" in request.attributes:
+        if "active" in attributes:
             raise ProvisioningError(
                 f"use enable_account or disable_account to change active{_NOTHING}"
             )
-        changes = _profile(request.attributes, creating=False)
+        changes = _profile(attributes, creating=False)
         return UpdateAccount(user_id=user_id, changes=changes, dry_run=dry_run)
     return SetActive(user_id=user_id, active=action == "enable_account", dry_run=dry_run)
 
 
-def _check_shape(request: object) -> None:  # noqa: C901 - one check per field of the contract, in its order
-    """Types and sizes of every field, before anything else is looked at."""
+def check_request(request: object) -> None:  # noqa: C901 - one check per field of the contract, in its order
+    """Refuse a request that is not well formed before anything else is looked at: wrong types
+    and oversized or unsendable values are a :class:`ProvisioningError`, a principal or
+    entitlement id this plugin never hands out a :class:`NotFoundError`."""
     if not isinstance(request, ProvisionRequest):
         raise _refuse(f"expected a ProvisionRequest, got {_kind(request)}")
     action = request.action
@@ -236,18 +291,33 @@ def _check_shape(request: object) -> None:  # noqa: C901 - one check per field o
             f"unknown principal {principal[:40]!r}: Coupa user ids are numbers (ASCII "
             f"digits, no leading zero, at most 18){_NOTHING}"
         )
-
-
-def _needed(request: ProvisionRequest, name: Literal["entitlement_id", "principal_id"]) -> str:
-    value = getattr(request, name)
-    if not value:
-        raise _refuse(f"action {request.action!r} needs {name}")
-    return str(value)
+    if action in {"create_group", "update_group"}:
+        _check_group_values(attributes)
+    entitlement = request.entitlement_id
+    if (
+        action in {"grant", "revoke", "update_group", "deactivate_group"}
+        and entitlement is not None
+        and parse_entitlement_id(entitlement) is None
+    ):
+        raise NotFoundError(f"unknown entitlement {entitlement[:80]!r}{_NOTHING}")
+    granted = attributes.get("entitlements") if action == "create_account" else None
+    if granted is not None:
+        if not isinstance(granted, list | tuple) or not all(isinstance(e, str) for e in granted):
+            raise _refuse("entitlements: expected a list of entitlement ids")
+        if len(granted) > MAX_CREATE_ENTITLEMENTS or len(set(granted)) != len(granted):
+            # each is checked and granted with requests of its own: no repeats, a sane count
+            raise _refuse(
+                f"entitlements: at most {MAX_CREATE_ENTITLEMENTS} distinct entitlement ids "
+                f"(got {len(granted)}, {len(set(granted))} distinct)"
+            )
+        for item in granted:
+            if parse_entitlement_id(item) is None:
+                raise NotFoundError(f"unknown entitlement {item[:80]!r}{_NOTHING}")
 
 
 def _user_id(principal_id: str) -> int:
     user_id = parse_id(principal_id)
-    if user_id is None:  # _check_shape said so already; kept for the type
+    if user_id is None:  # check_request said so already; kept for the type
         raise NotFoundError(f"unknown principal {principal_id[:40]!r}: Coupa user ids are numbers")
     return user_id
 
@@ -261,16 +331,9 @@ def entitlement_ref(value: str) -> EntitlementRef:
     return EntitlementRef(id=value, kind=kind, key=parsed[1])
 
 
-def _group_fields(
-    attributes: Mapping[str, object], *, creating: bool
-) -> tuple[str | None, str | None]:
+def _check_group_values(attributes: Mapping[str, object]) -> None:
     """``name`` (non-empty text, at most 255 characters) and ``description`` (text or
-    None) of ``create_group`` and ``update_group``."""
-    unknown = sorted(set(attributes) - set(_GROUP_FIELDS))
-    if unknown:
-        raise ProvisioningError(
-            f"unknown group attribute(s) {unknown}; known: {list(_GROUP_FIELDS)}{_NOTHING}"
-        )
+    None) of ``create_group`` and ``update_group``, when given."""
     name = attributes.get("name")
     if "name" in attributes and (not isinstance(name, str) or not name.strip()):
         raise _refuse("attributes.name: a user group's name must be non-empty text")
@@ -279,11 +342,27 @@ def _group_fields(
     description = attributes.get("description")
     if description is not None and not isinstance(description, str):
         raise _refuse(f"attributes.description: expected text, got {_kind(description)}")
+
+
+def _group_fields(
+    attributes: Mapping[str, object], *, creating: bool
+) -> tuple[str | None, str | None]:
+    """``name`` and ``description`` of ``create_group`` and ``update_group`` (their values
+    checked by :func:`check_request`)."""
+    unknown = sorted(set(attributes) - set(_GROUP_FIELDS))
+    if unknown:
+        raise ProvisioningError(
+            f"unknown group attribute(s) {unknown}; known: {list(_GROUP_FIELDS)}{_NOTHING}"
+        )
     if creating and "name" not in attributes:
         raise ProvisioningError(f"create_group needs a name{_NOTHING}")
     if not creating and not attributes:
         raise ProvisioningError(f"update_group needs name or description in attributes{_NOTHING}")
-    return (name if isinstance(name, str) else None), description
+    name, description = attributes.get("name"), attributes.get("description")
+    return (
+        name if isinstance(name, str) else None,
+        description if isinstance(description, str) else None,
+    )
 
 
 def _profile_value(name: ProfileField, value: object) -> ProfileValue:
@@ -294,7 +373,10 @@ def _profile_value(name: ProfileField, value: object) -> ProfileValue:
     if value is None:
         return None
     if name in INTEGER_PROFILE_FIELDS:
-        # Coupa holds the security types as integers (0 or 1); text digits are read as one
+        # Coupa holds the security types as whole numbers: 0 or 1, also given as text digits;
+        # empty text clears one, as Coupa reads it
+        if isinstance(value, str) and not value.strip():
+            return None
         if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
             value = int(value)
         if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9:
@@ -309,6 +391,7 @@ def _profile_value(name: ProfileField, value: object) -> ProfileValue:
 def _profile(
     attributes: Mapping[str, object], *, creating: bool
 ) -> dict[ProfileField, ProfileValue]:
+    """The profile attributes of ``attributes``, checked in the order the request gives them."""
     unknown = sorted(set(attributes) - set(PROFILE_FIELDS) - {"entitlements"})
     if unknown:
         raise ProvisioningError(
@@ -320,27 +403,9 @@ def _profile(
         raise ProvisioningError(
             f"entitlements can only be given to create_account; use grant and revoke{_NOTHING}"
         )
+    fields = {name: name for name in PROFILE_FIELDS}
     return {
-        name: _profile_value(name, attributes[name])
-        for name in PROFILE_FIELDS
-        if name in attributes
+        fields[key]: _profile_value(fields[key], value)
+        for key, value in attributes.items()
+        if key in fields
     }
-
-
-def _create_account(attributes: Mapping[str, object], *, dry_run: bool) -> CreateAccount:
-    granted = attributes.get("entitlements")
-    if granted is not None:
-        if not isinstance(granted, list | tuple) or not all(isinstance(e, str) for e in granted):
-            raise _refuse("entitlements: expected a list of entitlement ids")
-        if len(granted) > MAX_CREATE_ENTITLEMENTS or len(set(granted)) != len(granted):
-            # each is checked and granted with requests of its own: no repeats, a sane count
-            raise _refuse(
-                f"entitlements: at most {MAX_CREATE_ENTITLEMENTS} distinct entitlement ids "
-                f"(got {len(granted)}, {len(set(granted))} distinct)"
-            )
-    refs = tuple(entitlement_ref(item) for item in granted or ())
-    missing = [name for name in REQUIRED_PROFILE if not attributes.get(name)]
-    if missing:
-        raise ProvisioningError(f"create_account needs {missing}{_NOTHING}")
-    profile = _profile(attributes, creating=True)
-    return CreateAccount(profile=profile, entitlements=refs, dry_run=dry_run)

@@ -23,13 +23,14 @@ from coupa_plugin.connector._provisioning.command import (
     CreateAccount,
     CreateGroup,
     DeactivateGroup,
+    Refused,
     SetActive,
     UpdateAccount,
     UpdateGroup,
     UserCommand,
 )
 from coupa_plugin.connector._provisioning.facts import TenantFacts
-from coupa_plugin.connector._provisioning.groups import Groups
+from coupa_plugin.connector._provisioning.groups import GROUP_ACTIONS, Groups
 from coupa_plugin.connector._provisioning.guards import Guards
 from coupa_plugin.connector._provisioning.journal import Journal, Rejected, state_key
 from coupa_plugin.connector._provisioning.lists import ListWriter, Recovery
@@ -141,14 +142,21 @@ class Provisioner:
     # -- entry point -----------------------------------------------------------------------
 
     def provision(self, command: Command) -> ProvisionResult:
+        if isinstance(command, Refused) and command.first:
+            raise command.error
         if not command.dry_run:
             self.journal.ensure()
         self.facts.refresh()
         if isinstance(command, CreateAccount):
             return self._create(command)
-        if isinstance(command, CreateGroup | UpdateGroup | DeactivateGroup):
+        if isinstance(command, CreateGroup | UpdateGroup | DeactivateGroup) or (
+            isinstance(command, Refused) and command.action in GROUP_ACTIONS
+        ):
             return self.groups.handle(command, self.permits.kinds)  # no user lock: a group's
         user_id = command.user_id
+        if user_id is None:  # a create_account refused
+            assert isinstance(command, Refused)
+            raise command.error
         try:
             notes, result = self._for_user(user_id, command)
         except PluginError:
@@ -182,7 +190,9 @@ class Provisioner:
             self._session(created.user_id), created, changes, command.profile
         )
 
-    def _for_user(self, user_id: int, command: UserCommand) -> tuple[list[str], ProvisionResult]:
+    def _for_user(
+        self, user_id: int, command: UserCommand | Refused
+    ) -> tuple[list[str], ProvisionResult]:
         """Under the user's lock: recover the user's interrupted rewrites, then carry out
         ``command``. Returns what recovery reports and the command's result."""
         s: UserSession | None = None
@@ -245,7 +255,9 @@ class Provisioner:
         raised outside a session."""
         return self._session(user_id).statement()
 
-    def _handle(self, s: UserSession, command: UserCommand) -> ProvisionResult:
+    def _handle(self, s: UserSession, command: UserCommand | Refused) -> ProvisionResult:
+        if isinstance(command, Refused):  # found where the call reaches it: after recovery
+            raise command.error
         if isinstance(command, ChangeAccess):
             return self._grant_or_revoke(s, command)
         if isinstance(command, UpdateAccount):

@@ -18,6 +18,7 @@ from coupa_plugin.connector._provisioning.command import (
     DeactivateGroup,
     EntitlementRef,
     GroupCommand,
+    Refused,
     UpdateGroup,
 )
 from coupa_plugin.coupa import CoupaClient, CoupaError
@@ -49,12 +50,18 @@ class Groups:
     def __init__(self, client: CoupaClient) -> None:
         self.client = client
 
-    def handle(self, command: GroupCommand, kinds: frozenset[str]) -> ProvisionResult:
+    def handle(self, command: GroupCommand | Refused, kinds: frozenset[str]) -> ProvisionResult:
+        """Carry out ``command``; a refused one is raised after the checks of the group it
+        names (the tenant has groups; only a user group can be changed)."""
         if "group" not in kinds:
             raise NotFoundError(
                 f"{command.action}: resource type 'group' is not enabled for this tenant; "
                 "nothing was written"
             )
+        if isinstance(command, Refused):
+            if command.group is not None:
+                self._group_id(command.group)
+            raise command.error
         if isinstance(command, CreateGroup):
             return self.create(command)
         group_id = self._group_id(command.entitlement)

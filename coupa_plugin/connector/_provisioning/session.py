@@ -13,7 +13,7 @@ from coupa_plugin.connector._kinds import LIST_KINDS
 from coupa_plugin.connector._mapping import user_grants
 from coupa_plugin.connector._provisioning.facts import TenantFacts
 from coupa_plugin.connector._provisioning.journal import Stamp
-from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
+from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError, RecordError
 from coupa_plugin.coupa._models import Profile, User, UserList, UserRecord, WriteEcho
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionResult
@@ -92,6 +92,8 @@ class UserSession:
         uid = self.user_id
         try:
             record = self.client.user_record(uid)
+        except RecordError as exc:
+            raise self.failure(f"reading user {uid}: {exc}") from None
         except CoupaHTTPError as exc:
             if exc.status == 404 and not self.changes:
                 raise NotFoundError(f"Coupa has no user {uid}") from None
