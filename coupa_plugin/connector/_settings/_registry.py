@@ -231,7 +231,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
         doc=(
             f"Client-side pacing for this tenant (Coupa allows {shown(COUPA_RATE)}/s with a "
             f"burst of {COUPA_BURST}). A shared pacer holds the instance's whole budget; lower "
-            "it when another integration uses the instance."
+            "it when another integration uses the instance. Above Coupa's limit, `configure` "
+            "warns: Coupa answers the excess with 429s."
         ),
     ),
     Setting(
