@@ -16,7 +16,7 @@ import httpx
 
 from coupa_plugin.connector._boundary import describe
 from coupa_plugin.connector._inputs import check_sync_request
-from coupa_plugin.connector._kinds import KINDS
+from coupa_plugin.connector._kinds import KINDS, by_name
 from coupa_plugin.connector._lifecycle import Leased, Uses
 from coupa_plugin.connector._provisioning import (
     Permits,
@@ -57,7 +57,7 @@ from coupa_plugin.coupa._logs import attach_tenant_filter
 from coupa_plugin.coupa._negotiation import ScopeGrant
 from coupa_plugin.coupa._ratelimit import COUPA_RATE, RateLimiter
 from coupa_plugin.coupa._redis_pacing import RedisRateLimiter
-from coupa_plugin.coupa._scopes import ACCOUNT_GROUP_SCOPE, WRITE_SCOPES
+from coupa_plugin.coupa._scopes import OPTIONAL_SCOPES, WRITE_SCOPES
 from coupa_plugin.coupa._transport import deadline, inherit_deadline
 from coupa_plugin.host.errors import (
     AuthenticationError,
@@ -320,12 +320,14 @@ class CoupaConnector:
                 + ", ".join(sorted(grant.documented_missing))
                 + " from the documented scope set; what needs them is off"
             )
-        if "account_group" in types and ACCOUNT_GROUP_SCOPE not in grant.scopes:
-            types.discard("account_group")
-            warnings.append(
-                f"account groups are off: the OAuth client lacks {ACCOUNT_GROUP_SCOPE}; grant it "
-                "to sync account groups"
-            )
+        for kind in KINDS:  # a scope outside the documented sets: off unless granted
+            scope = kind.catalog_scope
+            if kind.name in types and scope in OPTIONAL_SCOPES and scope not in grant.scopes:
+                types.discard(kind.name)
+                warnings.append(
+                    f"{kind.label}s are off: the OAuth client lacks {scope}; grant it to sync "
+                    f"{kind.label}s"
+                )
         # Which scope each listing needs is undocumented: ask Coupa once, every probe at once.
         # Each probe is the first page of its listing, which the next sync carries on.
         catalogs = catalog_listings(self.client)
@@ -434,13 +436,16 @@ class CoupaConnector:
             ),
         }
         types: dict[str, str] = {}
-        for kind in sorted(self.settings.resource_types | {"account_group"}):
-            if kind in status.resource_types:
-                types[kind] = "on"
-            elif kind not in self.settings.resource_types:
-                types[kind] = "off (not in resource_types)"
+        # the kinds behind a scope outside the documented sets are listed even when not asked
+        optional = {kind.name for kind in KINDS if kind.catalog_scope in OPTIONAL_SCOPES}
+        for name in sorted(self.settings.resource_types | optional):
+            scope = known.catalog_scope if (known := by_name(name)) is not None else None
+            if name in status.resource_types:
+                types[name] = "on"
+            elif name not in self.settings.resource_types:
+                types[name] = "off (not in resource_types)"
             else:
-                types[kind] = f"off (grant {ACCOUNT_GROUP_SCOPE} to turn it on)"
+                types[name] = f"off (grant {scope} to turn it on)" if scope else "off"
         report["resource_types"] = types
         timings = []
         throttled_before = self.client.limiter.throttled

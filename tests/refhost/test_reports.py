@@ -161,6 +161,13 @@ def test_doctor_reports_mode_scopes_and_round_trip(
         "why": "the OAuth client lacks core.user.write, core.user_group.write",
     }
     assert report["resource_types"]["account_group"].startswith("off (grant core.accounting.read")
+    coupa_sandbox.state.add_client(
+        SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, READ_ONLY_SCOPES - {"core.business_entity.read"}
+    )
+    no_content = CliRunner().invoke(main, ["doctor", "--tenants", str(tenants), "--tenant", "acme"])
+    kinds = json.loads(no_content.stdout)["resource_types"]
+    assert kinds["content_group"] == "off (grant core.business_entity.read to turn it on)"
+    assert kinds["role"] == "on"
     wrong = _tenants(tmp_path, coupa_sandbox_server.url, secret="nope")
     refused = CliRunner().invoke(main, ["doctor", "--tenants", str(wrong), "--tenant", "acme"])
     assert refused.exit_code == 4 and "authentication: FAILED" in refused.output
