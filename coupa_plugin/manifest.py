@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from coupa_plugin import __version__
-from coupa_plugin.connector._service import PLUGIN_NAME
-from coupa_plugin.connector._settings import MODES, RESOURCE_TYPES, SETTINGS
-from coupa_plugin.connector._settings._docs import settings_table
+from coupa_plugin.connector import MODES, PLUGIN_NAME, RESOURCE_TYPES, SETTINGS, settings_table
 from coupa_plugin.coupa import _scopes as scopes
 from coupa_plugin.host.model import PROVISION_ACTIONS
 from coupa_plugin.host.spec import ENTRY_POINT_GROUP, HOOK_NAMES

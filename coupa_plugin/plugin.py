@@ -1,7 +1,7 @@
 """The hook implementations: a thin adapter from the host's hooks to :mod:`coupa_plugin.connector`.
 
 The entry point ``iga.plugins:coupa`` loads :data:`plugin`, an instance that keeps one
-:class:`~coupa_plugin.connector._service.CoupaConnector` per tenant id (never module-global
+:class:`~coupa_plugin.connector.CoupaConnector` per tenant id (never module-global
 state shared between tenants).
 """
 
@@ -223,7 +223,7 @@ class CoupaPlugin:
 
     def diagnose(self, tenant: Tenant) -> dict[str, Any] | None:
         """Diagnostics for ``coupa-iga doctor`` (not a hook): see
-        :meth:`~coupa_plugin.connector._service.CoupaConnector.diagnose`."""
+        :meth:`~coupa_plugin.connector.CoupaConnector.diagnose`."""
         with self._using(tenant) as connector:
             return None if connector is None else connector.diagnose()
 

@@ -12,8 +12,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from coupa_plugin.coupa import CoupaError
-from coupa_plugin.coupa._errors import scrub
+from coupa_plugin.coupa import CoupaError, scrub
 from coupa_plugin.host.errors import PluginError
 
 __all__ = ["boundary", "describe", "guard_stream"]

@@ -19,7 +19,7 @@ Private signals stay beside the code that raises and catches them and never leav
 module: ``_Replan`` (a list changed meanwhile: plan again, in
 :mod:`~coupa_plugin.connector._provisioning.lists`), ``_NoRoute`` (no per-item route: write
 the whole list, in :mod:`~coupa_plugin.connector._provisioning.per_item`) and ``_GarbageReply``
-(a reply Redis would not send, in :mod:`~coupa_plugin.connector.shared_state`, told as
+(a reply Redis would not send, in :mod:`~coupa_plugin.connector._shared_state`, told as
 ``StoreUnavailable``).
 """
 

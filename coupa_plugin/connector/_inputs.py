@@ -1,8 +1,10 @@
-"""What the host hands to the sync hooks, checked before anything is sent to Coupa.
+"""What the host hands to the sync hooks, checked before anything is sent to Coupa, and the
+test of a text any setting or provisioned value must pass.
 
-The contract types its fields, but a host is another program: a list where a string belongs,
-``attributes=None`` or a 64 KB login must end in a typed error naming the field, with no
-request sent, never in an ``AttributeError`` from deep inside.
+The contract types its fields, but a host is another program: a set of ids where a set of
+strings belongs, a ``since`` that is not a date, a million principal ids must end in a typed
+error naming the field, with no request sent, never in an ``AttributeError`` from deep inside.
+(Provisioning requests are read by :mod:`._provisioning.command`.)
 """
 
 from __future__ import annotations

@@ -14,11 +14,16 @@ from typing import Any, Final, Literal
 
 import attrs
 
-from coupa_plugin.coupa._client import CoupaClient
-from coupa_plugin.coupa._models import USER_LIST_KEYS, LookupCollection, UserList
-from coupa_plugin.coupa._scopes import ACCOUNT_GROUP_SCOPE, CONTENT_GROUP_SCOPE
+from coupa_plugin.coupa import (
+    ACCOUNT_GROUP_SCOPE,
+    CONTENT_GROUP_SCOPE,
+    USER_LIST_KEYS,
+    CoupaClient,
+    LookupCollection,
+    UserList,
+)
 
-__all__ = ["KINDS", "LIST_KINDS", "EntitlementKind", "by_name", "by_put_key"]
+__all__ = ["KINDS", "LIST_KINDS", "EntitlementKind", "by_name"]
 
 Writes = Literal["per_item", "list", "flag"]
 
@@ -107,12 +112,7 @@ KINDS: Final = (
 # the kinds held as lists on the user record, in the order messages list them
 LIST_KINDS: Final = tuple(kind for kind in KINDS if kind.put_key is not None)
 _BY_NAME: Final = {kind.name: kind for kind in KINDS}
-_BY_PUT_KEY: Final = {kind.put_key: kind for kind in LIST_KINDS}
 
 
 def by_name(name: str) -> EntitlementKind | None:
     return _BY_NAME.get(name)
-
-
-def by_put_key(key: str) -> EntitlementKind | None:
-    return _BY_PUT_KEY.get(key)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from coupa_plugin.coupa._logs import tenant_context
+from coupa_plugin.coupa import tenant_context
 
 __all__ = ["Leased", "Uses", "tenant_context"]
 

@@ -6,10 +6,11 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-from coupa_plugin.connector._kinds import KINDS, LIST_KINDS
-from coupa_plugin.coupa._models import (
+from coupa_plugin.connector._kinds import KINDS, LIST_KINDS, by_name
+from coupa_plugin.coupa import (
     ACCOUNT_TYPE_FLAGS,
     LICENSE_KEY_RE,
+    LICENSE_NAMES,
     READ_ONLY_LICENSE_FLAGS,
     AccountGroup,
     BusinessGroup,
@@ -44,25 +45,6 @@ GRANT_SOURCES: Final = tuple((kind.attribute or "", kind.name) for kind in LIST_
 _ID_RE: Final = re.compile(r"[1-9][0-9]{0,17}")
 _MAX_ENTITLEMENT_ID_CHARS: Final = 128
 SLUGS: Final = {kind.name: kind.slug for kind in KINDS}
-_LICENSE_NAMES: Final = {
-    "purchasing-user": "Purchasing",
-    "expense-user": "Expense",
-    "sourcing-user": "Sourcing",
-    "inventory-user": "Inventory",
-    "contracts-user": "Contracts",
-    "clm-advanced-user": "Contract Lifecycle Management Advanced",
-    "analytics-user": "Analytics",
-    "aic-user": "AI Classification",
-    "spend-guard-user": "Spend Guard",
-    "ccw-user": "Contingent Workforce",
-    "risk-assess-user": "Risk Assess",
-    "supply-chain-user": "Supply Chain",
-    "travel-user": "Travel",
-    "treasury-user": "Treasury",
-    "invoicing-user": "Invoicing",
-    "category-planner-user": "Category Planner",
-    "intake-user": "Intake",
-}
 
 
 def entitlement_id(resource_type: str, resource_id: object) -> str:
@@ -102,8 +84,8 @@ def parse_entitlement_id(value: object) -> tuple[str, str, str] | None:
 
 def license_name(flag: str) -> str:
     """A reviewer-friendly name for a license flag, also for flags not known yet."""
-    if flag in _LICENSE_NAMES:
-        return _LICENSE_NAMES[flag]
+    if flag in LICENSE_NAMES:
+        return LICENSE_NAMES[flag]
     words = flag.removesuffix("-user").split("-")
     return " ".join(w.upper() if len(w) <= 3 else w.capitalize() for w in words)
 
@@ -221,9 +203,10 @@ def _group_resource(
     kind: str,
     group: UserGroup | BusinessGroup | AccountGroup,
     entitlement_name: str,
-    noun: str,
     profile: Mapping[str, Any] | None = None,
 ) -> Resource:
+    known = by_name(kind)
+    noun = known.label if known is not None else kind
     active = getattr(group, "active", None)
     return Resource(
         type=kind,
@@ -245,7 +228,6 @@ def group_resource(group: UserGroup) -> Resource:
         "group",
         group,
         f"Member of {group.name}",
-        "user group",
         {"active": group.active, "can_approve": group.can_approve},
     )
 
@@ -255,17 +237,16 @@ def approval_group_resource(group: UserGroup) -> Resource:
         "approval_group",
         group,
         f"Approver in {group.name}",
-        "approval group",
         {"active": group.active},
     )
 
 
 def content_group_resource(group: BusinessGroup) -> Resource:
-    return _group_resource("content_group", group, f"Sees {group.name} content", "content group")
+    return _group_resource("content_group", group, f"Sees {group.name} content")
 
 
 def account_group_resource(group: AccountGroup) -> Resource:
-    return _group_resource("account_group", group, f"Uses {group.name} accounts", "account group")
+    return _group_resource("account_group", group, f"Uses {group.name} accounts")
 
 
 def license_resource(flag: str) -> Resource:

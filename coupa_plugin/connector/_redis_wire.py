@@ -23,7 +23,7 @@ from typing import Any, Final
 from redis.connection import Connection
 
 from coupa_plugin.connector._errors import ReplyTooLargeError
-from coupa_plugin.coupa._transport import seconds_left
+from coupa_plugin.coupa import seconds_left
 
 __all__ = ["DEFAULT_MAX_REPLY_BYTES", "BoundedConnection", "tls_context"]
 

@@ -26,8 +26,7 @@ from coupa_plugin.connector._provisioning import (
     default_state_dir,
     parse_command,
 )
-from coupa_plugin.connector._provisioning.command import Refused, UserCommand
-from coupa_plugin.connector._provisioning.groups import GROUP_ACTIONS
+from coupa_plugin.connector._provisioning.command import GROUP_ACTIONS, Refused, UserCommand
 from coupa_plugin.connector._provisioning.repair import Wait
 from coupa_plugin.connector._provisioning.store import StateStore
 from coupa_plugin.connector._settings import CoupaSettings
@@ -46,19 +45,22 @@ from coupa_plugin.connector._telemetry import (
     provisioned,
 )
 from coupa_plugin.coupa import (
+    COUPA_RATE,
+    OPTIONAL_SCOPES,
+    WRITE_SCOPES,
     ClientConfig,
     CoupaAuthError,
     CoupaClient,
     CoupaError,
     CoupaHTTPError,
+    RateLimiter,
+    RedisRateLimiter,
     ScopeError,
+    ScopeGrant,
+    attach_tenant_filter,
+    deadline,
+    inherit_deadline,
 )
-from coupa_plugin.coupa._logs import attach_tenant_filter
-from coupa_plugin.coupa._negotiation import ScopeGrant
-from coupa_plugin.coupa._ratelimit import COUPA_RATE, RateLimiter
-from coupa_plugin.coupa._redis_pacing import RedisRateLimiter
-from coupa_plugin.coupa._scopes import OPTIONAL_SCOPES, WRITE_SCOPES
-from coupa_plugin.coupa._transport import deadline, inherit_deadline
 from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,

@@ -41,8 +41,7 @@ import attrs
 
 from coupa_plugin.connector._errors import StoreUnavailable
 from coupa_plugin.connector._provisioning.journal import state_key
-from coupa_plugin.coupa import Secret
-from coupa_plugin.coupa._errors import excerpt
+from coupa_plugin.coupa import Secret, excerpt
 from coupa_plugin.host.errors import ConfigurationError, ProvisioningError
 
 if TYPE_CHECKING:

@@ -41,10 +41,19 @@ from coupa_plugin.connector._mapping import (
     user_grants,
     user_resource,
 )
-from coupa_plugin.coupa import CoupaClient, CoupaError
-from coupa_plugin.coupa._client import MAX_CATALOG_ROWS
-from coupa_plugin.coupa._errors import CoupaHTTPError, CoupaResponseError, GraphQLError
-from coupa_plugin.coupa._models import AccountGroup, BusinessGroup, Role, User, UserGroup
+from coupa_plugin.coupa import (
+    MAX_CATALOG_ROWS,
+    AccountGroup,
+    BusinessGroup,
+    CoupaClient,
+    CoupaError,
+    CoupaHTTPError,
+    CoupaResponseError,
+    GraphQLError,
+    Role,
+    User,
+    UserGroup,
+)
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import Grant, Resource, SyncRequest
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from coupa_plugin.coupa._telemetry import TENANT, Instruments, Telemetry
+from coupa_plugin.coupa import TENANT, Instruments, Telemetry
 from coupa_plugin.host.model import Grant, Resource
 
 __all__ = ["Instruments", "Telemetry", "hook_span", "measure_stream", "provisioned"]

@@ -1,11 +1,13 @@
 """A typed client for Coupa's API. It knows nothing of the IGA host.
 
 This package's public API is what ``__all__`` names: the client and its configuration, the
-records it reads and the values it writes, the scope sets, and the errors (their tree is drawn
-at the top of the errors module). Every module is private.
+records it reads and the values it writes, the scope sets, Coupa's rate limit and the pacers
+that keep to it, the deadlines a caller can set around calls, the telemetry and logging hooks,
+and the errors (their tree is drawn at the top of the errors module). Every module is
+private.
 """
 
-from coupa_plugin.coupa._client import CoupaClient
+from coupa_plugin.coupa._client import MAX_CATALOG_ROWS, CoupaClient
 from coupa_plugin.coupa._config import ClientConfig
 from coupa_plugin.coupa._errors import (
     BodyTooLargeError,
@@ -23,9 +25,18 @@ from coupa_plugin.coupa._errors import (
     ReadOnlyClientError,
     RecordError,
     ScopeError,
+    excerpt,
+    scrub,
 )
+from coupa_plugin.coupa._logs import attach_tenant_filter, tenant_context
 from coupa_plugin.coupa._models import (
+    ACCOUNT_TYPE_FLAGS,
+    INTEGER_PROFILE_FIELDS,
+    LICENSE_KEY_RE,
+    LICENSE_NAMES,
+    MAX_TEXT_CHARS,
     PROFILE_FIELDS,
+    READ_ONLY_LICENSE_FLAGS,
     USER_LIST_KEYS,
     AccountGroup,
     BusinessGroup,
@@ -34,6 +45,7 @@ from coupa_plugin.coupa._models import (
     Profile,
     ProfileChanges,
     ProfileField,
+    ProfileValue,
     Ref,
     Role,
     Unreadable,
@@ -44,19 +56,41 @@ from coupa_plugin.coupa._models import (
     WriteEcho,
 )
 from coupa_plugin.coupa._negotiation import Mode, ScopeGrant
+from coupa_plugin.coupa._ratelimit import COUPA_BURST, COUPA_RATE, MAX_RATE, MIN_RATE, RateLimiter
+from coupa_plugin.coupa._redis_pacing import RedisRateLimiter
 from coupa_plugin.coupa._scopes import (
+    ACCOUNT_GROUP_SCOPE,
+    CONTENT_GROUP_SCOPE,
     OPTIONAL_SCOPES,
     PROVISIONING_SCOPES,
     READ_ONLY_SCOPES,
+    WRITE_SCOPES,
 )
 from coupa_plugin.coupa._secret import Secret
+from coupa_plugin.coupa._telemetry import TENANT, Instruments, Telemetry
+from coupa_plugin.coupa._transport import deadline, inherit_deadline, seconds_left
 
 __all__ = [
+    "ACCOUNT_GROUP_SCOPE",
+    "ACCOUNT_TYPE_FLAGS",
+    "CONTENT_GROUP_SCOPE",
+    "COUPA_BURST",
+    "COUPA_RATE",
+    "INTEGER_PROFILE_FIELDS",
+    "LICENSE_KEY_RE",
+    "LICENSE_NAMES",
+    "MAX_CATALOG_ROWS",
+    "MAX_RATE",
+    "MAX_TEXT_CHARS",
+    "MIN_RATE",
     "OPTIONAL_SCOPES",
     "PROFILE_FIELDS",
     "PROVISIONING_SCOPES",
+    "READ_ONLY_LICENSE_FLAGS",
     "READ_ONLY_SCOPES",
+    "TENANT",
     "USER_LIST_KEYS",
+    "WRITE_SCOPES",
     "AccountGroup",
     "BodyTooLargeError",
     "BusinessGroup",
@@ -70,6 +104,7 @@ __all__ = [
     "CoupaTransportError",
     "FieldsRefusedError",
     "GraphQLError",
+    "Instruments",
     "InvalidPaceState",
     "LookupCollection",
     "Membership",
@@ -79,17 +114,28 @@ __all__ = [
     "Profile",
     "ProfileChanges",
     "ProfileField",
+    "ProfileValue",
+    "RateLimiter",
     "ReadOnlyClientError",
     "RecordError",
+    "RedisRateLimiter",
     "Ref",
     "Role",
     "ScopeError",
     "ScopeGrant",
     "Secret",
+    "Telemetry",
     "Unreadable",
     "User",
     "UserGroup",
     "UserList",
     "UserRecord",
     "WriteEcho",
+    "attach_tenant_filter",
+    "deadline",
+    "excerpt",
+    "inherit_deadline",
+    "scrub",
+    "seconds_left",
+    "tenant_context",
 ]

@@ -20,7 +20,7 @@ scrubbed excerpt of the body; never a token or a secret. The tree::
 None derives from a builtin error other than :class:`Exception`: a ``except ValueError``
 never catches a malformed record by accident. The client's private retry signals
 (``_Retryable`` in :mod:`~coupa_plugin.coupa._http`, ``_MintRetry`` in
-:mod:`~coupa_plugin.coupa.auth`, ``_OutOfProbes`` in :mod:`~coupa_plugin.coupa._fields`) are
+:mod:`~coupa_plugin.coupa._auth`, ``_OutOfProbes`` in :mod:`~coupa_plugin.coupa._fields`) are
 raised and caught inside their module and never reach a caller.
 """
 

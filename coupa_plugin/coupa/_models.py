@@ -24,6 +24,7 @@ __all__ = [
     "ACCOUNT_TYPE_FLAGS",
     "KNOWN_LICENSE_FLAGS",
     "LICENSE_KEY_RE",
+    "LICENSE_NAMES",
     "MAX_ID",
     "PROFILE_FIELDS",
     "READ_ONLY_LICENSE_FLAGS",
@@ -52,27 +53,29 @@ __all__ = [
 ]
 
 ACCOUNT_TYPE_FLAGS: Final = frozenset({"api-user", "supplier-user", "support-user", "msp-user"})
-# Flags documented in Coupa's R39 user schema and seen in newer payloads. Only used to ask for
-# them in ``fields=``; what a tenant has is read from its payloads.
-KNOWN_LICENSE_FLAGS: Final = (
-    "purchasing-user",
-    "expense-user",
-    "sourcing-user",
-    "inventory-user",
-    "contracts-user",
-    "clm-advanced-user",
-    "analytics-user",
-    "aic-user",
-    "spend-guard-user",
-    "ccw-user",
-    "risk-assess-user",
-    "supply-chain-user",
-    "travel-user",
-    "treasury-user",
-    "invoicing-user",
-    "category-planner-user",
-    "intake-user",
-)
+# Flags documented in Coupa's R39 user schema and seen in newer payloads, with the product
+# each one licenses. Only used to ask for them in ``fields=`` and to name them; what a tenant
+# has is read from its payloads.
+LICENSE_NAMES: Final[Mapping[str, str]] = {
+    "purchasing-user": "Purchasing",
+    "expense-user": "Expense",
+    "sourcing-user": "Sourcing",
+    "inventory-user": "Inventory",
+    "contracts-user": "Contracts",
+    "clm-advanced-user": "Contract Lifecycle Management Advanced",
+    "analytics-user": "Analytics",
+    "aic-user": "AI Classification",
+    "spend-guard-user": "Spend Guard",
+    "ccw-user": "Contingent Workforce",
+    "risk-assess-user": "Risk Assess",
+    "supply-chain-user": "Supply Chain",
+    "travel-user": "Travel",
+    "treasury-user": "Treasury",
+    "invoicing-user": "Invoicing",
+    "category-planner-user": "Category Planner",
+    "intake-user": "Intake",
+}
+KNOWN_LICENSE_FLAGS: Final = tuple(LICENSE_NAMES)
 # Flags Coupa's R39 schema marks readOnly: Coupa ignores writes to them, so they are not
 # grantable.
 READ_ONLY_LICENSE_FLAGS: Final = frozenset({"category-planner-user"})

@@ -22,20 +22,22 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final, NoReturn, TypeVar
 
-try:
+try:  # the host extra's libraries: the command line, its display, the report's templates
     import click
+    import jinja2  # noqa: F401
+    import rich  # noqa: F401
 except ModuleNotFoundError as exc:  # a plain install: the command line is an extra
     _NEEDS_EXTRA = f"coupa-iga needs the host extra: pip install 'coupa-plugin[host]' ({exc})"
     if Path(sys.argv[0]).name in {"coupa-iga", "__main__.py"}:  # the command itself: one line
         sys.stderr.write(f"error: {_NEEDS_EXTRA}\n")
-        raise SystemExit(3) from None
+        raise SystemExit(3) from None  # EXIT_CONFIG, which lives beside click
     raise ModuleNotFoundError(_NEEDS_EXTRA, name=exc.name) from None
 
+from coupa_plugin import __version__
 from coupa_plugin.host.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -190,15 +192,8 @@ class _Group(click.Group):
             fail(ConfigurationError(f"snapshot: {exc}"))
 
 
-def _version() -> str:
-    try:
-        return version("coupa-plugin")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "unknown"
-
-
 @click.group(cls=_Group)
-@click.version_option(_version(), "--version", prog_name="coupa-iga")
+@click.version_option(__version__, "--version", prog_name="coupa-iga")
 @VERBOSE_OPTION
 def main() -> None:
     """Reference IGA host: run connector plugins for the tenants of a tenants file.
@@ -395,7 +390,6 @@ def sync(
 def _sync_sandbox(snapshot: Path, request: SyncRequest, users: int, seed: int, fmt: str) -> int:
     try:
         from coupa_plugin.sandbox import CoupaSandbox, SandboxServer, generate_tenant
-        from coupa_plugin.sandbox._graphql_api import GraphQLApi  # noqa: F401  the extra's user
     except ModuleNotFoundError as exc:
         raise click.UsageError(
             f"--sandbox needs the sandbox extra: pip install 'coupa-plugin[sandbox]' ({exc})"

@@ -1,8 +1,8 @@
 """What more than one ``coupa-iga`` command module uses: the exit codes, the one ``error:``
 line a failure ends with, the plugin host, the tenants of the tenants file, and the snapshot.
 
-Exit codes (README's table): 0 success; 1 a run failed; 2 usage error; 3 configuration error;
-4 authentication refused; 5 the request was refused.
+Exit codes (the table in docs/reference-host.md): 0 success; 1 a run failed; 2 usage error;
+3 configuration error; 4 authentication refused; 5 the request was refused.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ EXIT_REFUSED: Final = 5
 
 
 def exit_code(exc: BaseException) -> int:
-    """The exit code of a failure, by its kind (the README's exit-code table)."""
+    """The exit code of a failure, by its kind (the table in docs/reference-host.md)."""
     return EXIT_CODES[error_kind(exc)]
 
 

@@ -1,6 +1,7 @@
 """The reference host's errors. The command line maps a failure to its exit code by the
-contract's class (:func:`coupa_plugin.refhost._jobs.error_kind`, README's exit-code table), so
-the host's own errors are kinds of the contract's (:mod:`coupa_plugin.host.errors`). The tree::
+contract's class (:func:`coupa_plugin.refhost._jobs.error_kind`; the exit-code table is in
+docs/reference-host.md), so the host's own errors are kinds of the contract's
+(:mod:`coupa_plugin.host.errors`). The tree::
 
     PluginError                       (coupa_plugin.host.errors)
     ├── ContractViolation             a plugin returned what the contract does not allow

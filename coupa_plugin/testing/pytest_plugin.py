@@ -49,7 +49,6 @@ def _sandbox() -> ModuleType:
     """:mod:`coupa_plugin.sandbox`, or a failed test naming the extra to install."""
     try:
         import coupa_plugin.sandbox as sandbox
-        import coupa_plugin.sandbox._graphql_api  # noqa: F401  the module that needs the extra
     except ModuleNotFoundError as exc:
         pytest.fail(f"{MISSING_SANDBOX} ({exc})", pytrace=False)
     return sandbox

@@ -12,7 +12,7 @@ import pytest
 
 from coupa_plugin.testing.pytest_plugin import MISSING_SANDBOX
 
-EXTRAS = ("click", "rich", "graphql", "opentelemetry")
+EXTRAS = ("click", "rich", "jinja2", "graphql", "opentelemetry")
 BLOCK = textwrap.dedent(
     """
     import importlib.abc, sys
@@ -76,8 +76,11 @@ def test_the_pytest_plugin_fails_only_the_tests_that_need_the_sandbox(tmp_path: 
     assert "1 passed, 1 error" in out
 
 
-def test_the_command_line_names_the_missing_extra() -> None:
-    out = run("from coupa_plugin.refhost._cli import main\n")
+@pytest.mark.parametrize("blocked", [EXTRAS, ("jinja2",)])
+def test_the_command_line_names_the_missing_extra(blocked: tuple[str, ...]) -> None:
+    """Any library of the host extra missing (an install of the extra from before it needed
+    jinja2, say) gives one line naming the extra, never a traceback at the first report."""
+    out = run("from coupa_plugin.refhost._cli import main\n", blocked=blocked)
     assert "rc=1" in out
     assert "coupa-iga needs the host extra: pip install 'coupa-plugin[host]'" in out
 

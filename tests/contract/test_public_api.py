@@ -3,6 +3,7 @@ underscore), so what a user may import is written in one place per package."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 
@@ -76,3 +77,46 @@ def test_a_public_module_outside_the_list_is_found(tmp_path: Path) -> None:
         (tmp_path / path).write_text("")
     (tmp_path / "_x" / "inner.py").write_text("")
     assert public_modules(tmp_path) == {"coupa_plugin.coupa.client"}
+
+
+def private_imports_across(root: Path = PACKAGE) -> list[str]:
+    """Imports of another package's private module (``coupa_plugin.coupa._client`` from the
+    connector): a package is used through what its ``__all__`` names."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        own = parts[0] if len(parts) > 1 else None
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            modules = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for module in modules:
+                names = module.split(".")
+                if (
+                    names[0] == "coupa_plugin"
+                    and len(names) > 2
+                    and names[1] != own
+                    and any(name.startswith("_") for name in names[2:])
+                ):
+                    found.append(f"{path.relative_to(root)}: {module}")
+    return found
+
+
+def test_packages_use_each_other_through_their_public_api() -> None:
+    assert private_imports_across() == []
+
+
+def test_an_import_of_another_packages_private_module_is_found(tmp_path: Path) -> None:
+    (tmp_path / "connector").mkdir()
+    (tmp_path / "connector" / "_sync.py").write_text(
+        "from coupa_plugin.coupa._client import CoupaClient\n"
+        "from coupa_plugin.coupa import User\n"
+        "from coupa_plugin.connector._kinds import KINDS\n"
+    )
+    assert private_imports_across(tmp_path) == [
+        "connector/_sync.py: coupa_plugin.coupa._client"
+    ]

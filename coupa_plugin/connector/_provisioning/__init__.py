@@ -15,23 +15,16 @@ Principles, in the order they are applied:
   user holds now.
 """
 
-from coupa_plugin.connector._provisioning.command import Command, parse_command
-from coupa_plugin.connector._provisioning.core import (
+from coupa_plugin.connector._provisioning.command import parse_command
+from coupa_plugin.connector._provisioning.core import Permits, Provisioner, ProvisionerConfig
+from coupa_plugin.connector._provisioning.journal import (
     DEFAULT_JOURNAL_MAX_AGE_S,
-    Permits,
-    Provisioner,
-    ProvisionerConfig,
+    default_state_dir,
 )
-from coupa_plugin.connector._provisioning.journal import Journal, JournalEntry, default_state_dir
 from coupa_plugin.connector._provisioning.lists import Recovery
-from coupa_plugin.connector._provisioning.session import LIST_KEYS
 
 __all__ = [
     "DEFAULT_JOURNAL_MAX_AGE_S",
-    "LIST_KEYS",
-    "Command",
-    "Journal",
-    "JournalEntry",
     "Permits",
     "Provisioner",
     "ProvisionerConfig",

@@ -8,6 +8,7 @@ import attrs
 
 from coupa_plugin.connector._mapping import check_grantable
 from coupa_plugin.connector._provisioning.command import (
+    DRY_RUN,
     CreateAccount,
     EntitlementRef,
     SetActive,
@@ -16,14 +17,12 @@ from coupa_plugin.connector._provisioning.command import (
 from coupa_plugin.connector._provisioning.facts import TenantFacts
 from coupa_plugin.connector._provisioning.guards import Guards
 from coupa_plugin.connector._provisioning.session import UserSession, ids_of
-from coupa_plugin.coupa import CoupaClient, CoupaError
-from coupa_plugin.coupa._models import ProfileChanges
+from coupa_plugin.coupa import CoupaClient, CoupaError, ProfileChanges
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionResult
 
 __all__ = ["Accounts", "Created"]
 
-_DRY_RUN = "dry run: nothing was written"
 
 
 def _shown(changes: ProfileChanges) -> str:
@@ -59,7 +58,7 @@ class Accounts:
         change = f"update user {s.user_id}: {_shown(diff)}"
         if command.dry_run:
             s.changes.append(change)
-            return s.result("planned", _DRY_RUN)
+            return s.result("planned", DRY_RUN)
 
         def applied() -> bool:
             return s.last_profile is not None and not s.last_profile.differs(diff)
@@ -95,7 +94,7 @@ class Accounts:
         change = f"set active = {str(active).lower()} on user {s.user_id}"
         if command.dry_run:
             s.changes.append(change)
-            return s.result("planned", _DRY_RUN)
+            return s.result("planned", DRY_RUN)
         after = s.write(
             lambda: s.send(partial(self.client.set_active, s.user_id, active=active), change),
             lambda u: u.active == active,
@@ -134,7 +133,7 @@ class Accounts:
             return ProvisionResult(
                 status="planned",
                 changes=(change, *(f"grant {ref.id} to the new user" for ref in later)),
-                message=_DRY_RUN,
+                message=DRY_RUN,
             )
         try:
             new_id = self.client.create_user(command.profile, roles=roles, licenses=flags)

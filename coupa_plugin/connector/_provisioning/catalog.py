@@ -10,8 +10,7 @@ from collections.abc import Callable
 from typing import Final
 
 from coupa_plugin.connector._kinds import by_name
-from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError
-from coupa_plugin.coupa._errors import GraphQLError
+from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError, GraphQLError
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 
 __all__ = ["Catalog"]

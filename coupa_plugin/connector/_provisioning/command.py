@@ -33,7 +33,7 @@ import attrs
 from coupa_plugin.connector._inputs import unsendable
 from coupa_plugin.connector._kinds import EntitlementKind, by_name
 from coupa_plugin.connector._mapping import parse_entitlement_id, parse_id
-from coupa_plugin.coupa._models import (
+from coupa_plugin.coupa import (
     INTEGER_PROFILE_FIELDS,
     MAX_TEXT_CHARS,
     PROFILE_FIELDS,
@@ -45,6 +45,8 @@ from coupa_plugin.host.errors import NotFoundError, PluginError, ProvisioningErr
 from coupa_plugin.host.model import PROVISION_ACTIONS, ProvisionRequest
 
 __all__ = [
+    "DRY_RUN",
+    "GROUP_ACTIONS",
     "MAX_CREATE_ENTITLEMENTS",
     "MAX_GROUP_NAME_CHARS",
     "ChangeAccess",
@@ -169,6 +171,14 @@ class DeactivateGroup:
     action: ClassVar[str] = "deactivate_group"
 
 
+# the actions on a group, not a user: no user lock, the group's checks first
+GROUP_ACTIONS: Final = frozenset(
+    command.action for command in (CreateGroup, UpdateGroup, DeactivateGroup)
+)
+# what a dry run's result says
+DRY_RUN: Final = "dry run: nothing was written"
+
+
 @attrs.frozen(kw_only=True)
 class Refused:
     """A well-formed request asking for what cannot be done, and the error that says so,
@@ -212,7 +222,7 @@ def parse_command(request: object) -> Command:
         user_id = parse_id(request.principal_id) if action == "update_account" else None
         group = (
             entitlement_ref(str(request.entitlement_id))
-            if action in {"update_group", "deactivate_group"}
+            if action in {UpdateGroup.action, DeactivateGroup.action}
             else None
         )
         return Refused(action=action, error=exc, dry_run=dry_run, user_id=user_id, group=group)
@@ -232,7 +242,7 @@ def _command(request: ProvisionRequest) -> Command:
     if action == "create_group":
         name, description = _group_fields(attributes, creating=True)
         return CreateGroup(name=name or "", description=description, dry_run=dry_run)
-    if action in {"update_group", "deactivate_group"}:
+    if action in {UpdateGroup.action, DeactivateGroup.action}:
         group = entitlement_ref(str(request.entitlement_id))
         if action == "deactivate_group":
             if attributes:

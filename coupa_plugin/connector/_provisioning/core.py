@@ -18,6 +18,8 @@ from coupa_plugin.connector._mapping import check_grantable, entitlement_id
 from coupa_plugin.connector._provisioning.accounts import Accounts
 from coupa_plugin.connector._provisioning.catalog import Catalog
 from coupa_plugin.connector._provisioning.command import (
+    DRY_RUN,
+    GROUP_ACTIONS,
     ChangeAccess,
     Command,
     CreateAccount,
@@ -30,17 +32,21 @@ from coupa_plugin.connector._provisioning.command import (
     UserCommand,
 )
 from coupa_plugin.connector._provisioning.facts import TenantFacts
-from coupa_plugin.connector._provisioning.groups import GROUP_ACTIONS, Groups
+from coupa_plugin.connector._provisioning.groups import Groups
 from coupa_plugin.connector._provisioning.guards import Guards
-from coupa_plugin.connector._provisioning.journal import Journal, Rejected, state_key
+from coupa_plugin.connector._provisioning.journal import (
+    DEFAULT_JOURNAL_MAX_AGE_S,
+    Journal,
+    Rejected,
+    state_key,
+)
 from coupa_plugin.connector._provisioning.lists import ListWriter, Recovery
 from coupa_plugin.connector._provisioning.per_item import PerItem
 from coupa_plugin.connector._provisioning.repair import Repairer, RepairSchedule, Wait
 from coupa_plugin.connector._provisioning.session import UserSession, ids_of
 from coupa_plugin.connector._provisioning.store import LocalStore, StateStore
 from coupa_plugin.connector._statefiles import Seal
-from coupa_plugin.coupa import CoupaClient
-from coupa_plugin.coupa._models import User
+from coupa_plugin.coupa import CoupaClient, User
 from coupa_plugin.host.errors import NotFoundError, PluginError, ProvisioningError
 from coupa_plugin.host.model import ProvisionResult
 
@@ -48,7 +54,6 @@ __all__ = ["Permits", "Provisioner", "ProvisionerConfig"]
 
 log = logging.getLogger("coupa_plugin.connector.provisioning")
 
-DEFAULT_JOURNAL_MAX_AGE_S = 24 * 3600.0
 
 
 @attrs.frozen
@@ -377,7 +382,7 @@ class Provisioner:
             s.changes.append(
                 f"{verb} {kind.name} {target} {'to' if granting else 'from'} user {s.user_id}"
             )
-            return s.result("planned", "dry run: nothing was written")
+            return s.result("planned", DRY_RUN)
         if kind.writes == "per_item":
             now = self.per_item.change(s, kind.name, target, granting=granting, before=before)
         else:
@@ -409,7 +414,7 @@ class Provisioner:
         change = f"set {flag} = {str(granting).lower()} on user {user.id}"
         if dry_run:
             s.changes.append(change)
-            return s.result("planned", "dry run: nothing was written")
+            return s.result("planned", DRY_RUN)
         after = s.write(
             lambda: s.send(partial(s.client.set_license, s.user_id, flag, held=granting), change),
             lambda u: u.licenses.get(flag) == granting,

@@ -10,10 +10,11 @@ what Coupa holds now.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 from coupa_plugin.connector._mapping import entitlement_id
 from coupa_plugin.connector._provisioning.command import (
+    DRY_RUN,
     CreateGroup,
     DeactivateGroup,
     EntitlementRef,
@@ -21,16 +22,12 @@ from coupa_plugin.connector._provisioning.command import (
     Refused,
     UpdateGroup,
 )
-from coupa_plugin.coupa import CoupaClient, CoupaError
-from coupa_plugin.coupa._models import UserGroup
+from coupa_plugin.coupa import CoupaClient, CoupaError, UserGroup
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
 from coupa_plugin.host.model import ProvisionResult
 
-__all__ = ["GROUP_ACTIONS", "Groups", "group_entitlement"]
+__all__ = ["Groups", "group_entitlement"]
 
-GROUP_ACTIONS: Final = frozenset({"create_group", "update_group", "deactivate_group"})
-
-_DRY_RUN: Final = "dry run: nothing was written"
 
 
 def group_entitlement(group_id: int) -> str:
@@ -123,7 +120,7 @@ class Groups:
             )
         change = f"create user group {name!r}" + (" with a description" if description else "")
         if command.dry_run:
-            return ProvisionResult(status="planned", changes=(change,), message=_DRY_RUN)
+            return ProvisionResult(status="planned", changes=(change,), message=DRY_RUN)
         try:
             group_id = self.client.create_user_group(name=name, description=description).id
         except CoupaError as exc:
@@ -178,7 +175,7 @@ class Groups:
         self, group: UserGroup, diff: dict[str, Any], change: str, *, dry_run: bool
     ) -> ProvisionResult:
         if dry_run:
-            return _result("planned", group, [change], _DRY_RUN)
+            return _result("planned", group, [change], DRY_RUN)
         try:
             self.client.update_user_group(group.id, diff)
         except CoupaError as exc:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from coupa_plugin.connector._provisioning.catalog import Catalog
 from coupa_plugin.connector._provisioning.facts import TenantFacts
-from coupa_plugin.coupa import CoupaClient, CoupaError
-from coupa_plugin.coupa._models import User
+from coupa_plugin.coupa import CoupaClient, CoupaError, User
 from coupa_plugin.host.errors import RefusedError
 
 __all__ = ["Guards"]

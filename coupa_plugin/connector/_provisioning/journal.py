@@ -33,6 +33,7 @@ from coupa_plugin.connector._provisioning.store import StateStore
 from coupa_plugin.connector._statefiles import Seal
 
 __all__ = [
+    "DEFAULT_JOURNAL_MAX_AGE_S",
     "JOURNALED_KEYS",
     "Journal",
     "JournalEntry",
@@ -44,6 +45,8 @@ __all__ = [
 # the user's list associations a rewrite may touch (keys of PUT /api/users/:id)
 JOURNALED_KEYS: Final = frozenset(kind.put_key for kind in LIST_KINDS if kind.put_key)
 _VERSION: Final = 3
+# how long an entry is applied before it is only reported (setting journal_max_age_s)
+DEFAULT_JOURNAL_MAX_AGE_S: Final = 24 * 3600.0
 _READABLE: Final = frozenset({2, 3})  # version 2 lacks the step, its time and ``cleared``
 Step = Literal["clear", "put_back"]
 _STEPS: Final = ("clear", "put_back")
@@ -249,7 +252,7 @@ class Journal:
         instance: str,
         seal: Seal,
         *,
-        max_age_s: float = 86_400.0,
+        max_age_s: float = DEFAULT_JOURNAL_MAX_AGE_S,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store

@@ -41,7 +41,7 @@ from coupa_plugin.connector._provisioning.session import (
     ids_of,
     stamp_of,
 )
-from coupa_plugin.coupa._models import User, WriteEcho
+from coupa_plugin.coupa import User, WriteEcho
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
 
 __all__ = ["ListWriter", "Recovery"]

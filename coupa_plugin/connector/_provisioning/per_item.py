@@ -10,8 +10,7 @@ from typing import Literal
 
 from coupa_plugin.connector._provisioning.lists import ListWriter
 from coupa_plugin.connector._provisioning.session import LIST_KEYS, UserSession, ids_of
-from coupa_plugin.coupa import CoupaError, CoupaHTTPError
-from coupa_plugin.coupa._models import User
+from coupa_plugin.coupa import CoupaError, CoupaHTTPError, User
 
 __all__ = ["PerItem"]
 

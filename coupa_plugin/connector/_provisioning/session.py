@@ -13,8 +13,17 @@ from coupa_plugin.connector._kinds import LIST_KINDS
 from coupa_plugin.connector._mapping import user_grants
 from coupa_plugin.connector._provisioning.facts import TenantFacts
 from coupa_plugin.connector._provisioning.journal import Stamp
-from coupa_plugin.coupa import CoupaClient, CoupaError, CoupaHTTPError, RecordError
-from coupa_plugin.coupa._models import Profile, User, UserList, UserRecord, WriteEcho
+from coupa_plugin.coupa import (
+    CoupaClient,
+    CoupaError,
+    CoupaHTTPError,
+    Profile,
+    RecordError,
+    User,
+    UserList,
+    UserRecord,
+    WriteEcho,
+)
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError
 from coupa_plugin.host.model import ProvisionResult
 

@@ -2,7 +2,7 @@
 and the per-user serialisation on one side and their storage on the other.
 
 Two backends keep the same bytes: :class:`LocalStore` (files under ``state_dir``, the default)
-and the Redis store of :mod:`coupa_plugin.connector.shared_state` (setting ``shared_state``),
+and the Redis store of :mod:`coupa_plugin.connector._shared_state` (setting ``shared_state``),
 which workers on several machines share. The store only keeps sealed bytes under names; what
 they mean, and whether they can be trusted, is decided by the journal and the facts alone.
 """

@@ -20,7 +20,6 @@ from coupa_plugin.connector._settings._registry import (
     Setting,
 )
 from coupa_plugin.connector._settings._values import Range
-from coupa_plugin.coupa._negotiation import Mode  # the client's type
 
 __all__ = [
     "MODES",
@@ -28,7 +27,6 @@ __all__ = [
     "SETTINGS",
     "ClientLink",
     "CoupaSettings",
-    "Mode",
     "Range",
     "Setting",
     "parse_base_url",

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from coupa_plugin.connector._settings._registry import DEFAULT, SETTING, SETTINGS, CoupaSettings
 from coupa_plugin.connector._shared_state import scoped
-from coupa_plugin.coupa._ratelimit import COUPA_RATE
+from coupa_plugin.coupa import COUPA_RATE
 from coupa_plugin.host.errors import ConfigurationError
 
 _KNOWN_KEYS: Final = frozenset(SETTING)

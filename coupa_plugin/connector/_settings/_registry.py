@@ -30,10 +30,15 @@ from coupa_plugin.connector._shared_state import (
     parse_password_env,
     parse_shared_state,
 )
-from coupa_plugin.coupa import Secret
-from coupa_plugin.coupa._config import ClientConfig
-from coupa_plugin.coupa._negotiation import Mode
-from coupa_plugin.coupa._ratelimit import COUPA_BURST, COUPA_RATE, MAX_RATE, MIN_RATE
+from coupa_plugin.coupa import (
+    COUPA_BURST,
+    COUPA_RATE,
+    MAX_RATE,
+    MIN_RATE,
+    ClientConfig,
+    Mode,
+    Secret,
+)
 from coupa_plugin.host.errors import ConfigurationError
 
 MODES: Final[tuple[Mode, ...]] = get_args(Mode)
