@@ -7,12 +7,13 @@ say otherwise (``Quirks.graphql_ordering`` decides whether they are honoured).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl
 
-from graphql import GraphQLError, build_schema, graphql_sync
+from graphql import GraphQLError, GraphQLSchema, build_schema, graphql_sync
 
 from coupa_plugin.sandbox._errors import QueryError
 from coupa_plugin.sandbox._view import SandboxView
@@ -67,18 +68,24 @@ class GraphQLSource(SandboxView, Protocol):
         ...
 
 
+@functools.cache
+def _schema() -> GraphQLSchema:
+    """The endpoint's schema, built once for every sandbox: it holds no resolver (each sandbox
+    answers through its own ``field_resolver``), and building it costs more than a request."""
+    return build_schema(_SDL)
+
+
 class GraphQLApi:
     """Executes GraphQL documents against a sandbox's state."""
 
     def __init__(self, sandbox: GraphQLSource) -> None:
         self.sandbox = sandbox
-        self.schema = build_schema(_SDL)
-        query_type = self.schema.query_type
-        assert query_type is not None
-        for name in ("roles", "users", "userGroups"):
-            query_type.fields[name].resolve = self._collection(name)
-        query_type.fields["role"].resolve = lambda _r, _i, id: sandbox.state.roles.get(id)
-        query_type.fields["user"].resolve = lambda _r, _i, id: sandbox.state.users.get(id)
+        self.schema = _schema()
+        self._queries: dict[str, Any] = {
+            name: self._collection(name) for name in ("roles", "users", "userGroups")
+        }
+        self._queries["role"] = lambda _r, _i, id: sandbox.state.roles.get(id)
+        self._queries["user"] = lambda _r, _i, id: sandbox.state.users.get(id)
 
     def _collection(self, name: str) -> Any:
         table = {"roles": "roles", "users": "users", "userGroups": "user_groups"}[name]
@@ -98,7 +105,9 @@ class GraphQLApi:
 
         return resolve
 
-    def _field(self, source: Any, info: Any, **_: Any) -> Any:
+    def _field(self, source: Any, info: Any, **arguments: Any) -> Any:
+        if info.parent_type is info.schema.query_type:
+            return self._queries[info.field_name](source, info, **arguments)
         key = _kebab(info.field_name)
         renderer = self.sandbox.renderer
         if key in {"roles", "user-groups", "content-groups", "account-groups", "approval-groups"}:

@@ -651,10 +651,10 @@ class ProvisioningMachine(RuleBasedStateMachine):
         if not hasattr(self, "model"):
             return
         actual = holdings(self.sandbox)
+        journal = self._connector().provisioner.journal
+        users_pending = {e.user_id for e in journal.pending()}
         for uid, expected in self.model.items():
-            pending = any(
-                e.user_id == uid for e in self._connector().provisioner.journal.pending(uid)
-            )
+            pending = uid in users_pending
             for field, value in expected.items():
                 open_items = {i for u, f, i in self.uncertain if (u, f) == (uid, field)}
                 if None in open_items:

@@ -363,6 +363,17 @@ def test_graphql_roles_with_query_and_cap() -> None:
     assert users and all(2 in [r["id"] for r in u["roles"]] for u in users)
 
 
+def test_each_sandbox_answers_graphql_from_its_own_state() -> None:
+    one, other = fresh(users=5, seed=1), fresh(users=5, seed=2)
+    other.state.users[4]["login"] = "only.in.the.other"
+    document = "{ user(id: 4) { login } users { login } }"
+    mine, theirs = Raw(one).graphql(document)["data"], Raw(other).graphql(document)["data"]
+    assert mine["user"]["login"] == one.state.users[4]["login"] != "only.in.the.other"
+    assert theirs["user"]["login"] == "only.in.the.other"
+    assert [u["login"] for u in mine["users"]] == [u["login"] for u in one.state.users.values()]
+    assert [u["login"] for u in theirs["users"]] != [u["login"] for u in mine["users"]]
+
+
 def test_graphql_is_read_only_and_reports_errors(raw: Raw) -> None:
     result = raw.graphql('mutation { createRole(name: "x") { id } }')
     assert result["errors"]

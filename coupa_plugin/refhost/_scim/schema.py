@@ -9,6 +9,7 @@ facade would have to drop, so it is not offered.
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Final
 
 from scim2_models import (
@@ -171,8 +172,11 @@ POLICY: Final = ScimPolicy(
 )
 
 
+@functools.cache
 def build_provider() -> ScimProvider:
-    """The facade's description of itself, as scim2-server serves it."""
+    """The facade's description of itself, as scim2-server serves it. Built once: a provider
+    is immutable, the same for every facade, and building its models costs a tenth of a
+    second."""
     return ScimProvider.from_discovery(
         schemas(), resource_types(), config=service_provider_config(), policy=POLICY
     )
