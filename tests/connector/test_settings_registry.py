@@ -25,16 +25,17 @@ from coupa_plugin.host.errors import ConfigurationError
 GOOD = {"domain": "acme.coupahost.com", "client_id": "cid", "client_secret": "s3cret"}
 NUMERIC = [s for s in SETTINGS if s.range is not None]
 BY_NAME = {s.name: s for s in SETTINGS}
+WITH_DEFAULTS = [s for s in SETTINGS if s.default is not None]
 
 
-@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.default is not None], ids=str)
+@pytest.mark.parametrize("setting", WITH_DEFAULTS, ids=lambda s: s.name)
 def test_every_declared_default_passes_its_own_reader(setting: Setting) -> None:
     read = setting.reader(setting.name, setting.default)
     expected = frozenset(setting.default) if isinstance(setting.default, list) else setting.default
     assert read == expected
 
 
-@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.default is not None], ids=str)
+@pytest.mark.parametrize("setting", WITH_DEFAULTS, ids=lambda s: s.name)
 def test_every_declared_default_is_the_parsed_sections(setting: Setting) -> None:
     """Writing a default out changes nothing: the section parses as without it."""
     assert parse_settings({**GOOD, setting.name: setting.default}) == parse_settings(GOOD)
