@@ -7,7 +7,6 @@ state shared between tenants).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -23,7 +22,6 @@ from coupa_plugin.connector import (
     Instruments,
     Wait,
     boundary,
-    describe,
     hook_span,
     parse_settings,
     tenant_context,
@@ -138,21 +136,16 @@ class CoupaPlugin:
                 current.uses.enter()
                 return current
             transport = self._transport_factory(settings) if self._transport_factory else None
-            try:
-                connector = CoupaConnector(
-                    tenant.id,
-                    settings,
-                    transport,
-                    wall_clock=self._wall_clock,
-                    clock=self._clock,
-                    sleep=self._sleep,
-                    instruments=self._instruments,
-                    repair_wait=self._repair_wait,
-                )
-            except (OSError, sqlite3.Error, ValueError) as exc:
-                raise ConfigurationError(
-                    f"tenant {_tenant_id(tenant)}: the settings cannot be used: {describe(exc)}"
-                ) from exc
+            connector = CoupaConnector(
+                tenant.id,
+                settings,
+                transport,
+                wall_clock=self._wall_clock,
+                clock=self._clock,
+                sleep=self._sleep,
+                instruments=self._instruments,
+                repair_wait=self._repair_wait,
+            )
             connector.uses.enter()
             self._connectors[tenant.id] = connector
         if current is not None:

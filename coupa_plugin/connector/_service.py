@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -91,6 +93,18 @@ CONNECTOR_LOGGERS: Final = (
 attach_tenant_filter(*CONNECTOR_LOGGERS)  # a record logged for a tenant names it
 
 
+@contextmanager
+def _usable(tenant_id: str) -> Iterator[None]:
+    """Open what a tenant's settings name (the shared rate-limit file, the Redis store, the
+    state directory): one that cannot be used is a :class:`ConfigurationError`."""
+    try:
+        yield
+    except (OSError, sqlite3.Error, ValueError) as exc:
+        raise ConfigurationError(
+            f"tenant {tenant_id[:80]}: the settings cannot be used: {describe(exc)}"
+        ) from exc
+
+
 class CoupaConnector:
     """Settings, client, status and sync state of one tenant."""
 
@@ -108,13 +122,7 @@ class CoupaConnector:
         self.tenant_id = tenant_id
         self.telemetry = Telemetry(instruments, tenant_id, clock)
         self.settings = settings
-        config = settings.client_config(tenant=tenant_id)
-        redis_client, store, limiter = self._shared_state(tenant_id, settings, config, sleep)
-        self._redis = redis_client
         self._clock = clock  # the sync's too: how long configure's first pages stay fresh
-        self.client = CoupaClient(
-            config, transport, clock=clock, limiter=limiter, sleep=sleep, telemetry=self.telemetry
-        )
         self._lock = threading.Lock()
         # the calls and streams using this connector: it closes once retired and unused
         self.uses = Uses(self._release)
@@ -122,9 +130,18 @@ class CoupaConnector:
         self._sync: TenantSync | None = None
         self._begun: dict[str, Begun[Any]] = {}  # catalog listings configure's probes began
         self._flags: frozenset[str] | None = None  # license flags configure read
-        self.provisioner = Provisioner(
-            self.client,
-            ProvisionerConfig(
+        config = settings.client_config(tenant=tenant_id)
+        with _usable(tenant_id):  # the files and servers the settings name
+            self._redis, store, limiter = self._shared_state(tenant_id, settings, config, sleep)
+            self.client = CoupaClient(
+                config,
+                transport,
+                clock=clock,
+                limiter=limiter,
+                sleep=sleep,
+                telemetry=self.telemetry,
+            )
+            provisioning = ProvisionerConfig(
                 tenant_id=tenant_id,
                 instance=settings.base_url,
                 state_dir=settings.state_dir or default_state_dir(),
@@ -136,8 +153,8 @@ class CoupaConnector:
                 clock=clock,
                 store=store,
                 repair_wait=repair_wait,
-            ),
-        )
+            )
+            self.provisioner = Provisioner(self.client, provisioning)
 
     @staticmethod
     def _shared_state(

@@ -40,6 +40,7 @@ from coupa_plugin.coupa._models import (
     USER_LIST_KEYS,
     AccountGroup,
     BusinessGroup,
+    GroupChanges,
     LookupCollection,
     Membership,
     Profile,
@@ -54,6 +55,7 @@ from coupa_plugin.coupa._models import (
     UserList,
     UserRecord,
     WriteEcho,
+    unheld,
 )
 from coupa_plugin.coupa._negotiation import Mode, ScopeGrant
 from coupa_plugin.coupa._ratelimit import COUPA_BURST, COUPA_RATE, MAX_RATE, MIN_RATE, RateLimiter
@@ -104,6 +106,7 @@ __all__ = [
     "CoupaTransportError",
     "FieldsRefusedError",
     "GraphQLError",
+    "GroupChanges",
     "Instruments",
     "InvalidPaceState",
     "LookupCollection",
@@ -138,4 +141,5 @@ __all__ = [
     "scrub",
     "seconds_left",
     "tenant_context",
+    "unheld",
 ]

@@ -36,6 +36,7 @@ from coupa_plugin.coupa._models import (
     USER_LIST_KEYS,
     AccountGroup,
     BusinessGroup,
+    GroupChanges,
     LookupCollection,
     Membership,
     ProfileChanges,
@@ -954,12 +955,8 @@ class CoupaClient:
         result = self.request("POST", "/api/user_groups", body=body, idempotent=False)
         return _record(result, UserGroup, "POST /api/user_groups")
 
-    def update_user_group(self, group_id: int, changes: Mapping[str, str | bool | None]) -> None:
-        """``PUT /api/user_groups/:id`` with ``changes`` among ``name``, ``description`` and
-        ``active`` (the caller reads the group back)."""
-        unknown = sorted(set(changes) - {"name", "description", "active"})
-        if unknown:
-            raise ValueError(f"user group fields {unknown} are not written by this client")
+    def update_user_group(self, group_id: int, changes: GroupChanges) -> None:
+        """``PUT /api/user_groups/:id`` with ``changes`` (the caller reads the group back)."""
         self.request("PUT", f"/api/user_groups/{group_id}", body=dict(changes), idempotent=True)
 
     def add_membership(self, user_id: int, group_id: int) -> Membership:

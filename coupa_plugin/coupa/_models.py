@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import Any, Final, Literal, TypedDict, TypeVar, cast, get_args
 
 import attrs
 import cattrs
@@ -31,6 +31,7 @@ __all__ = [
     "USER_LIST_KEYS",
     "AccountGroup",
     "BusinessGroup",
+    "GroupChanges",
     "LookupCollection",
     "Membership",
     "Profile",
@@ -49,6 +50,7 @@ __all__ = [
     "strict_id",
     "structure",
     "structure_user",
+    "unheld",
     "unstructure_user",
 ]
 
@@ -245,6 +247,20 @@ class Profile:
     def differs(self, changes: ProfileChanges) -> dict[ProfileField, ProfileValue]:
         """The part of ``changes`` this profile does not already hold."""
         return {name: value for name, value in changes.items() if self.get(name) != value}
+
+
+class GroupChanges(TypedDict, total=False):
+    """What a write of a user group sets (``description`` None clears it)."""
+
+    name: str
+    description: str | None
+    active: bool
+
+
+def unheld(group: UserGroup, changes: GroupChanges) -> GroupChanges:
+    """The part of ``changes`` that ``group`` does not hold already."""
+    held = attrs.asdict(group)
+    return cast(GroupChanges, {key: value for key, value in changes.items() if held[key] != value})
 
 
 @attrs.frozen

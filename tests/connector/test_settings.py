@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from coupa_plugin.connector._settings import (
 )
 from coupa_plugin.coupa import Secret
 from coupa_plugin.host.errors import ConfigurationError
+from coupa_plugin.sandbox import CoupaSandbox, Operations, generate_tenant
+from tests.kit import plugin_for, tenant
 
 SECRET = "super-secret-value-123"
 GOOD = {"domain": "acme.coupahost.com", "client_id": "cid", "client_secret": SECRET}
@@ -272,3 +275,14 @@ def test_settings_text_coupa_or_a_file_system_cannot_hold_is_refused(key: str) -
         parse_settings({**GOOD, key: "x\ud800y"})
     with pytest.raises(ConfigurationError, match="protected_logins: an item"):
         parse_settings({**GOOD, "protected_logins": ["ok", "a\nb"]})
+
+
+def test_a_named_file_that_cannot_be_opened_is_a_configuration_error(tmp_path: Path) -> None:
+    """A shared rate-limit file that looks like SQLite but is not one passes the settings'
+    checks; opening it at configure is a ConfigurationError naming the tenant, never a raw
+    sqlite3 error."""
+    broken = tmp_path / "pace.sqlite"
+    broken.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    sandbox = CoupaSandbox(generate_tenant(users=5), operations=Operations(rate_limit=False))
+    with pytest.raises(ConfigurationError, match=r"^tenant acme: the settings cannot be used: "):
+        plugin_for(sandbox).configure(tenant=tenant(shared_rate_limit_file=str(broken)))

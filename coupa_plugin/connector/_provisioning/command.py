@@ -26,7 +26,7 @@ this plugin never hands out a :class:`NotFoundError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Final, Literal, cast
+from typing import ClassVar, Final, cast
 
 import attrs
 
@@ -37,6 +37,7 @@ from coupa_plugin.coupa import (
     INTEGER_PROFILE_FIELDS,
     MAX_TEXT_CHARS,
     PROFILE_FIELDS,
+    GroupChanges,
     ProfileChanges,
     ProfileField,
     ProfileValue,
@@ -55,7 +56,6 @@ __all__ = [
     "CreateGroup",
     "DeactivateGroup",
     "EntitlementRef",
-    "GroupChanges",
     "Refused",
     "SetActive",
     "UpdateAccount",
@@ -71,9 +71,8 @@ MAX_GROUP_NAME_CHARS: Final = 255
 # the attributes Coupa requires of every user: never empty, never cleared
 REQUIRED_PROFILE: Final[tuple[ProfileField, ...]] = ("login", "email", "firstname", "lastname")
 
-GroupField = Literal["name", "description"]
-GroupChanges = Mapping[GroupField, str | None]
-_GROUP_FIELDS: Final[tuple[GroupField, ...]] = ("name", "description")
+# what create_group and update_group take (a group's ``active`` is deactivate_group's)
+_GROUP_FIELDS: Final = ("name", "description")
 _NOTHING: Final = "; nothing was written"
 
 

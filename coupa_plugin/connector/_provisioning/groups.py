@@ -9,9 +9,6 @@ what Coupa holds now.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from coupa_plugin.connector._mapping import entitlement_id
 from coupa_plugin.connector._provisioning.command import (
     DRY_RUN,
@@ -22,7 +19,7 @@ from coupa_plugin.connector._provisioning.command import (
     Refused,
     UpdateGroup,
 )
-from coupa_plugin.coupa import CoupaClient, CoupaError, UserGroup
+from coupa_plugin.coupa import CoupaClient, CoupaError, GroupChanges, UserGroup, unheld
 from coupa_plugin.host.errors import NotFoundError, ProvisioningError, RefusedError
 from coupa_plugin.host.model import ProvisionResult
 
@@ -106,7 +103,7 @@ class Groups:
 
     def create(self, command: CreateGroup) -> ProvisionResult:
         name, description = command.name, command.description
-        wanted: dict[str, Any] = {"name": name}
+        wanted = GroupChanges(name=name)
         if description is not None:
             wanted["description"] = description
         existing = self._named(name)
@@ -133,7 +130,7 @@ class Groups:
                 ) from None
             group_id = found.id
         group = self._read(group_id, after=change)
-        wrong = _differences(group, wanted)
+        wrong = sorted(unheld(group, wanted))
         if wrong or not group.active:
             raise ProvisioningError(
                 f"user group {group_id} was created, but Coupa did not apply "
@@ -147,9 +144,8 @@ class Groups:
         )
 
     def update(self, group_id: int, command: UpdateGroup) -> ProvisionResult:
-        wanted: dict[str, Any] = dict(command.changes.items())
         group = self._read(group_id)
-        diff = {key: wanted[key] for key in _differences(group, wanted)}
+        diff = unheld(group, command.changes)
         if not diff:
             return _result("unchanged", group, [], "every attribute already has that value")
         name = diff.get("name")
@@ -169,10 +165,10 @@ class Groups:
         if not group.active:
             return _result("unchanged", group, [], f"user group {group_id} is already inactive")
         change = f"set active = false on user group {group_id} (Coupa deletes no group)"
-        return self._write(group, {"active": False}, change, dry_run=command.dry_run)
+        return self._write(group, GroupChanges(active=False), change, dry_run=command.dry_run)
 
     def _write(
-        self, group: UserGroup, diff: dict[str, Any], change: str, *, dry_run: bool
+        self, group: UserGroup, diff: GroupChanges, change: str, *, dry_run: bool
     ) -> ProvisionResult:
         if dry_run:
             return _result("planned", group, [change], DRY_RUN)
@@ -180,18 +176,13 @@ class Groups:
             self.client.update_user_group(group.id, diff)
         except CoupaError as exc:
             now = self._read(group.id, after=change)
-            if _differences(now, diff):
+            if unheld(now, diff):
                 raise ProvisioningError(f"{change} failed ({exc}); {_describe(now)}") from None
         after = self._read(group.id, after=change)
-        ignored = _differences(after, diff)
+        ignored = sorted(unheld(after, diff))
         if ignored:
             raise ProvisioningError(f"Coupa did not apply {ignored}: {_describe(after)}")
         return _result("applied", after, [change], "")
-
-
-def _differences(group: UserGroup, wanted: Mapping[str, Any]) -> list[str]:
-    """The keys of ``wanted`` whose value ``group`` does not have."""
-    return sorted(key for key, value in wanted.items() if getattr(group, key) != value)
 
 
 def _result(status: str, group: UserGroup, changes: list[str], message: str) -> ProvisionResult:
