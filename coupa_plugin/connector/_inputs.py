@@ -16,7 +16,7 @@ from typing import Final
 from coupa_plugin.host.errors import SyncError
 from coupa_plugin.host.model import SyncRequest
 
-__all__ = ["MAX_PRINCIPAL_IDS", "check_sync_request", "unsendable"]
+__all__ = ["MAX_PRINCIPAL_IDS", "check_sync_request", "type_name", "unsendable"]
 
 # A targeted refresh names users one by one; more than this is a full sync in disguise.
 MAX_PRINCIPAL_IDS: Final = 100_000
@@ -37,7 +37,8 @@ def unsendable(text: str) -> str | None:
     return None
 
 
-def _kind(value: object) -> str:
+def type_name(value: object) -> str:
+    """How a message names the type of a value a host sent."""
     return "None" if value is None else type(value).__name__
 
 
@@ -52,13 +53,13 @@ def check_sync_request(request: object, hook: str) -> None:
         return SyncError(f"{hook}: malformed request: {problem}; nothing was read")
 
     if not isinstance(request, SyncRequest):
-        raise refuse(f"expected a SyncRequest, got {_kind(request)}")
+        raise refuse(f"expected a SyncRequest, got {type_name(request)}")
     if request.resource_types is not None and not _strings(request.resource_types):
         raise refuse(
-            f"resource_types: expected a set of strings, got {_kind(request.resource_types)}"
+            f"resource_types: expected a set of strings, got {type_name(request.resource_types)}"
         )
     if request.since is not None and not isinstance(request.since, datetime):
-        raise refuse(f"since: expected a datetime, got {_kind(request.since)}")
+        raise refuse(f"since: expected a datetime, got {type_name(request.since)}")
     if request.since is not None:
         try:
             request.since.astimezone(UTC)  # what the filter is built from
@@ -67,6 +68,6 @@ def check_sync_request(request: object, hook: str) -> None:
     ids = request.principal_ids
     if ids is not None:
         if not _strings(ids):
-            raise refuse(f"principal_ids: expected a set of strings, got {_kind(ids)}")
+            raise refuse(f"principal_ids: expected a set of strings, got {type_name(ids)}")
         if len(ids) > MAX_PRINCIPAL_IDS:
             raise refuse(f"principal_ids: more than {MAX_PRINCIPAL_IDS:,} users")

@@ -105,16 +105,10 @@ USER_FIELDS: Final[tuple[Any, ...]] = (
     "created_at",
     "updated_at",
     {"manager": ["id", "login"]},
-    {"roles": ["id", "name"]},
-    {"user_groups": ["id", "name"]},
-    {"content_groups": ["id", "name"]},
-    {"account_groups": ["id", "name"]},
-    {"approval_groups": ["id", "name"]},
+    *({name: ["id", "name"]} for name in USER_LIST_KEYS),  # the lists that carry access
 )
 # Without these a user record cannot be mapped: a refusal of one is an error, not a drop.
-USER_REQUIRED_FIELDS: Final = frozenset(
-    {"id", "login", "roles", "user_groups", "content_groups", "account_groups", "approval_groups"}
-)
+USER_REQUIRED_FIELDS: Final = frozenset({"id", "login", *USER_LIST_KEYS})
 _CATALOG_REQUIRED: Final = frozenset({"id", "name"})
 _USER_GROUP_FIELDS: Final = FieldSpec(
     "user_groups", ("id", "name", "description", "active", "can_approve"), _CATALOG_REQUIRED

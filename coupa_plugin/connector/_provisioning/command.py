@@ -30,7 +30,7 @@ from typing import ClassVar, Final, cast
 
 import attrs
 
-from coupa_plugin.connector._inputs import unsendable
+from coupa_plugin.connector._inputs import type_name, unsendable
 from coupa_plugin.connector._kinds import EntitlementKind, by_name
 from coupa_plugin.connector._mapping import parse_entitlement_id, parse_id
 from coupa_plugin.coupa import (
@@ -198,10 +198,6 @@ GroupCommand = CreateGroup | UpdateGroup | DeactivateGroup
 Command = UserCommand | CreateAccount | GroupCommand | Refused
 
 
-def _kind(value: object) -> str:
-    return "None" if value is None else type(value).__name__
-
-
 def _refuse(problem: str) -> ProvisioningError:
     return ProvisioningError(f"malformed request: {problem}{_NOTHING}")
 
@@ -271,23 +267,23 @@ def check_request(request: object) -> None:  # noqa: C901 - one check per field 
     and oversized or unsendable values are a :class:`ProvisioningError`, a principal or
     entitlement id this plugin never hands out a :class:`NotFoundError`."""
     if not isinstance(request, ProvisionRequest):
-        raise _refuse(f"expected a ProvisionRequest, got {_kind(request)}")
+        raise _refuse(f"expected a ProvisionRequest, got {type_name(request)}")
     action = request.action
     if not isinstance(action, str) or action not in PROVISION_ACTIONS:
-        shown = repr(action[:40]) if isinstance(action, str) else _kind(action)
+        shown = repr(action[:40]) if isinstance(action, str) else type_name(action)
         raise _refuse(f"unknown action {shown} (expected one of {sorted(PROVISION_ACTIONS)})")
     for name in ("entitlement_id", "principal_id"):
         value = getattr(request, name)
         if value is not None and not isinstance(value, str):
-            raise _refuse(f"{name}: expected a string, got {_kind(value)}")
+            raise _refuse(f"{name}: expected a string, got {type_name(value)}")
     if not isinstance(request.dry_run, bool):
-        raise _refuse(f"dry_run: expected true or false, got {_kind(request.dry_run)}")
+        raise _refuse(f"dry_run: expected true or false, got {type_name(request.dry_run)}")
     attributes = request.attributes
     if not isinstance(attributes, Mapping):
-        raise _refuse(f"attributes: expected a mapping, got {_kind(attributes)}")
+        raise _refuse(f"attributes: expected a mapping, got {type_name(attributes)}")
     for key, value in attributes.items():
         if not isinstance(key, str):
-            raise _refuse(f"attributes: keys must be strings, got {_kind(key)}")
+            raise _refuse(f"attributes: keys must be strings, got {type_name(key)}")
         if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
             raise _refuse(f"attributes.{key[:40]}: longer than {MAX_TEXT_CHARS:,} characters")
         if isinstance(value, str) and (why := unsendable(value)):
@@ -350,7 +346,7 @@ def _check_group_values(attributes: Mapping[str, object]) -> None:
         raise _refuse(f"attributes.name: longer than {MAX_GROUP_NAME_CHARS} characters")
     description = attributes.get("description")
     if description is not None and not isinstance(description, str):
-        raise _refuse(f"attributes.description: expected text, got {_kind(description)}")
+        raise _refuse(f"attributes.description: expected text, got {type_name(description)}")
 
 
 def _group_fields(
