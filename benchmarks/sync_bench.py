@@ -89,7 +89,7 @@ def full_sync(plugin: CoupaPlugin, t: Tenant) -> dict[str, Any]:
     connector = plugin.connector(t)
     assert connector is not None
     client = connector.client
-    calls = client.requests + client.tokens.minted
+    calls = client.requests + client.tokens.minted + client.read_tokens.minted  # GraphQL's own
     return {
         "users": users,
         "resources": resources,
