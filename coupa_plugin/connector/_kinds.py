@@ -25,7 +25,11 @@ from coupa_plugin.coupa import (
 
 __all__ = ["KINDS", "LIST_KINDS", "EntitlementKind", "by_name"]
 
-Writes = Literal["per_item", "list", "flag"]
+# how one item is added or removed: a user-group membership record (POST/DELETE
+# /api/user_group_memberships), the user's content-group routes (PUT
+# /api/users/:id/business_groups/:id/add|remove), the whole list on PUT /api/users/:id, or a
+# flag on the user; the per-item routes fall back to the whole list where Coupa lacks them
+Writes = Literal["membership", "business_group_route", "list", "flag"]
 
 
 @attrs.frozen(kw_only=True)
@@ -37,7 +41,7 @@ class EntitlementKind:
     label: str  # how messages name one item, e.g. "user group"
     attribute: UserList | None  # the User model's list holding the items (None: a flag)
     item_path: LookupCollection | None  # GET /api/<item_path>/:id shows one item
-    writes: Writes  # per-item endpoints first, the whole list, or a flag on the user
+    writes: Writes  # how one item is added or removed (see Writes)
     # every item of the kind, as the sync reads it beside the users: one page at a time (the
     # user pages keep the rate limit busy; a page ahead would only risk one past the end).
     # None: no catalog of its own (approval groups are user groups; licenses are user flags)
@@ -45,6 +49,11 @@ class EntitlementKind:
     # the OAuth scope the catalog most likely needs, which Coupa does not document: configure
     # reads the catalog's first page to learn whether it is granted (None: not probed)
     catalog_scope: str | None = None
+
+    @property
+    def per_item(self) -> bool:
+        """Whether one item has a route of its own (the whole list is the fallback)."""
+        return self.writes in {"membership", "business_group_route"}
 
     @property
     def put_key(self) -> str | None:
@@ -69,7 +78,7 @@ KINDS: Final = (
         label="user group",
         attribute="user_groups",
         item_path="user_groups",
-        writes="per_item",
+        writes="membership",
         catalog=lambda client: client.user_groups(in_flight=1),
     ),
     EntitlementKind(
@@ -78,7 +87,7 @@ KINDS: Final = (
         label="content group",
         attribute="content_groups",
         item_path="business_groups",
-        writes="per_item",
+        writes="business_group_route",
         catalog=lambda client: client.business_groups(in_flight=1),
         catalog_scope=CONTENT_GROUP_SCOPE,
     ),

@@ -383,8 +383,8 @@ class Provisioner:
                 f"{verb} {kind.name} {target} {'to' if granting else 'from'} user {s.user_id}"
             )
             return s.result("planned", DRY_RUN)
-        if kind.writes == "per_item":
-            now = self.per_item.change(s, kind.name, target, granting=granting, before=before)
+        if kind.per_item:
+            now = self.per_item.change(s, kind, target, granting=granting, before=before)
         else:
             desired = before | {target} if granting else before - {target}
             now = self.lists.change(s, key, before, desired)

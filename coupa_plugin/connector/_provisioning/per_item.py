@@ -8,9 +8,10 @@ from collections.abc import Callable
 from functools import partial
 from typing import Literal
 
+from coupa_plugin.connector._kinds import EntitlementKind
 from coupa_plugin.connector._provisioning.lists import ListWriter
-from coupa_plugin.connector._provisioning.session import LIST_KEYS, UserSession, ids_of
-from coupa_plugin.coupa import CoupaError, CoupaHTTPError, User
+from coupa_plugin.connector._provisioning.session import UserSession, ids_of
+from coupa_plugin.coupa import CoupaError, CoupaHTTPError, User, UserList
 
 __all__ = ["PerItem"]
 
@@ -28,19 +29,28 @@ class PerItem:
         self.lists = lists
 
     def change(
-        self, s: UserSession, kind: str, target: int, *, granting: bool, before: set[int]
+        self,
+        s: UserSession,
+        kind: EntitlementKind,
+        target: int,
+        *,
+        granting: bool,
+        before: set[int],
     ) -> set[int]:
-        """Add or remove ``target``; returns the list as read back afterwards."""
-        key, attribute = LIST_KEYS[kind]
+        """Add or remove ``target`` through the kind's own route; returns the list as read back
+        afterwards."""
+        attribute, key = kind.attribute, kind.put_key
+        assert attribute is not None  # a per-item kind is one of the user's lists
+        assert key is not None
         try:
-            if kind == "group":
-                user = self._membership(s, target, granting=granting)
+            if kind.writes == "membership":
+                user = self._membership(s, target, attribute, granting=granting)
             else:
-                user = self._business_group(s, target, granting=granting)
+                user = self._business_group(s, target, attribute, granting=granting)
         except _NoRoute:
             log.info(
                 "per-item endpoint unavailable; writing the user's list",
-                extra={"user": s.user_id, "kind": kind},
+                extra={"user": s.user_id, "kind": kind.name},
             )
             desired = before | {target} if granting else before - {target}
             return self.lists.change(s, key, before, desired)
@@ -78,7 +88,9 @@ class PerItem:
 
         return send
 
-    def _membership(self, s: UserSession, group_id: int, *, granting: bool) -> User:
+    def _membership(
+        self, s: UserSession, group_id: int, attribute: UserList, *, granting: bool
+    ) -> User:
         """User-group membership through the per-item membership API."""
         uid, client = s.user_id, s.client
         if granting:
@@ -86,7 +98,7 @@ class PerItem:
             send = self._sender(
                 s, line, lambda: client.add_membership(uid, group_id), granting=True
             )
-            return s.write(send, lambda u: group_id in ids_of(u, "user_groups"), line)
+            return s.write(send, lambda u: group_id in ids_of(u, attribute), line)
         try:
             found = [
                 m
@@ -108,11 +120,13 @@ class PerItem:
             send = self._sender(
                 s, line, partial(client.delete_membership, membership.id), granting=False
             )
-            user = s.write(send, lambda u: group_id not in ids_of(u, "user_groups"), line)
+            user = s.write(send, lambda u: group_id not in ids_of(u, attribute), line)
         assert user is not None
         return user
 
-    def _business_group(self, s: UserSession, group_id: int, *, granting: bool) -> User:
+    def _business_group(
+        self, s: UserSession, group_id: int, attribute: UserList, *, granting: bool
+    ) -> User:
         """Content groups through the per-user add/remove routes."""
         action: Literal["add", "remove"] = "add" if granting else "remove"
         line = (
@@ -125,4 +139,4 @@ class PerItem:
             partial(s.client.business_group, s.user_id, group_id, action),
             granting=granting,
         )
-        return s.write(send, lambda u: (group_id in ids_of(u, "content_groups")) == granting, line)
+        return s.write(send, lambda u: (group_id in ids_of(u, attribute)) == granting, line)
