@@ -359,7 +359,7 @@ class TenantSync:
             catalogs.cancel()  # nothing left to do when complete; stops them when abandoned
         self.client.log_stats()
 
-    def _catalogs(  # noqa: C901 - the catalogs' listing, held and unlisted, in one pass
+    def _catalogs(
         self,
         types: frozenset[str],
         flags: set[str],
@@ -372,11 +372,12 @@ class TenantSync:
         if types & {"group", "approval_group"}:
             groups = fetched.result("group")
         if "group" in types:
-            listed = {g.id for g in groups}
-            yield from (group_resource(g) for g in groups)
-            for gid, name in sorted(held["group"].items()):
-                if gid not in listed:
-                    yield group_resource(UserGroup(id=gid, name=name or f"User group {gid}"))
+            yield from _listed_and_held(
+                groups,
+                held["group"],
+                group_resource,
+                lambda gid, name: UserGroup(id=gid, name=name or f"User group {gid}"),
+            )
         if "approval_group" in types:
             by_id = {g.id: g for g in groups}
             approval_ids = {g.id for g in groups if g.can_approve} | set(held["approval_group"])
@@ -386,21 +387,19 @@ class TenantSync:
                 )
                 yield approval_group_resource(group)
         if "content_group" in types:
-            listed_cg = set()
-            for cg in fetched.result("content_group"):
-                listed_cg.add(cg.id)
-                yield content_group_resource(cg)
-            for cid, name in sorted(held["content_group"].items()):
-                if cid not in listed_cg:
-                    yield content_group_resource(BusinessGroup(id=cid, name=name or str(cid)))
+            yield from _listed_and_held(
+                fetched.result("content_group"),
+                held["content_group"],
+                content_group_resource,
+                lambda cid, name: BusinessGroup(id=cid, name=name or str(cid)),
+            )
         if "account_group" in types:
-            listed_ag = set()
-            for ag in fetched.result("account_group"):
-                listed_ag.add(ag.id)
-                yield account_group_resource(ag)
-            for aid, name in sorted(held["account_group"].items()):
-                if aid not in listed_ag:
-                    yield account_group_resource(AccountGroup(id=aid, name=name or str(aid)))
+            yield from _listed_and_held(
+                fetched.result("account_group"),
+                held["account_group"],
+                account_group_resource,
+                lambda aid, name: AccountGroup(id=aid, name=name or str(aid)),
+            )
         if "license" in types:
             for flag in sorted(flags):
                 yield license_resource(flag)
@@ -477,3 +476,23 @@ class TenantSync:
                     f"the holders of license flag {flag} (refused in fields=) could not be "
                     f"read: {exc}"
                 ) from None
+
+
+G = TypeVar("G", UserGroup, BusinessGroup, AccountGroup)
+
+
+def _listed_and_held(
+    listed: Iterable[G],
+    held: Mapping[int, str | None],
+    resource: Callable[[G], Resource],
+    unlisted: Callable[[int, str | None], G],
+) -> Iterator[Resource]:
+    """The catalog's items as listed, then those users hold that the listing lacked (by the
+    name seen on a user, when there was one)."""
+    seen = set()
+    for item in listed:
+        seen.add(item.id)
+        yield resource(item)
+    for ident, name in sorted(held.items()):
+        if ident not in seen:
+            yield resource(unlisted(ident, name))
